@@ -1,0 +1,272 @@
+"""Settings: one TOML file plus ``ILLUMICHAT_AUTHZ_*`` environment variables.
+
+Environment variables override the file; nested keys use ``__`` (for example
+``ILLUMICHAT_AUTHZ_SESSION__SECRETS='["s2", "s1"]'``). A bad value fails at start-up with
+:class:`ConfigurationError` naming the key, never at request time. Relative paths are
+resolved against the configuration file's directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "ApiKeySettings",
+    "Auth0Settings",
+    "DecisionSettings",
+    "FactsSettings",
+    "PoliciesSettings",
+    "ProxySettings",
+    "RateLimitSettings",
+    "RouteSettings",
+    "SessionSettings",
+    "Settings",
+    "TwilioSettings",
+    "default_policies_dir",
+    "load_settings",
+]
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def default_policies_dir() -> Path:
+    """The IllumiChat policy shipped with the package (the repository's ``policies/``)."""
+    return (Path(__file__).parent / "_default_policies").resolve()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoliciesSettings(_Section):
+    dir: Path = Field(default_factory=default_policies_dir)
+    model: str = "model.conf"
+    policy: str = "policy.csv"
+    routes: str = "routes.toml"
+
+
+class FactsSettings(_Section):
+    #: A JSON facts file; ``None`` means an empty in-memory store (everything in a
+    #: workspace is then 403 ``not_a_member``).
+    file: Path | None = None
+
+
+class RouteSettings(_Section):
+    #: ``deny``: an undeclared route is 401 anonymous / 403 authenticated.
+    #: ``authenticated``: any authenticated caller may use undeclared routes.
+    undeclared: Literal["deny", "authenticated"] = "deny"
+    #: CORS preflights (OPTIONS with Access-Control-Request-Method) pass unauthenticated.
+    allow_preflight: bool = True
+    #: Longest raw path accepted; longer is 400 ``non_canonical_path``.
+    max_path_length: int = Field(default=2048, ge=16, le=65536)
+
+
+class DecisionSettings(_Section):
+    #: Answer 404 instead of 403 for resources the caller may not see.
+    conceal_hidden: bool = False
+
+
+class SessionSettings(_Section):
+    #: Auth.js ``AUTH_SECRET`` values, newest first. Empty: session cookies are not accepted.
+    secrets: list[str] = Field(default_factory=list)
+    cookie_name: str = "authjs.session-token"
+    user_id_claim: str = "sub"
+    workspace_claim: str | None = None
+    email_claim: str = "email"
+    name_claim: str = "name"
+    clock_tolerance_s: float = Field(default=15.0, ge=0, le=300)
+    #: Auth.js database strategy: a SQLite file with the adapter's ``sessions`` table.
+    database: Path | None = None
+    #: Accept NextAuth v4 cookies (``next-auth.session-token``, A256GCM, empty salt).
+    accept_nextauth_v4: bool = False
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets_not_blank(cls, value: list[str]) -> list[str]:
+        if any(not s.strip() for s in value):
+            raise ValueError("secrets must not contain empty strings")
+        return value
+
+
+class Auth0Settings(_Section):
+    domain: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    user_id_claim: str = "sub"
+    workspace_claim: str | None = None
+    clock_tolerance_s: float = Field(default=15.0, ge=0, le=300)
+    #: Shortest interval between two JWKS fetches (an unknown ``kid`` cannot force more).
+    jwks_min_refresh_s: float = Field(default=60.0, ge=0)
+    #: How long fetched keys are fresh, and how long stale keys serve during an outage.
+    jwks_ttl_s: float = Field(default=600.0, gt=0)
+    jwks_max_stale_s: float = Field(default=86400.0, ge=0)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+        bad = [a for a in value if a not in allowed]
+        if bad or not value:
+            raise ValueError(f"algorithms must be a non-empty subset of {sorted(allowed)}")
+        return value
+
+    @property
+    def issuer(self) -> str | None:
+        return f"https://{self.domain}/" if self.domain else None
+
+    @property
+    def resolved_jwks_url(self) -> str | None:
+        if self.jwks_url:
+            return self.jwks_url
+        return f"https://{self.domain}/.well-known/jwks.json" if self.domain else None
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme == "https":
+            return value
+        if parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS:
+            return value
+        raise ValueError("jwks_url must be https (plain http only for loopback hosts)")
+
+
+class ApiKeySettings(_Section):
+    #: SQLite file holding API key records (hashes only). ``None``: API keys disabled.
+    database: Path | None = None
+    #: How long a verified key may be served from cache before the store is asked again
+    #: (bounds how late a revocation takes effect).
+    cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
+
+
+class TwilioSettings(_Section):
+    #: Default auth tokens, newest first.
+    auth_tokens: list[str] = Field(default_factory=list)
+    #: Per-assistant tokens: ``[twilio.assistants] <assistantId> = ["token", ...]``.
+    assistants: dict[str, list[str]] = Field(default_factory=dict)
+    #: The public base URL Twilio calls (``https://api.example.com``); ``None``: rebuild it
+    #: from the request (Host, and X-Forwarded-* from trusted proxies).
+    public_base_url: str | None = None
+    algorithm: Literal["sha1", "sha256"] = "sha1"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+
+class RateLimitSettings(_Section):
+    storage: str = "memory://"
+
+
+class ProxySettings(_Section):
+    #: CIDRs whose X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host are believed.
+    trusted: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR") from exc
+        return value
+
+
+class Settings(BaseSettings):
+    """All settings. Build with :func:`load_settings`; the sections are frozen."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ILLUMICHAT_AUTHZ_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    policies: PoliciesSettings = Field(default_factory=PoliciesSettings)
+    facts: FactsSettings = Field(default_factory=FactsSettings)
+    routes: RouteSettings = Field(default_factory=RouteSettings)
+    decisions: DecisionSettings = Field(default_factory=DecisionSettings)
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    auth0: Auth0Settings = Field(default_factory=Auth0Settings)
+    api_keys: ApiKeySettings = Field(default_factory=ApiKeySettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    proxies: ProxySettings = Field(default_factory=ProxySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first (it overrides), then the file's values passed as init kwargs.
+        return (env_settings, init_settings)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make file paths in the TOML relative to the file that names them."""
+    for section, key in (
+        ("policies", "dir"),
+        ("facts", "file"),
+        ("session", "database"),
+        ("api_keys", "database"),
+    ):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            data[section][key] = str((base / value).resolve())
+    return data
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read ``path`` (TOML) and the environment into :class:`Settings`.
+
+    Raises :class:`ConfigurationError` naming the file and the key at fault.
+    """
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        try:
+            with file.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"configuration file not found: {file}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{file}: TOML syntax error: {exc}") from exc
+        except OSError as exc:
+            raise ConfigurationError(f"{file}: cannot read: {exc.strerror}") from exc
+        data = _resolve_paths(data, file.parent.resolve())
+    if overrides:
+        for section, values in overrides.items():
+            data.setdefault(section, {}).update(values)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, source)) from None

@@ -1,0 +1,1 @@
+"""Test helpers for services that use illumichat_authz (fixtures, minting, strategies)."""
