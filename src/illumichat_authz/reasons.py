@@ -22,9 +22,9 @@ class Reason(StrEnum):
     NON_CANONICAL_PATH = "non_canonical_path"
     BAD_METHOD = "bad_method"
     BAD_HEADER = "bad_header"
-    AMBIGUOUS_CREDENTIAL = "ambiguous_credential"
     MISSING_WORKSPACE = "missing_workspace"
     # 401: "log in again".
+    AMBIGUOUS_CREDENTIAL = "ambiguous_credential"
     AUTHENTICATION_REQUIRED = "authentication_required"
     INVALID_CREDENTIAL = "invalid_credential"
     INVALID_TOKEN = "invalid_token"
@@ -58,10 +58,10 @@ _400 = {
     Reason.NON_CANONICAL_PATH,
     Reason.BAD_METHOD,
     Reason.BAD_HEADER,
-    Reason.AMBIGUOUS_CREDENTIAL,
     Reason.MISSING_WORKSPACE,
 }
 _401 = {
+    Reason.AMBIGUOUS_CREDENTIAL,
     Reason.AUTHENTICATION_REQUIRED,
     Reason.INVALID_CREDENTIAL,
     Reason.INVALID_TOKEN,
