@@ -1,0 +1,286 @@
+"""API key stores: :class:`SqliteApiKeyStore` (stdlib ``sqlite3``) and :class:`MemoryApiKeyStore`.
+
+Both satisfy :class:`~illumichat_authz.credentials.apikeys.ApiKeyStore`. The SQL is kept
+plain (one table, ``?`` placeholders aside) so the PostgreSQL store can reuse it.
+
+``touch`` is throttled: at most one write per key per ``touch_interval_s`` (60 s by
+default), remembered in memory and enforced again in the ``UPDATE``'s ``WHERE`` so that
+several processes sharing one file do not multiply writes. Without this, every
+authenticated request would become a database write.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import sqlite3
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from illumichat_authz.credentials.apikeys import ApiKeyRecord
+from illumichat_authz.errors import DependencyUnavailableError
+from illumichat_authz.reasons import Reason
+
+__all__ = ["MemoryApiKeyStore", "SqliteApiKeyStore"]
+
+_log = logging.getLogger("illumichat_authz.credentials.apikey_store")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        key_id       TEXT PRIMARY KEY,
+        digest       TEXT NOT NULL,
+        user_id      TEXT NOT NULL,
+        workspace    TEXT NOT NULL,
+        scopes       TEXT,
+        name         TEXT,
+        created_at   DOUBLE PRECISION NOT NULL,
+        expires_at   DOUBLE PRECISION,
+        revoked_at   DOUBLE PRECISION,
+        last_used_at DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS api_keys_workspace ON api_keys (workspace)",
+    "CREATE INDEX IF NOT EXISTS api_keys_user_id ON api_keys (user_id)",
+)
+_COLUMNS = (
+    "key_id, digest, user_id, workspace, scopes, name, "
+    "created_at, expires_at, revoked_at, last_used_at"
+)
+_TOUCH_MEMORY = 10_000  # bound on the in-memory throttle table (keys, not requests)
+
+
+def _encode_scopes(scopes: frozenset[str] | None) -> str | None:
+    # NULL means "not narrowed"; '[]' means "no actions at all". Keep them apart.
+    return None if scopes is None else json.dumps(sorted(scopes))
+
+
+def _decode_scopes(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(json.loads(text))
+
+
+def _row_to_record(row: tuple[Any, ...]) -> ApiKeyRecord:
+    (key_id, digest, user_id, workspace, scopes, name, created, expires, revoked, used) = row
+    return ApiKeyRecord(
+        key_id=str(key_id),
+        digest=bytes.fromhex(str(digest)),
+        user_id=str(user_id),
+        workspace=str(workspace),
+        scopes=_decode_scopes(scopes),
+        name=name,
+        created_at=float(created),
+        expires_at=None if expires is None else float(expires),
+        revoked_at=None if revoked is None else float(revoked),
+        last_used_at=None if used is None else float(used),
+    )
+
+
+class _TouchThrottle:
+    """Remembers when each key was last written, bounded (oldest forgotten first)."""
+
+    def __init__(self, *, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def due(self, key_id: str, now: float) -> bool:
+        with self._lock:
+            last = self._seen.get(key_id)
+            if last is not None and now - last < self.interval_s:
+                return False
+            self._seen[key_id] = now
+            self._seen.move_to_end(key_id)
+            while len(self._seen) > _TOUCH_MEMORY:
+                self._seen.popitem(last=False)
+            return True
+
+
+class SqliteApiKeyStore:
+    """API key records in a SQLite file: WAL, one connection per thread, schema on first use."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        touch_interval_s: float = 60.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self._timeout_s = timeout_s
+        self._throttle = _TouchThrottle(interval_s=touch_interval_s)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._schema_ready = False
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            # autocommit (isolation_level=None): each statement is its own transaction.
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout_s * 1000)}")
+            with self._lock:
+                if not self._schema_ready:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    self._schema_ready = True
+                self._connections.append(conn)
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise self._unavailable(exc) from exc
+        self._local.conn = conn
+        return conn
+
+    def _unavailable(self, exc: sqlite3.Error) -> DependencyUnavailableError:
+        _log.error("API key store %s failed: %s", self.path, exc)
+        return DependencyUnavailableError(
+            "API key store unavailable", reason=Reason.AUTH_UNAVAILABLE
+        )
+
+    def close(self) -> None:
+        """Close every connection this store opened (call at shutdown)."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- ApiKeyStore -------------------------------------------------------------------
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        try:
+            row = (
+                self._connect()
+                .execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))  # noqa: S608
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return None if row is None else _row_to_record(row)
+
+    def add(self, record: ApiKeyRecord) -> None:
+        values = (
+            record.key_id,
+            record.digest.hex(),
+            record.user_id,
+            record.workspace,
+            _encode_scopes(record.scopes),
+            record.name,
+            record.created_at,
+            record.expires_at,
+            record.revoked_at,
+            record.last_used_at,
+        )
+        try:
+            self._connect().execute(
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                values,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"API key id {record.key_id} already exists") from exc
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def list(
+        self, *, workspace: str | None = None, user: str | None = None
+    ) -> builtins.list[ApiKeyRecord]:
+        where, params = [], []
+        if workspace is not None:
+            where.append("workspace = ?")
+            params.append(workspace)
+        if user is not None:
+            where.append("user_id = ?")
+            params.append(user)
+        sql = f"SELECT {_COLUMNS} FROM api_keys"  # noqa: S608 - fixed column list
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, key_id"
+        try:
+            rows = self._connect().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return [_row_to_record(row) for row in rows]
+
+    def revoke(self, key_id: str, *, now: float) -> bool:
+        try:
+            cursor = self._connect().execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?",
+                (now, key_id),
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return cursor.rowcount > 0
+
+    def touch(self, key_id: str, *, now: float) -> None:
+        if not self._throttle.due(key_id, now):
+            return
+        interval = self._throttle.interval_s
+        try:
+            self._connect().execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE key_id = ? "
+                "AND (last_used_at IS NULL OR last_used_at <= ?)",
+                (now, key_id, now - interval),
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+
+class MemoryApiKeyStore:
+    """A dict-backed store for tests, demos and benchmarks (same throttled ``touch``)."""
+
+    def __init__(self, *, touch_interval_s: float = 60.0) -> None:
+        self._records: dict[str, ApiKeyRecord] = {}
+        self._lock = threading.Lock()
+        self._throttle = _TouchThrottle(interval_s=touch_interval_s)
+        #: How many times ``touch`` actually wrote (for tests of the throttle).
+        self.writes = 0
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        return self._records.get(key_id)
+
+    def add(self, record: ApiKeyRecord) -> None:
+        with self._lock:
+            if record.key_id in self._records:
+                raise ValueError(f"API key id {record.key_id} already exists")
+            self._records[record.key_id] = record
+
+    def list(
+        self, *, workspace: str | None = None, user: str | None = None
+    ) -> builtins.list[ApiKeyRecord]:
+        return sorted(
+            (
+                r
+                for r in self._records.values()
+                if (workspace is None or r.workspace == workspace)
+                and (user is None or r.user_id == user)
+            ),
+            key=lambda r: (r.created_at, r.key_id),
+        )
+
+    def revoke(self, key_id: str, *, now: float) -> bool:
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None:
+                return False
+            if record.revoked_at is None:
+                self._records[key_id] = replace(record, revoked_at=now)
+            return True
+
+    def touch(self, key_id: str, *, now: float) -> None:
+        if not self._throttle.due(key_id, now):
+            return
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is not None:
+                self._records[key_id] = replace(record, last_used_at=now)
+                self.writes += 1
