@@ -1,0 +1,171 @@
+"""Who is on the other end: the client IP and the public URL, through trusted proxies only.
+
+``X-Forwarded-For``, ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are plain request
+headers: any client can send them. They mean something only when the connection's peer is
+a proxy we trust, and then only the part that trusted proxies appended. So the client IP
+is found by walking ``X-Forwarded-For`` from the right, skipping trusted hops; the first
+untrusted address is the client (RFC 7239 §5.2: "the first [...] proxy [...] appends";
+MDN: "the rightmost IP address is the IP address of the most recent proxy"). The
+left-most value is whatever the client wrote, and is never used.
+
+Pure functions; the caller passes the peer address and headers (ASGI ``scope["client"]``
+and ``scope["headers"]`` decoded as latin-1).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from illumichat_authz.errors import BadRequestError, ConfigurationError
+from illumichat_authz.reasons import Reason
+
+__all__ = [
+    "MAX_FORWARDED_HOPS",
+    "IPNetwork",
+    "client_ip",
+    "is_trusted",
+    "parse_trusted",
+    "public_url",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Entries of X-Forwarded-For examined from the right; a longer chain stops the walk there.
+MAX_FORWARDED_HOPS = 32
+_MAX_HOST_CHARS = 255
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]_")
+
+
+def parse_trusted(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """Parse the trusted-proxy CIDRs once, at start-up (``settings.proxies.trusted``)."""
+    if isinstance(cidrs, str):
+        raise ConfigurationError("proxies.trusted must be a list of CIDRs, not a string")
+    networks: list[IPNetwork] = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ConfigurationError(f"proxies.trusted: {cidr!r} is not a CIDR") from None
+    return tuple(networks)
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    """An address from a peer or X-Forwarded-For entry; ``None`` if it is not one.
+
+    Accepts ``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1`` and ``[2001:db8::1]:5678``;
+    IPv4-mapped IPv6 addresses become IPv4 so one client has one key.
+    """
+    text = text.strip()
+    if not text or len(text) > 64:
+        return None
+    if text.startswith("["):
+        inner, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        text = inner
+    elif text.count(":") == 1:
+        text, _, port = text.partition(":")
+        if not port.isdigit():
+            return None
+    if "%" in text:  # scoped IPv6 (fe80::1%eth0) never comes from the Internet
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_trusted(ip: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
+    return any(ip.version == net.version and ip in net for net in trusted)
+
+
+def _header_values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    """All comma-separated values of a header, in order, across repeated lines."""
+    values: list[str] = []
+    for key, value in headers:
+        if key.lower() == name:
+            values.extend(value.split(","))
+    return values
+
+
+def client_ip(
+    *,
+    peer: str | None,
+    headers: Sequence[tuple[str, str]],
+    trusted: Sequence[IPNetwork],
+) -> str | None:
+    """The client's IP: the peer, unless the peer is a trusted proxy.
+
+    Behind trusted proxies, walk ``X-Forwarded-For`` from the right skipping trusted hops;
+    the first untrusted address is the client. A malformed entry, or more than
+    :data:`MAX_FORWARDED_HOPS` entries, stops the walk at the last address a trusted hop
+    vouched for. ``None`` when there is no peer (and no proxy to vouch for anyone).
+    """
+    if peer is None:
+        return None
+    current = _parse_ip(peer)
+    if current is None:
+        return peer.strip() or None  # a unix socket or test transport: not an IP, not trusted
+    if not trusted or not is_trusted(current, trusted):
+        return current.compressed
+    entries = _header_values(headers, "x-forwarded-for")
+    for hop, entry in enumerate(reversed(entries)):
+        if hop >= MAX_FORWARDED_HOPS:
+            break
+        ip = _parse_ip(entry)
+        if ip is None:
+            break
+        current = ip
+        if not is_trusted(ip, trusted):
+            break
+    return current.compressed
+
+
+def _valid_host(host: str) -> bool:
+    return 0 < len(host) <= _MAX_HOST_CHARS and all(ch in _HOST_CHARS for ch in host)
+
+
+def public_url(
+    *,
+    scheme: str,
+    host_header: str | None,
+    path: str,
+    query: str,
+    headers: Sequence[tuple[str, str]],
+    peer: str | None,
+    trusted: Sequence[IPNetwork],
+    public_base_url: str | None,
+) -> str:
+    """The URL as Twilio saw it (the URL it signed).
+
+    ``path`` is the raw (still percent-encoded) path and ``query`` the raw query string
+    without ``?``. With ``public_base_url`` configured it wins. Otherwise the scheme and
+    host come from ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` (the right-most value, the
+    one our trusted peer set) only when the peer is a trusted proxy, else from the request
+    itself. Raises :class:`BadRequestError` (400 ``bad_header``) when there is no usable
+    Host.
+    """
+    suffix = path + (f"?{query}" if query else "")
+    if public_base_url:
+        return public_base_url.rstrip("/") + suffix
+    peer_ip = _parse_ip(peer) if peer is not None else None
+    from_proxy = peer_ip is not None and bool(trusted) and is_trusted(peer_ip, trusted)
+    host = (host_header or "").strip()
+    scheme = scheme.lower()
+    if from_proxy:
+        protos = [p.strip().lower() for p in _header_values(headers, "x-forwarded-proto")]
+        if protos and protos[-1] in ("http", "https"):
+            scheme = protos[-1]
+        hosts = [h.strip() for h in _header_values(headers, "x-forwarded-host")]
+        if hosts and _valid_host(hosts[-1]):
+            host = hosts[-1]
+    if not _valid_host(host):
+        raise BadRequestError("missing or invalid Host header", reason=Reason.BAD_HEADER)
+    if scheme not in ("http", "https"):
+        raise BadRequestError("request scheme is not http(s)", reason=Reason.BAD_HEADER)
+    return f"{scheme}://{host}{suffix}"
