@@ -20,11 +20,12 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -99,10 +100,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    """RFC 7515 §5.2 step 4 / RFC 7519 §7.2: a UTF-8 JSON object; duplicates refused."""
+    """RFC 7515 §5.2 step 4 / RFC 7519 §7.2: a UTF-8 JSON object; duplicates refused.
+
+    Python's ``json`` accepts ``NaN``/``Infinity``, which RFC 8259 does not; an ``exp`` of
+    ``NaN`` would never compare as expired, so they are refused here.
+    """
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        value = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _invalid(f"token {what} is not a JSON object") from None
     if not isinstance(value, dict):
@@ -110,8 +121,11 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """A finite JSON number (RFC 7519 §2 NumericDate); ``true`` is not 1, ``1e999`` is not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
