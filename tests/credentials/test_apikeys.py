@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -331,3 +332,14 @@ def test_invalid_scopes(scope: str) -> None:
 def test_invalid_issue_arguments(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="must"):
         _issue(**kw)
+
+
+def test_documented_scanner_regex_is_the_one_we_ship() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "credentials-api-keys.md").read_text()
+    block = doc.split("<!-- scan-regex -->", 1)[1].split("```regex\n", 1)[1].split("\n```", 1)[0]
+    assert block == API_KEY_SCAN_PATTERN.pattern
+    token, _ = _issue()
+    assert re.findall(block, f"key={token};") == [token]
+    simple = r"\bick_[0-9A-Za-z]{12}_[0-9A-Za-z]{49}\b"
+    assert simple in doc
+    assert re.findall(simple, f"key={token};") == [token]
