@@ -200,7 +200,7 @@ class Auth0BearerVerifier:
         if len(parts) != 3:
             raise _invalid("token is not a JWS compact serialization (three parts)")
         header_b64, payload_b64, signature_b64 = parts
-        if not header_b64 or not payload_b64 or not signature_b64:
+        if not header_b64 or not payload_b64:
             raise _invalid("token has an empty part")
         if len(header_b64) > _MAX_HEADER_CHARS:
             raise _invalid("token header is too long")
@@ -222,6 +222,8 @@ class Auth0BearerVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not 0 < len(kid) <= _MAX_KID_CHARS:
             raise _invalid("token header has no usable kid")
+        if not signature_b64:
+            raise _invalid("token has no signature")
         signature = _b64url_decode(signature_b64, "signature")
         claims = _json_object(_b64url_decode(payload_b64, "payload"), "payload")
         return ParsedJwt(
