@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 __all__ = [
     "ENC_KEY_LENGTH",
     "MAX_TOKEN_CHARS",
+    "Compact",
     "ContentKey",
     "Enc",
     "JweError",
@@ -35,6 +36,8 @@ __all__ = [
     "encrypt",
     "jwk_thumbprint",
     "parse_compact",
+    "parse_header",
+    "seal",
 ]
 
 Enc = Literal["A256CBC-HS512", "A256GCM"]
@@ -75,8 +78,8 @@ def b64url_decode(data: str) -> bytes:
     except UnicodeEncodeError:
         raise JweError("non-ascii base64url") from None
     rem = len(raw) % 4
-    if rem == 1:
-        raise JweError("bad base64url length")
+    if rem == 1 or b"=" in raw:
+        raise JweError("bad base64url length or padding")
     raw = raw.translate(_B64URL_SWAP) + b"=" * ((4 - rem) % 4)
     try:
         return binascii.a2b_base64(raw, strict_mode=True)
@@ -264,21 +267,26 @@ def decrypt(parts: Compact, key: ContentKey) -> bytes:
     return padded[:-pad]
 
 
+def seal(plaintext: bytes, key: ContentKey, *, aad: bytes, iv: bytes) -> tuple[bytes, bytes]:
+    """Encrypt and authenticate: ``(ciphertext, tag)`` (RFC 7518 §5.2.2.1 or §5.3)."""
+    if len(iv) != _IV_LENGTH[key.enc]:
+        raise ValueError("bad iv length")
+    if key._gcm is not None:
+        sealed = key._gcm.encrypt(iv, plaintext, aad)
+        return sealed[:-16], sealed[-16:]
+    pad = 16 - len(plaintext) % 16
+    encryptor = Cipher(key._aes, modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
+    return ciphertext, _cbc_tag(key, aad, iv, ciphertext)
+
+
 def encrypt(
     plaintext: bytes, key: ContentKey, *, header: dict[str, Any], iv: bytes | None = None
 ) -> str:
     """Produce a compact JWE (``alg: dir``) of ``plaintext`` under ``key``."""
     header_segment = b64url_encode(json.dumps(header, separators=(",", ":")).encode())
-    aad = header_segment.encode("ascii")
     iv = iv if iv is not None else os.urandom(_IV_LENGTH[key.enc])
-    if key._gcm is not None:
-        sealed = key._gcm.encrypt(iv, plaintext, aad)
-        ciphertext, tag = sealed[:-16], sealed[-16:]
-    else:
-        pad = 16 - len(plaintext) % 16
-        encryptor = Cipher(key._aes, modes.CBC(iv)).encryptor()
-        ciphertext = encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
-        tag = _cbc_tag(key, aad, iv, ciphertext)
+    ciphertext, tag = seal(plaintext, key, aad=header_segment.encode("ascii"), iv=iv)
     return ".".join(
         (header_segment, "", b64url_encode(iv), b64url_encode(ciphertext), b64url_encode(tag))
     )

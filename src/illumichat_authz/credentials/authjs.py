@@ -293,11 +293,12 @@ class AuthjsSessionDecoder:
         # jose: `if (payload.exp <= now - tolerance)` -> "exp" claim timestamp check failed.
         if exp <= now - tolerance:
             raise CredentialError("session expired", reason=Reason.SESSION_EXPIRED)
-        nbf = claims.get("nbf")
-        if nbf is not None and (not _is_number(nbf) or nbf > now + tolerance):
+        # jose: "nbf"/"iat", when present (even as null), must be numbers.
+        nbf: Any = claims.get("nbf", 0)
+        if not _is_number(nbf) or nbf > now + tolerance:
             raise CredentialError("session token not yet valid", reason=Reason.INVALID_CREDENTIAL)
-        iat = claims.get("iat")
-        if iat is not None and (not _is_number(iat) or iat > now + tolerance):
+        iat: Any = claims.get("iat", 0)
+        if not _is_number(iat) or iat > now + tolerance:
             raise CredentialError(
                 "session token issued in the future", reason=Reason.INVALID_CREDENTIAL
             )
