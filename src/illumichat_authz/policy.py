@@ -73,7 +73,12 @@ class Policy:
         _validate(policy_path, self.roles, p_rules, p2_rules)
         self.actions: frozenset[str] = frozenset(r[2] for r in p_rules) | frozenset(extra_actions)
         self.top_role = _top_role(self.roles, g_rules)
+        self._relations_used = frozenset(r[3] for r in (*p_rules, *p2_rules))
         self._table = self._compile()
+
+    def mentions_relation(self, relation: str) -> bool:
+        """Whether any rule names ``relation`` (if not, it need never be looked up)."""
+        return relation in self._relations_used
 
     # --- casbin itself: the reference the compiled table must equal ---------------
     def casbin_role_rule(self, role: str, status: str, act: str, rel: str) -> tuple[bool, list[str]]:

@@ -21,7 +21,8 @@ class CredentialKind(StrEnum):
     API_KEY = "api_key"  # IllumiChat API key
 
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+def _no_claims() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,7 +41,7 @@ class Principal:
     expires_at: float | None = None
     #: An identifier safe to log (API key id, token hash prefix); never the secret.
     credential_id: str | None = None
-    claims: Mapping[str, Any] = field(default=_EMPTY, repr=False, compare=False)
+    claims: Mapping[str, Any] = field(default_factory=_no_claims, repr=False, compare=False)
 
     @property
     def is_authenticated(self) -> bool:

@@ -45,6 +45,8 @@ class Reason(StrEnum):
     POLICY_DENIED = "policy_denied"
     # 404: the resource does not exist (or is concealed).
     NOT_FOUND = "not_found"
+    # 413: a webhook body over the configured limit.
+    BODY_TOO_LARGE = "body_too_large"
     # 429.
     RATE_LIMITED = "rate_limited"
     # 500 / 503: our fault or a dependency's; never an allow.
@@ -89,6 +91,7 @@ STATUS_OF: dict[Reason, int] = {
     Reason.WORKSPACE_MISMATCH: 403,
     Reason.POLICY_DENIED: 403,
     Reason.NOT_FOUND: 404,
+    Reason.BODY_TOO_LARGE: 413,
     Reason.RATE_LIMITED: 429,
     Reason.INTERNAL_ERROR: 500,
     Reason.AUTH_UNAVAILABLE: 503,

@@ -1,0 +1,289 @@
+"""The driver: runs the sans-IO core and answers its queries, for sync and async hosts.
+
+One ``Authorizer`` per process: it holds the compiled core and the stores (facts, API
+keys, JWKS, database sessions, rate-limit counters). ``decide`` serves WSGI and other
+sync callers; ``adecide`` serves ASGI, awaiting async facts and never blocking the event
+loop on a network fetch. Both drive the same generator (``core.decide``), so the rules
+exist once. A store that fails makes the decision a 503, never an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .authn import Authenticators
+from .config import Settings, load_settings
+from .core import Core, Flow, decide
+from .credentials.apikey_store import SqliteApiKeyStore
+from .credentials.apikeys import ApiKeyStore
+from .credentials.auth0 import Auth0BearerVerifier
+from .credentials.authjs import AuthjsSessionDecoder
+from .credentials.jwks import JwksCache, UrllibJwksFetcher
+from .credentials.sessions_db import SessionStore, SqliteSessionStore
+from .credentials.twilio import TwilioSignatureVerifier
+from .decision import Decision
+from .errors import AuthzError, ConfigurationError, DependencyUnavailableError
+from .facts import AsyncFacts, Facts, InMemoryFacts, load_facts_file
+from .net import parse_trusted
+from .policy import Policy
+from .principal import Principal
+from .queries import (
+    NeedApiKey,
+    NeedAssistant,
+    NeedBody,
+    NeedChat,
+    NeedGrant,
+    NeedJwk,
+    NeedMembership,
+    NeedRateLimit,
+    NeedSession,
+    Query,
+)
+from .ratelimit import RateLimiter, RateLimitSpec
+from .reasons import Reason
+from .request import RequestFacts
+from .routes import RouteClass, RouteTable, load_routes
+from .vocab import Relation
+
+__all__ = ["Authorizer", "BodyReader", "AsyncBodyReader", "build_core"]
+
+_log = logging.getLogger("illumichat_authz")
+
+#: Reads at most ``max_bytes`` of the body; ``None`` when the body is larger.
+BodyReader = Callable[[int], bytes | None]
+AsyncBodyReader = Callable[[int], Awaitable[bytes | None]]
+
+
+def build_core(settings: Settings, *, routes: RouteTable | None = None, policy: Policy | None = None) -> Core:
+    """Compile the routes, the policy and the credential verifiers; fail fast on mistakes."""
+    pol = settings.policies
+    routes = routes or load_routes(pol.dir / pol.routes)
+    policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
+    for route in routes.routes:
+        if route.route_class is RouteClass.AUTHENTICATED and route.action not in policy.actions:
+            raise ConfigurationError(
+                f"{route.origin}: action {route.action!r} has no rule in {policy.policy_path}; "
+                "every request to it would be denied"
+            )
+    specs: dict[str, RateLimitSpec] = {}
+    for route in routes.routes:
+        if route.rate_limit:
+            specs[route.id] = RateLimitSpec.parse(route.rate_limit)
+    twilio_cfg = settings.twilio
+    twilio = (
+        TwilioSignatureVerifier.from_settings(twilio_cfg)
+        if twilio_cfg.auth_tokens or twilio_cfg.assistants
+        else None
+    )
+    session_cfg = settings.session
+    authenticators = Authenticators(
+        session=AuthjsSessionDecoder.from_settings(session_cfg.model_copy(update={"database": None}))
+        if session_cfg.secrets or session_cfg.database
+        else None,
+        session_database=session_cfg.database is not None,
+        auth0=Auth0BearerVerifier.from_settings(settings.auth0) if settings.auth0.domain else None,
+        api_keys=settings.api_keys.database is not None,
+    )
+    return Core(
+        routes=routes,
+        policy=policy,
+        authenticators=authenticators,
+        twilio=twilio,
+        trusted_proxies=parse_trusted(settings.proxies.trusted),
+        public_base_url=twilio_cfg.public_base_url,
+        undeclared=settings.routes.undeclared,
+        allow_preflight=settings.routes.allow_preflight,
+        conceal_hidden=settings.decisions.conceal_hidden,
+        max_path_length=settings.routes.max_path_length,
+        max_body_bytes=twilio_cfg.max_body_bytes,
+        rate_limits=specs,
+        # A rule on "grantee" or on "-" (no relation) makes the grant observable.
+        grants_matter=policy.mentions_relation(Relation.GRANTEE.value)
+        or policy.mentions_relation(Relation.NONE.value),
+    )
+
+
+def _dependency_error(query: Query, exc: BaseException) -> AuthzError:
+    if isinstance(exc, AuthzError):
+        return exc
+    which = type(query).__name__.removeprefix("Need").lower()
+    _log.warning("%s lookup failed: %s", which, type(exc).__name__)
+    reason = (
+        Reason.FACTS_UNAVAILABLE
+        if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant)
+        else Reason.AUTH_UNAVAILABLE
+    )
+    return DependencyUnavailableError(f"{which} lookup is unavailable; retry later", reason=reason)
+
+
+class Authorizer:
+    """Decides requests: ``decide`` for sync hosts, ``adecide`` for async ones."""
+
+    def __init__(
+        self,
+        *,
+        core: Core,
+        facts: Facts | AsyncFacts | None = None,
+        api_keys: ApiKeyStore | None = None,
+        jwks: JwksCache | None = None,
+        sessions: SessionStore | None = None,
+        rate_limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self.facts: Facts | AsyncFacts = facts if facts is not None else InMemoryFacts()
+        self._facts_async = inspect.iscoroutinefunction(getattr(self.facts, "membership", None))
+        self.api_keys = api_keys
+        self.jwks = jwks
+        self.sessions = sessions
+        self.rate_limiter = rate_limiter or RateLimiter()
+        self.clock = clock
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        config_file: str | None = None,
+        facts: Facts | AsyncFacts | None = None,
+        **stores: Any,
+    ) -> Authorizer:
+        """Build everything the settings describe (stores may be passed in instead)."""
+        settings = settings or load_settings(config_file)
+        core = build_core(settings)
+        if facts is None and settings.facts.file is not None:
+            facts = load_facts_file(settings.facts.file)
+        if "api_keys" not in stores and settings.api_keys.database is not None:
+            stores["api_keys"] = SqliteApiKeyStore(settings.api_keys.database)
+        if "sessions" not in stores and settings.session.database is not None:
+            stores["sessions"] = SqliteSessionStore(settings.session.database)
+        url = settings.auth0.resolved_jwks_url
+        if "jwks" not in stores and url is not None:
+            stores["jwks"] = JwksCache(
+                url=url,
+                fetcher=UrllibJwksFetcher(),
+                ttl_s=settings.auth0.jwks_ttl_s,
+                min_refresh_s=settings.auth0.jwks_min_refresh_s,
+                max_stale_s=settings.auth0.jwks_max_stale_s,
+            )
+        if "rate_limiter" not in stores:
+            stores["rate_limiter"] = RateLimiter(storage_uri=settings.rate_limits.storage)
+        return cls(core=core, facts=facts, **stores)
+
+    # --- sync -----------------------------------------------------------------------
+    def decide(
+        self,
+        request: RequestFacts,
+        *,
+        principal: Principal | None = None,
+        read_body: BodyReader | None = None,
+    ) -> Decision:
+        flow = decide(request, self.core, now=self.clock(), principal=principal)
+        return run_flow(flow, lambda query: self._answer(query, read_body))
+
+    def _answer(self, query: Query, read_body: BodyReader | None) -> Any:
+        if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
+            if self._facts_async:
+                raise TypeError("async facts need adecide(), not decide()")
+            return _ask_facts(self.facts, query)  # type: ignore[arg-type]
+        if isinstance(query, NeedApiKey):
+            return self._api_keys().get(query.key_id)
+        if isinstance(query, NeedJwk):
+            return self._jwks().get_key(query.kid, query.alg)
+        if isinstance(query, NeedSession):
+            return self._sessions().get_session(query.session_token)
+        if isinstance(query, NeedRateLimit):
+            return self.rate_limiter.hit(query.key, query.spec)
+        if isinstance(query, NeedBody):
+            if read_body is None:
+                raise RuntimeError("the adapter supplied no way to read the body")
+            return read_body(query.max_bytes)
+        raise TypeError(f"unknown query {query!r}")
+
+    # --- async ----------------------------------------------------------------------
+    async def adecide(
+        self,
+        request: RequestFacts,
+        *,
+        principal: Principal | None = None,
+        read_body: AsyncBodyReader | None = None,
+    ) -> Decision:
+        flow = decide(request, self.core, now=self.clock(), principal=principal)
+        try:
+            query = next(flow)
+            while True:
+                try:
+                    answer = await self._aanswer(query, read_body)
+                except Exception as exc:
+                    query = flow.throw(_dependency_error(query, exc))
+                else:
+                    query = flow.send(answer)
+        except StopIteration as done:
+            result: Decision = done.value
+            return result
+
+    async def _aanswer(self, query: Query, read_body: AsyncBodyReader | None) -> Any:
+        if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
+            answer = _ask_facts(self.facts, query)  # type: ignore[arg-type]
+            return await answer if self._facts_async else answer
+        if isinstance(query, NeedApiKey):
+            # SQLite is a blocking call: keep it off the event loop.
+            return await asyncio.to_thread(self._api_keys().get, query.key_id)
+        if isinstance(query, NeedJwk):
+            return await self._jwks().aget_key(query.kid, query.alg)
+        if isinstance(query, NeedSession):
+            return await asyncio.to_thread(self._sessions().get_session, query.session_token)
+        if isinstance(query, NeedRateLimit):
+            return await self.rate_limiter.ahit(query.key, query.spec)
+        if isinstance(query, NeedBody):
+            if read_body is None:
+                raise RuntimeError("the adapter supplied no way to read the body")
+            return await read_body(query.max_bytes)
+        raise TypeError(f"unknown query {query!r}")
+
+    # --- stores that must be configured before their credentials can verify --------
+    def _api_keys(self) -> ApiKeyStore:
+        if self.api_keys is None:
+            raise DependencyUnavailableError("no API key store is configured")
+        return self.api_keys
+
+    def _jwks(self) -> JwksCache:
+        if self.jwks is None:
+            raise DependencyUnavailableError("no Auth0 JWKS is configured")
+        return self.jwks
+
+    def _sessions(self) -> SessionStore:
+        if self.sessions is None:
+            raise DependencyUnavailableError("no session store is configured")
+        return self.sessions
+
+
+def _ask_facts(facts: Facts, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
+    if isinstance(query, NeedMembership):
+        return facts.membership(query.user, query.workspace)
+    if isinstance(query, NeedAssistant):
+        return facts.assistant(query.assistant_id)
+    if isinstance(query, NeedChat):
+        return facts.chat(query.chat_id)
+    return facts.has_grant(query.user, query.assistant_id)
+
+
+def run_flow(flow: Flow, answer: Callable[[Query], Any]) -> Decision:
+    """Drive ``flow`` with a plain answering function (tests, the CLI, custom hosts)."""
+    try:
+        query = next(flow)
+        while True:
+            try:
+                value = answer(query)
+            except Exception as exc:
+                query = flow.throw(_dependency_error(query, exc))
+            else:
+                query = flow.send(value)
+    except StopIteration as done:
+        result: Decision = done.value
+        return result

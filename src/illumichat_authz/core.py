@@ -1,0 +1,368 @@
+"""The sans-IO decision core: request facts in, a :class:`Decision` out.
+
+``decide`` is a generator. It never touches a socket, a file, a clock or the
+environment: when it needs a fact (a membership, an assistant, an API key row, a JWKS
+key, the body, a rate-limit count) it yields a query from ``queries`` and the driver
+sends back the answer (``Authorizer`` does this for sync and async hosts alike, so the
+rules are written once). ``now`` is passed in. Every exception inside becomes a deny:
+our own errors carry their status; anything else is a logged 500, never an allow.
+
+Order of checks: method and headers -> canonical path -> CORS preflight -> route ->
+rate limit -> (public: allow | webhook: signature | authenticated: credential ->
+scopes -> resource and workspace -> membership -> casbin policy).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .authn import Authenticators, authenticate
+from .credentials.twilio import TwilioSignatureVerifier
+from .decision import Decision, ResourceRef
+from .errors import AuthzError, BadRequestError, CredentialError
+from .facts import Assistant, Chat, Membership
+from .net import IPNetwork, client_ip, public_url
+from .paths import canonical_segments
+from .policy import Attributes, Policy
+from .principal import Principal
+from .queries import (
+    NeedAssistant,
+    NeedBody,
+    NeedChat,
+    NeedGrant,
+    NeedMembership,
+    NeedRateLimit,
+    Query,
+)
+from .ratelimit import RateLimitOutcome, RateLimitSpec, rate_limit_headers
+from .reasons import STATUS_OF, Reason
+from .request import MAX_HEADER_BYTES, RequestFacts
+from .routes import Route, RouteClass, RouteMatch, RouteTable
+from .vocab import NO_ROLE, Relation, ResourceKind, Role, normalize_status
+
+__all__ = ["Core", "Flow", "decide"]
+
+_log = logging.getLogger("illumichat_authz")
+
+Flow = Generator[Query, Any, Decision]
+
+# RFC 9110 §5.6.2 token; methods are case-sensitive, so "get" is simply undeclared.
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}\Z")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]{1,256}\Z")
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\]{1,256}\Z")
+_REALM = "illumichat"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Core:
+    """Everything a decision depends on except the request, the facts and the time.
+
+    Built once at start-up (``Authorizer.from_settings``); immutable and shareable.
+    """
+
+    routes: RouteTable
+    policy: Policy
+    authenticators: Authenticators = field(default_factory=Authenticators)
+    twilio: TwilioSignatureVerifier | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    public_base_url: str | None = None
+    undeclared: Literal["deny", "authenticated"] = "deny"
+    allow_preflight: bool = True
+    conceal_hidden: bool = False
+    max_path_length: int = 2048
+    max_body_bytes: int = 64 * 1024
+    rate_limits: Mapping[str, RateLimitSpec] = field(default_factory=dict)
+    #: Whether any rule mentions the grantee relation (else grants are never looked up).
+    grants_matter: bool = True
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What is known so far, so that a failure anywhere still reports its context."""
+
+    route: Route | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    principal: Principal | None = None
+    resource: ResourceRef | None = None
+    role: str | None = None
+    explanation: tuple[str, ...] = ()
+
+    def decision(self, reason: Reason, message: str, *, status: int | None = None, headers: tuple[tuple[str, str], ...] = ()) -> Decision:
+        return Decision(
+            status=status if status is not None else STATUS_OF[reason],
+            reason=reason,
+            message=message,
+            route=self.route.id if self.route else None,
+            route_class=self.route.route_class.value if self.route else None,
+            action=self.route.action if self.route else None,
+            resource=self.resource,
+            principal=self.principal,
+            role=self.role,
+            headers=headers,
+            explanation=self.explanation,
+            params=tuple(sorted(self.params.items())),
+        )
+
+
+def _www_authenticate(exc: CredentialError | None) -> tuple[tuple[str, str], ...]:
+    # RFC 6750 §3: a request without credentials gets the bare challenge; an invalid or
+    # expired token gets error="invalid_token". RFC 9110 §15.5.2: a 401 MUST carry one.
+    if exc is None:
+        return (("WWW-Authenticate", f'Bearer realm="{_REALM}"'),)
+    desc = exc.message.replace("\\", "").replace('"', "'")
+    return (
+        (
+            "WWW-Authenticate",
+            f'Bearer realm="{_REALM}", error="invalid_token", error_description="{desc}"',
+        ),
+    )
+
+
+def decide(
+    request: RequestFacts, core: Core, *, now: float, principal: Principal | None = None
+) -> Flow:
+    """Decide ``request``. ``principal``: a caller the host has already authenticated.
+
+    The generator yields queries; the value it returns is the :class:`Decision`.
+    """
+    trace = _Trace()
+    try:
+        return (yield from _decide(request, core, now, principal, trace))
+    except CredentialError as exc:
+        trace.principal = None
+        return trace.decision(
+            exc.reason, f"{exc.message}; sign in again", headers=_www_authenticate(exc)
+        )
+    except AuthzError as exc:
+        if exc.status >= 500:
+            _log.warning("denied with %s: %s", exc.reason.value, exc.message)
+        return trace.decision(exc.reason, exc.message)
+    except Exception:
+        _log.exception("internal error while deciding; the request is denied")
+        return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+
+
+def _check_envelope(request: RequestFacts, core: Core) -> tuple[str, ...]:
+    if not _METHOD.match(request.method):
+        raise BadRequestError("malformed request method", reason=Reason.BAD_METHOD)
+    total = 0
+    for name, value in request.headers:
+        total += len(name) + len(value)
+        if not _HEADER_NAME.match(name) or _HEADER_VALUE_BAD.search(value):
+            raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER)
+    if total > MAX_HEADER_BYTES:
+        raise BadRequestError("request headers too large", reason=Reason.BAD_HEADER)
+    return canonical_segments(request.path, max_length=core.max_path_length)
+
+
+def _decide(
+    request: RequestFacts, core: Core, now: float, given: Principal | None, trace: _Trace
+) -> Flow:
+    segments = _check_envelope(request, core)
+    method = request.method
+    if (
+        core.allow_preflight
+        and method == "OPTIONS"
+        and request.header("access-control-request-method") is not None
+    ):
+        return trace.decision(Reason.PREFLIGHT, "CORS preflight passes through unauthenticated")
+
+    match = core.routes.match(method, segments)
+    if match is not None:
+        trace.route = match.route
+        trace.params = dict(match.params)
+        limited = yield from _rate_limit(request, core, match.route)
+        if limited is not None:
+            return trace.decision(Reason.RATE_LIMITED, "too many requests; retry later", headers=limited)
+        if match.route.route_class is RouteClass.PUBLIC:
+            return trace.decision(Reason.PUBLIC, "public endpoint")
+        if match.route.route_class is RouteClass.WEBHOOK_TWILIO:
+            return (yield from _twilio_webhook(request, core, match, trace))
+
+    principal = given
+    if principal is None:
+        principal = yield from authenticate(request, core.authenticators, now=now)
+    if principal is None:
+        reason = Reason.AUTHENTICATION_REQUIRED if match else Reason.UNDECLARED_ROUTE
+        return trace.decision(
+            reason,
+            "authentication required; sign in and retry",
+            status=401,
+            headers=_www_authenticate(None),
+        )
+    trace.principal = principal
+    if match is None:
+        if core.undeclared == "authenticated":
+            return trace.decision(Reason.ALLOWED, "undeclared route; any authenticated caller may use it")
+        return trace.decision(Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403)
+    return (yield from _authorize(request, core, match, principal, trace))
+
+
+def _rate_limit(request: RequestFacts, core: Core, route: Route) -> Generator[Query, Any, tuple[tuple[str, str], ...] | None]:
+    spec = core.rate_limits.get(route.id)
+    if spec is None:
+        return None
+    ip = client_ip(peer=request.peer, headers=request.headers, trusted=core.trusted_proxies)
+    outcome: RateLimitOutcome = yield NeedRateLimit(f"{route.id}|{ip or 'unknown'}", spec)
+    if outcome.allowed:
+        return None
+    return tuple(rate_limit_headers(outcome, spec))
+
+
+def _twilio_webhook(request: RequestFacts, core: Core, match: RouteMatch, trace: _Trace) -> Flow:
+    if core.twilio is None:
+        return trace.decision(Reason.INVALID_SIGNATURE, "no Twilio auth token is configured")
+    body = request.body
+    if body is None:
+        body = yield NeedBody(core.max_body_bytes)
+    if body is None or len(body) > core.max_body_bytes:
+        return trace.decision(Reason.BODY_TOO_LARGE, "request body too large for a webhook")
+    signatures = request.header_values("x-twilio-signature")
+    if len(signatures) > 1:
+        return trace.decision(Reason.INVALID_SIGNATURE, "more than one X-Twilio-Signature header")
+    url = public_url(
+        scheme=request.scheme,
+        host_header=request.header("host"),
+        path=request.path,
+        query=request.query,
+        headers=request.headers,
+        peer=request.peer,
+        trusted=core.trusted_proxies,
+        public_base_url=core.public_base_url,
+    )
+    signer = match.route.signer
+    core.twilio.verify(
+        assistant_id=match.params.get(signer) if signer else None,
+        url=url,
+        signature=signatures[0] if signatures else None,
+        body=body,
+        content_type=request.header("content-type"),
+    )
+    return trace.decision(Reason.WEBHOOK_VERIFIED, "Twilio signature verified")
+
+
+def _workspace_from(
+    sources: tuple[str, ...], request: RequestFacts, params: Mapping[str, str],
+    principal: Principal, resource_ws: str | None,
+) -> str | None:
+    for src in sources:
+        value: str | None = None
+        if src == "resource":
+            value = resource_ws
+        elif src == "principal":
+            value = principal.workspace
+        elif src.startswith("param:"):
+            value = params.get(src[6:])
+        elif src.startswith("header:"):
+            values = request.header_values(src[7:])
+            if len(values) > 1:
+                raise BadRequestError(f"more than one {src[7:]} header", reason=Reason.BAD_HEADER)
+            if values:
+                value = values[0].strip()
+                if not _WORKSPACE_ID.match(value):
+                    raise BadRequestError(f"malformed {src[7:]} header", reason=Reason.BAD_HEADER)
+        if value:
+            return value
+    return None
+
+
+def _authorize(
+    request: RequestFacts, core: Core, match: RouteMatch, principal: Principal, trace: _Trace
+) -> Flow:
+    route = match.route
+    action = route.action
+    user = principal.user_id
+    if principal.scopes is not None and action not in principal.scopes:
+        return trace.decision(
+            Reason.SCOPE_NOT_GRANTED, f"this credential's scopes do not include {action}"
+        )
+
+    spec = route.resource
+    resource_id = match.params.get(spec.param) if spec else None
+    resource_ws: str | None = None
+    vis: str | None = None
+    rel = Relation.NONE.value
+    found: Assistant | Chat | None = None
+    if spec is not None and resource_id is not None:
+        if spec.kind is ResourceKind.ASSISTANT:
+            found = yield NeedAssistant(resource_id)
+        elif spec.kind is ResourceKind.CHAT:
+            found = yield NeedChat(resource_id)
+        elif spec.kind is ResourceKind.WORKSPACE:
+            resource_ws = resource_id
+        if spec.kind in (ResourceKind.ASSISTANT, ResourceKind.CHAT):
+            if found is None:
+                trace.resource = ResourceRef(spec.kind.value, resource_id, None)
+                return _not_found(trace, spec.kind.value)
+            resource_ws = found.workspace
+            if found.creator == user:
+                rel = Relation.CREATOR.value
+        if isinstance(found, Assistant):
+            vis = found.visibility.value
+            if rel == Relation.NONE.value and core.grants_matter:
+                if (yield NeedGrant(user, found.id)):
+                    rel = Relation.GRANTEE.value
+
+    workspace = _workspace_from(route.workspace, request, match.params, principal, resource_ws)
+    kind = spec.kind.value if spec else "workspace"
+    trace.resource = ResourceRef(kind, resource_id if spec else workspace, workspace)
+    if workspace is None:
+        return trace.decision(
+            Reason.MISSING_WORKSPACE, "no workspace given (X-Workspace-Id) and none is active"
+        )
+    if principal.workspace_bound and workspace != principal.workspace:
+        if core.conceal_hidden and spec is not None:
+            return _not_found(trace, kind)
+        return trace.decision(Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace")
+
+    membership: Membership | None = yield NeedMembership(user, workspace)
+    role = membership.role.value if membership else NO_ROLE
+    status = normalize_status(membership.status).value if membership else "active"
+    trace.role = membership.role.value if membership else None
+
+    if spec is not None and spec.kind is ResourceKind.MEMBER and resource_id is not None:
+        if membership is None:
+            # Not a member: say nothing about who else is (no target lookup).
+            rel = Relation.NONE.value
+        else:
+            target: Membership | None = yield NeedMembership(resource_id, workspace)
+            if target is None:
+                return _not_found(trace, kind)
+            if target.role is Role.OWNER:
+                rel = Relation.TARGET_OWNER.value
+
+    verdict = core.policy.evaluate(Attributes(role, status, action, rel, vis))
+    trace.explanation = verdict.explanation
+    if verdict.allowed:
+        return trace.decision(Reason.ALLOWED, f"{role} may {action}")
+    if core.conceal_hidden and spec is not None:
+        read_action = core.routes.read_actions.get(spec.kind)
+        if read_action is not None and read_action != action:
+            if not core.policy.evaluate(Attributes(role, status, read_action, rel, vis)).allowed:
+                return _not_found(trace, kind)
+        elif read_action is not None:
+            return _not_found(trace, kind)
+    return trace.decision(verdict.reason, _deny_message(verdict.reason, role, action, vis))
+
+
+def _not_found(trace: _Trace, kind: str) -> Decision:
+    # Identical for "missing" and "concealed": the point is that they cannot be told apart.
+    trace.explanation = ()
+    return trace.decision(Reason.NOT_FOUND, f"{kind} not found")
+
+
+def _deny_message(reason: Reason, role: str, action: str, vis: str | None) -> str:
+    if reason is Reason.NOT_A_MEMBER:
+        return "you are not a member of this workspace"
+    if reason is Reason.MEMBERSHIP_INACTIVE:
+        return f"your membership in this workspace is not active, so {action} is not allowed"
+    if reason is Reason.INSUFFICIENT_ROLE:
+        return f"your role ({role}) does not allow {action} here"
+    if reason is Reason.NOT_VISIBLE:
+        return f"this {vis} assistant is not visible to you"
+    return f"the policy does not allow {action}"

@@ -1,0 +1,66 @@
+"""The answer: a :class:`Decision` with a status, a reason code and a human message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .principal import Principal
+from .reasons import STATUS_OF, Reason
+
+__all__ = ["Decision", "ResourceRef"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRef:
+    kind: str
+    id: str | None
+    workspace: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "workspace": self.workspace}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    status: int
+    reason: Reason
+    message: str
+    #: The matched route, "METHOD /template"; ``None`` when nothing matched.
+    route: str | None = None
+    route_class: str | None = None
+    action: str | None = None
+    resource: ResourceRef | None = None
+    principal: Principal | None = None
+    #: Role of the caller in the workspace where one was looked up.
+    role: str | None = None
+    #: Headers to send with the response (WWW-Authenticate, Retry-After, RateLimit).
+    headers: tuple[tuple[str, str], ...] = ()
+    #: The policy rules that allowed, or what was missing for a deny.
+    explanation: tuple[str, ...] = field(default=(), compare=False)
+    #: Path parameters of the matched route (for adapters and explanations).
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+    @classmethod
+    def of(cls, reason: Reason, message: str, **kwargs: Any) -> Decision:
+        """A decision whose status is the one ``reason`` implies."""
+        return cls(status=kwargs.pop("status", STATUS_OF[reason]), reason=reason, message=message, **kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape the CLI prints (stable: other services parse it)."""
+        return {
+            "status": self.status,
+            "reason": self.reason.value,
+            "message": self.message,
+            "route": self.route,
+            "action": self.action,
+            "principal": self.principal.as_dict() if self.principal else None,
+            "headers": {k: v for k, v in self.headers},
+            "resource": self.resource.as_dict() if self.resource else None,
+            "role": self.role,
+            "explanation": list(self.explanation),
+        }

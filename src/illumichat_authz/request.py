@@ -1,0 +1,67 @@
+"""The facts of one HTTP request, as the decision core sees them.
+
+Adapters build a :class:`RequestFacts` from their framework's request. Header names are
+lower-cased here once; the path stays raw (percent-encoded, as on the wire) because
+canonicality can only be judged on the raw form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["MAX_HEADER_BYTES", "RequestFacts"]
+
+#: Total header bytes we look at; more is 400 ``bad_header`` (servers cap lower anyway).
+MAX_HEADER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFacts:
+    method: str
+    #: The raw path, percent-encoded, without the query string.
+    path: str
+    #: The raw query string, without the leading '?'.
+    query: str = ""
+    #: (lower-cased name, value) pairs in the order received; repeats kept.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: The body where the adapter already has it; ``None``: ask for it only if needed.
+    body: bytes | None = None
+    #: The address of the connection's peer (a proxy, or the client itself).
+    peer: str | None = None
+    scheme: str = "http"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        method: str,
+        path: str,
+        query: str = "",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+        peer: str | None = None,
+        scheme: str = "http",
+    ) -> RequestFacts:
+        """Normalize header names; accepts a mapping or (name, value) pairs."""
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        return cls(
+            method=method,
+            path=path,
+            query=query,
+            headers=tuple((str(k).lower(), str(v)) for k, v in pairs),
+            body=body,
+            peer=peer,
+            scheme=scheme,
+        )
+
+    def header_values(self, name: str) -> list[str]:
+        """All values of header ``name`` (lower-case), in order."""
+        return [v for k, v in self.headers if k == name]
+
+    def header(self, name: str) -> str | None:
+        """The single value of ``name``; ``None`` when absent. Callers check repeats."""
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
