@@ -19,7 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore, SqliteApiKeyStore
+from illumichat_authz.credentials.apikey_store import (
+    CachingApiKeyStore,
+    MemoryApiKeyStore,
+    SqliteApiKeyStore,
+)
 from illumichat_authz.credentials.apikeys import (
     ApiKeyStore,
     authenticate_api_key,
@@ -83,6 +87,9 @@ def main() -> None:
             ),
             "parse+verify, dict store": median_us(ours(memory), args.reps),
             "parse+verify, warm SQLite store": median_us(ours(sqlite), args.reps),
+            "parse+verify, SQLite behind a 5 s CachingApiKeyStore": median_us(
+                ours(CachingApiKeyStore(sqlite, ttl_s=5, clock=time.monotonic)), args.reps
+            ),
             "authenticate (with throttled touch), SQLite": median_us(
                 lambda: authenticate_api_key(token, sqlite, now=NOW), args.reps
             ),

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from illumichat_authz.credentials.apikey_store import SqliteApiKeyStore
+from illumichat_authz.credentials.apikey_store import (
+    CachingApiKeyStore,
+    MemoryApiKeyStore,
+    SqliteApiKeyStore,
+)
 from illumichat_authz.credentials.apikeys import (
     ApiKeyRecord,
     authenticate_api_key,
@@ -190,3 +194,58 @@ def test_unusable_database_is_503_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(DependencyUnavailableError):
         broken.get("abc")
     broken.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_caching_store_bounds_revocation_delay_by_ttl(db: Path) -> None:
+    clock = _Clock()
+    inner = SqliteApiKeyStore(db)
+    api = CachingApiKeyStore(inner, ttl_s=5, clock=clock)
+    admin = SqliteApiKeyStore(db)
+    token, record = _issue()
+    admin.add(record)
+    assert authenticate_api_key(token, api, now=clock.now).user_id == "user_1"
+    admin.revoke(record.key_id, now=clock.now)
+    clock.now += 4.9  # another process revoked: served from cache until the TTL ends
+    assert authenticate_api_key(token, api, now=clock.now).user_id == "user_1"
+    clock.now += 0.1
+    with pytest.raises(CredentialError) as info:
+        authenticate_api_key(token, api, now=clock.now)
+    assert info.value.reason is Reason.API_KEY_REVOKED
+    admin.close()
+    inner.close()
+
+
+def test_caching_store_revocation_through_it_is_immediate(db: Path) -> None:
+    clock = _Clock()
+    inner = SqliteApiKeyStore(db)
+    api = CachingApiKeyStore(inner, ttl_s=300, clock=clock)
+    token, record = _issue()
+    api.add(record)
+    authenticate_api_key(token, api, now=clock.now)
+    assert api.revoke(record.key_id, now=clock.now)
+    with pytest.raises(CredentialError) as info:
+        authenticate_api_key(token, api, now=clock.now)
+    assert info.value.reason is Reason.API_KEY_REVOKED
+    inner.close()
+
+
+def test_caching_store_does_not_cache_misses_and_is_bounded() -> None:
+    inner = MemoryApiKeyStore()
+    clock = _Clock()
+    api = CachingApiKeyStore(inner, ttl_s=60, clock=clock, max_entries=3)
+    assert api.get("madeUpKeyId1") is None
+    records = [_issue()[1] for _ in range(5)]
+    for r in records:
+        inner.add(r)
+        assert api.get(r.key_id) == r
+    assert len(api._cache) == 3
+    assert api.get("madeUpKeyId1") is None
+    assert len(api._cache) == 3

@@ -17,15 +17,16 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from illumichat_authz.credentials.apikeys import ApiKeyRecord
+from illumichat_authz.credentials.apikeys import ApiKeyRecord, ApiKeyStore
 from illumichat_authz.errors import DependencyUnavailableError
 from illumichat_authz.reasons import Reason
 
-__all__ = ["MemoryApiKeyStore", "SqliteApiKeyStore"]
+__all__ = ["CachingApiKeyStore", "MemoryApiKeyStore", "SqliteApiKeyStore"]
 
 _log = logging.getLogger("illumichat_authz.credentials.apikey_store")
 
@@ -284,3 +285,67 @@ class MemoryApiKeyStore:
             if record is not None:
                 self._records[key_id] = replace(record, last_used_at=now)
                 self.writes += 1
+
+
+class CachingApiKeyStore:
+    """Serves ``get`` hits from memory for ``ttl_s`` seconds (``[api_keys] cache_ttl_s``).
+
+    Trade-off, stated plainly: a revocation made through *another* store instance (the
+    CLI, another process) takes effect here after at most ``ttl_s``; one made through this
+    instance takes effect at once. Only existing keys are cached (misses are not, so
+    made-up key ids cannot fill the cache), at most ``max_entries`` of them, oldest
+    first out. ``ttl_s=0`` disables caching. ``clock`` is injected for tests.
+    """
+
+    def __init__(
+        self,
+        inner: ApiKeyStore,
+        *,
+        ttl_s: float,
+        clock: Callable[[], float],
+        max_entries: int = 10_000,
+    ) -> None:
+        self.inner = inner
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._max = max_entries
+        self._cache: OrderedDict[str, tuple[float, ApiKeyRecord]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(key_id)
+            if hit is not None and now - hit[0] < self._ttl_s:
+                return hit[1]
+        record = self.inner.get(key_id)
+        with self._lock:
+            if record is None or self._ttl_s <= 0:
+                self._cache.pop(key_id, None)
+            else:
+                self._cache[key_id] = (now, record)
+                self._cache.move_to_end(key_id)
+                while len(self._cache) > self._max:
+                    self._cache.popitem(last=False)
+        return record
+
+    def _forget(self, key_id: str) -> None:
+        with self._lock:
+            self._cache.pop(key_id, None)
+
+    def add(self, record: ApiKeyRecord) -> None:
+        self.inner.add(record)
+        self._forget(record.key_id)
+
+    def list(
+        self, *, workspace: str | None = None, user: str | None = None
+    ) -> builtins.list[ApiKeyRecord]:
+        return self.inner.list(workspace=workspace, user=user)
+
+    def revoke(self, key_id: str, *, now: float) -> bool:
+        found = self.inner.revoke(key_id, now=now)
+        self._forget(key_id)
+        return found
+
+    def touch(self, key_id: str, *, now: float) -> None:
+        self.inner.touch(key_id, now=now)
