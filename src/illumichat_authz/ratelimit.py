@@ -14,8 +14,10 @@ Fail closed: a storage that cannot answer (Redis down) raises
 
 Keys are attacker-influenced (client IPs), so memory must stay bounded. ``limits``'
 memory storage drops fixed-window counters once their window has passed, and trims
-moving-window entries, but leaves each moving-window key behind as an empty list; this
-module sweeps those away (see :meth:`RateLimiter._sweep`). Keys longer than
+moving-window entries, on a timer that runs only after a hit, and leaves each
+moving-window key behind as an empty list; :class:`RateLimiter` sweeps expired keys away
+every 1024 hits (see :meth:`RateLimiter.sweep`). Within one window, memory grows with the
+number of distinct keys (at most ``amount`` entries each). Keys longer than
 :data:`MAX_KEY_CHARS` are hashed.
 """
 
@@ -228,25 +230,55 @@ class RateLimiter:
             raise _unavailable(exc) from exc
         return self._outcome(allowed, stats, spec)
 
-    def _sweep(self) -> None:
-        """Drop moving-window keys the memory storage has emptied but kept.
+    def close(self) -> None:
+        """Close the sync storage's connections (network storages only)."""
+        client = getattr(self._storage, "storage", None)
+        if client is not None and callable(getattr(client, "close", None)):
+            client.close()
 
-        ``limits``' ``MemoryStorage`` expires fixed-window counters and trims expired
-        moving-window entries on its timer, but leaves the key mapped to an empty list, so
-        a stream of distinct client IPs would grow it without bound.
+    async def aclose(self) -> None:
+        """Close the async storage's connections; call it before the event loop ends."""
+        if self._async_limiter is None:
+            return
+        bridge = getattr(self._async_limiter.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and callable(getattr(client, "aclose", None)):
+            await client.aclose()
+
+    def _sweep(self) -> None:
+        """Every :data:`_SWEEP_EVERY` hits, drop memory-storage keys whose window is over.
+
+        ``limits``' ``MemoryStorage`` expires keys on a timer that only runs after a hit,
+        and leaves each moving-window key mapped to an empty list forever, so a stream of
+        distinct client IPs would grow it without bound. This sweep removes keys whose
+        newest moving-window entry, or whose fixed-window counter, has expired.
         """
         self._hits += 1
         if self._hits % _SWEEP_EVERY:
             return
-        events = getattr(self._storage, "events", None)
-        locks = getattr(self._storage, "locks", None)
-        if not isinstance(events, dict) or locks is None:
+        storage = self._storage
+        events = getattr(storage, "events", None)
+        expirations = getattr(storage, "expirations", None)
+        counters = getattr(storage, "storage", None)
+        locks = getattr(storage, "locks", None)
+        if not isinstance(events, dict) or not isinstance(expirations, dict) or locks is None:
             return
-        for key in [k for k, v in list(events.items()) if not v]:
-            with locks[key]:
-                if not events.get(key, True):
+        now = self._clock()
+        for key in list(events):
+            with locks[key]:  # the storage's own per-key lock: no hit is lost mid-update
+                entries = events.get(key)
+                # Entries are kept newest first; if the newest has expired, all have.
+                expired = not entries or float(getattr(entries[0], "expiry", now)) <= now
+                if expired:
                     events.pop(key, None)
-            locks.pop(key, None)
+            if expired:
+                locks.pop(key, None)
+        for key, expiry in list(expirations.items()):
+            if expiry <= now:
+                expirations.pop(key, None)
+                if counters is not None:
+                    counters.pop(key, None)
+                locks.pop(key, None)
 
     def sweep(self) -> None:
         """Run the memory sweep now (it otherwise runs every 1024 hits)."""
