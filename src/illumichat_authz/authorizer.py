@@ -18,7 +18,7 @@ from typing import Any
 
 from .authn import Authenticators
 from .config import Settings, load_settings
-from .core import Core, Flow, decide
+from .core import Core, Flow, decide, decide_access
 from .credentials.apikey_store import SqliteApiKeyStore
 from .credentials.apikeys import ApiKeyStore
 from .credentials.auth0 import Auth0BearerVerifier
@@ -186,6 +186,46 @@ class Authorizer:
         flow = decide(request, self.core, now=self.clock(), principal=principal)
         return run_flow(flow, lambda query: self._answer(query, read_body))
 
+    def decide_access(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str | None = None,
+        resource_id: str | None = None,
+        workspace: str | None = None,
+    ) -> Decision:
+        """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``)."""
+        flow = decide_access(
+            self.core,
+            principal=principal,
+            action=action,
+            resource_kind=resource_kind,
+            resource_id=resource_id,
+            workspace=workspace,
+        )
+        return run_flow(flow, lambda query: self._answer(query, None))
+
+    async def adecide_access(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str | None = None,
+        resource_id: str | None = None,
+        workspace: str | None = None,
+    ) -> Decision:
+        """The async twin of :meth:`decide_access`."""
+        flow = decide_access(
+            self.core,
+            principal=principal,
+            action=action,
+            resource_kind=resource_kind,
+            resource_id=resource_id,
+            workspace=workspace,
+        )
+        return await self._arun(flow, None)
+
     def _answer(self, query: Query, read_body: BodyReader | None) -> Any:
         if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
             if self._facts_async:
@@ -214,6 +254,10 @@ class Authorizer:
         read_body: AsyncBodyReader | None = None,
     ) -> Decision:
         flow = decide(request, self.core, now=self.clock(), principal=principal)
+        return await self._arun(flow, read_body)
+
+    async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None) -> Decision:
+        # The async twin of run_flow: the same loop, awaiting each answer.
         try:
             query = next(flow)
             while True:

@@ -41,10 +41,10 @@ from .queries import (
 from .ratelimit import RateLimitOutcome, RateLimitSpec, rate_limit_headers
 from .reasons import STATUS_OF, Reason
 from .request import MAX_HEADER_BYTES, RequestFacts
-from .routes import Route, RouteClass, RouteMatch, RouteTable
+from .routes import ResourceSpec, Route, RouteClass, RouteMatch, RouteTable
 from .vocab import NO_ROLE, Relation, ResourceKind, Role, normalize_status
 
-__all__ = ["Core", "Flow", "decide"]
+__all__ = ["Core", "Flow", "decide", "decide_access"]
 
 _log = logging.getLogger("illumichat_authz")
 
@@ -144,6 +144,61 @@ def decide(
         return trace.decision(exc.reason, exc.message)
     except Exception:
         _log.exception("internal error while deciding; the request is denied")
+        return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+
+
+def decide_access(
+    core: Core,
+    *,
+    principal: Principal,
+    action: str,
+    resource_kind: str | None = None,
+    resource_id: str | None = None,
+    workspace: str | None = None,
+) -> Flow:
+    """Decide ``action`` on a resource for an already-verified ``principal``.
+
+    For callers without an HTTP request: the AuthZEN endpoint, DRF object permissions.
+    The same rules as ``decide`` apply (scopes, workspace binding, membership, casbin);
+    ``workspace`` is needed for list/create actions and member resources.
+    """
+    trace = _Trace(principal=principal)
+    try:
+        if action not in core.policy.actions:
+            return trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}")
+        params: dict[str, str] = {}
+        spec: ResourceSpec | None = None
+        sources: tuple[str, ...] = ("param:workspace", "principal")
+        if resource_kind is not None:
+            try:
+                kind = ResourceKind(resource_kind)
+            except ValueError:
+                return trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
+            if not resource_id or not _WORKSPACE_ID.match(resource_id):
+                raise BadRequestError("resource id missing or malformed", reason=Reason.BAD_HEADER)
+            spec = ResourceSpec(kind, "id")
+            params["id"] = resource_id
+            if kind in (ResourceKind.ASSISTANT, ResourceKind.CHAT, ResourceKind.WORKSPACE):
+                sources = ("resource",)
+            elif kind is ResourceKind.MEMBER:
+                sources = ("param:workspace",)
+        if workspace is not None:
+            params["workspace"] = workspace
+        route = Route(
+            method="ACCESS",
+            template=f"/{resource_kind or 'workspace'}",
+            route_class=RouteClass.AUTHENTICATED,
+            action=action,
+            resource=spec,
+            workspace=sources,
+            origin="decide_access",
+        )
+        request = RequestFacts(method="ACCESS", path="/")
+        return (yield from _authorize(request, core, RouteMatch(route, params), principal, trace))
+    except AuthzError as exc:
+        return trace.decision(exc.reason, exc.message)
+    except Exception:
+        _log.exception("internal error while deciding access; denied")
         return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
 
 
