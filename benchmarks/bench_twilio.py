@@ -114,7 +114,7 @@ def main() -> None:
     ]
     spec = RateLimitSpec.parse("1000000/minute")
     for strategy in ("moving-window", "fixed-window"):
-        limiter = RateLimiter(strategy=strategy)  # type: ignore[arg-type]
+        limiter = RateLimiter(strategy=strategy)
         keys = [f"198.51.{i // 256}.{i % 256}" for i in range(1024)]
         counter = iter(range(10**9))
 
