@@ -345,3 +345,16 @@ def test_unreachable_redis_is_dependency_unavailable() -> None:
     rl = RateLimiter(storage_uri=f"redis://127.0.0.1:{_free_port()}/0")
     with pytest.raises(DependencyUnavailableError):
         rl.hit("k", RateLimitSpec.parse("1/second"))
+
+
+@pytest.mark.interop
+def test_hung_redis_times_out_as_dependency_unavailable() -> None:
+    """A server that accepts but never answers must not hang the request."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        rl = RateLimiter(storage_uri=f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+        with pytest.raises(DependencyUnavailableError):
+            rl.hit("k", RateLimitSpec.parse("1/second"))
+        rl.close()

@@ -151,6 +151,7 @@ class RateLimiter:
     For network storages :meth:`ahit` uses the matching ``limits.aio`` storage (redis via
     ``redis.asyncio``); for memory it calls the sync path, which never blocks on I/O.
     ``clock`` only computes ``reset_after_s`` (``limits`` reads the wall clock itself).
+    ``timeout_s`` bounds each Redis connect and command; past it the hit is a 503.
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class RateLimiter:
         strategy: Strategy = "moving-window",
         namespace: str = "illumichat",
         clock: Callable[[], float] = time.time,
+        timeout_s: float = 1.0,
     ) -> None:
         strategies: dict[str, tuple[Any, Any]] = {
             "moving-window": (
@@ -177,12 +179,19 @@ class RateLimiter:
         self._namespace = namespace
         self._clock = clock
         self._hits = 0
+        # A hung Redis must not hang requests: bounded waits, then 503.
+        redis = storage_uri.startswith(("redis://", "rediss://", "redis+unix://"))
+        timeouts: dict[str, Any] = (
+            {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s} if redis else {}
+        )
         try:
-            self._storage = limits.storage.storage_from_string(storage_uri, wrap_exceptions=True)
+            self._storage = limits.storage.storage_from_string(
+                storage_uri, wrap_exceptions=True, **timeouts
+            )
             self._async_limiter: Any = None
             if not storage_uri.startswith("memory://"):
-                options: dict[str, Any] = {"wrap_exceptions": True}
-                if storage_uri.startswith(("redis://", "rediss://", "redis+unix://")):
+                options: dict[str, Any] = {"wrap_exceptions": True, **timeouts}
+                if redis:
                     options["implementation"] = "redispy"
                 async_storage = limits.storage.storage_from_string(
                     f"async+{storage_uri}", **options
