@@ -16,12 +16,10 @@ algorithms and MUST NOT use any other algorithms when performing cryptographic o
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -56,7 +54,6 @@ MAX_TOKEN_CHARS = 16 * 1024
 _MAX_HEADER_CHARS = 2048
 _MAX_KID_CHARS = 256
 _MAX_CLAIM_CHARS = 1024
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 #: RFC 8725 §3.1 and §2.7: headers that would let the token pick its own key, or demand
 #: processing we do not do, are refused outright.
@@ -67,6 +64,15 @@ _ALLOWED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 _HASHES: Mapping[str, hashes.HashAlgorithm] = MappingProxyType(
     {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 )
+_PKCS1 = padding.PKCS1v15()
+#: RFC 7518 §3.5: "The size of the salt value is the same size as the hash function output."
+_PSS: Mapping[str, padding.AsymmetricPadding] = MappingProxyType(
+    {
+        f"PS{bits}": padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
+        for bits, h in _HASHES.items()
+    }
+)
+_ECDSA = MappingProxyType({f"ES{bits}": ec.ECDSA(h) for bits, h in _HASHES.items()})
 _EC_SIZES = MappingProxyType({"ES256": 32, "ES384": 48, "ES512": 66})
 
 
@@ -74,34 +80,50 @@ def _invalid(message: str) -> CredentialError:
     return CredentialError(message, reason=Reason.INVALID_TOKEN)
 
 
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64URL_VALUE = MappingProxyType({c: i for i, c in enumerate(_B64URL_ALPHABET)})
+#: base64url to standard base64, and '+', '/', '=' (not in base64url) to '!', which
+#: ``a2b_base64(strict_mode=True)`` refuses along with every other non-alphabet byte.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+#: Unused low bits of the last character, by ``len % 4`` (2: four bits, 3: two bits).
+_SLACK_BITS = MappingProxyType({0: 0, 2: 0x0F, 3: 0x03})
+_PADDING = MappingProxyType({0: b"", 2: b"==", 3: b"="})
+
+
 def _b64url_decode(part: str, what: str) -> bytes:
     """RFC 7515 §2: base64url "with all trailing '=' characters omitted"; strict.
 
-    Strict means: alphabet only, no padding, and the canonical encoding (the unused low
-    bits are zero), so one token has exactly one spelling.
+    Strict means: base64url alphabet only, no padding, and the
+    canonical encoding (the unused low bits are zero), so one token has exactly one
+    spelling. The canonical check is O(1): only the last character carries slack bits.
     """
-    if not _B64URL.fullmatch(part) or len(part) % 4 == 1:
+    rem = len(part) % 4
+    if rem == 1:
         raise _invalid(f"token {what} is not base64url")
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
+        raw = binascii.a2b_base64(
+            part.encode("ascii").translate(_TO_STANDARD) + _PADDING[rem], strict_mode=True
+        )
+    except (binascii.Error, ValueError, UnicodeEncodeError):
         raise _invalid(f"token {what} is not base64url") from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != part.encode("ascii"):
+    if rem and _B64URL_VALUE[part[-1]] & _SLACK_BITS[rem]:
         raise _invalid(f"token {what} is not canonical base64url")
     return raw
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError("duplicate member")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate member")
     return obj
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+#: Built once: ``json.loads`` with keyword arguments builds a new decoder on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -111,9 +133,7 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     ``NaN`` would never compare as expired, so they are refused here.
     """
     try:
-        value = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
+        value = _DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _invalid(f"token {what} is not a JSON object") from None
     if not isinstance(value, dict):
@@ -195,7 +215,7 @@ class Auth0BearerVerifier:
             raise _invalid("token is too long")
         if not token.isascii():
             raise _invalid("token has characters outside base64url")
-        # RFC 7515 §7.1: BASE64URL(header) || '.' || BASE64URL(payload) || '.' || BASE64URL(sig)
+        # RFC 7515 §7.1: BASE64URL(header) '.' BASE64URL(payload) '.' BASE64URL(signature)
         parts = token.split(".")
         if len(parts) != 3:
             raise _invalid("token is not a JWS compact serialization (three parts)")
@@ -247,14 +267,7 @@ class Auth0BearerVerifier:
             if isinstance(public_key, rsa.RSAPublicKey):
                 if len(parsed.signature) != (public_key.key_size + 7) // 8:
                     raise InvalidSignature
-                if alg.startswith("PS"):
-                    # RFC 7518 §3.5: "The size of the salt value is the same size as the hash
-                    # function output."
-                    pad: padding.AsymmetricPadding = padding.PSS(
-                        mgf=padding.MGF1(digest), salt_length=digest.digest_size
-                    )
-                else:
-                    pad = padding.PKCS1v15()
+                pad = _PSS.get(alg, _PKCS1)
                 public_key.verify(parsed.signature, parsed.signing_input, pad, digest)
             else:
                 # RFC 7518 §3.4: the signature is R || S, each exactly the curve's size.
@@ -263,9 +276,7 @@ class Auth0BearerVerifier:
                     raise InvalidSignature
                 r = int.from_bytes(parsed.signature[:size], "big")
                 s = int.from_bytes(parsed.signature[size:], "big")
-                public_key.verify(
-                    encode_dss_signature(r, s), parsed.signing_input, ec.ECDSA(digest)
-                )
+                public_key.verify(encode_dss_signature(r, s), parsed.signing_input, _ECDSA[alg])
         except InvalidSignature:
             raise _invalid("token signature does not verify") from None
 

@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -261,8 +261,7 @@ class _Snapshot:
     last_ok: bool = False  # did the last attempt succeed?
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(NamedTuple):
     usable: bool  # we hold a key for this kid that may still serve
     fetch: bool  # a fetch is due and allowed now
     attempts: int  # the snapshot generation the plan was made from
@@ -374,7 +373,8 @@ class JwksCache:
 
     def get_key(self, kid: str, alg: str) -> JwkKey:
         """The key for ``kid`` usable with ``alg``; may block on one JWKS fetch."""
-        plan = self._plan(kid, self._clock())
+        now = self._clock()
+        plan = self._plan(kid, now)
         if plan.fetch:
             if not plan.usable:
                 self._refresh_blocking(plan.attempts)
@@ -384,11 +384,13 @@ class JwksCache:
                     self._refresh_locked(plan.attempts)
                 finally:
                     self._lock.release()
-        return self._settle(kid, alg, self._clock())
+            now = self._clock()
+        return self._settle(kid, alg, now)
 
     async def aget_key(self, kid: str, alg: str) -> JwkKey:
         """As :meth:`get_key`; the fetch runs in a worker thread and concurrent misses share it."""
-        plan = self._plan(kid, self._clock())
+        now = self._clock()
+        plan = self._plan(kid, now)
         if plan.fetch:
             loop = asyncio.get_running_loop()
             inflight = self._inflight
@@ -398,7 +400,8 @@ class JwksCache:
                 await asyncio.shield(task)
             elif not plan.usable:
                 await asyncio.shield(inflight[1])
-        return self._settle(kid, alg, self._clock())
+            now = self._clock()
+        return self._settle(kid, alg, now)
 
     @property
     def kids(self) -> frozenset[str]:
