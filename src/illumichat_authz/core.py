@@ -193,6 +193,7 @@ def decide_access(
             workspace=sources,
             origin="decide_access",
         )
+        trace.route = route
         request = RequestFacts(method="ACCESS", path="/")
         return (yield from _authorize(request, core, RouteMatch(route, params), principal, trace))
     except AuthzError as exc:

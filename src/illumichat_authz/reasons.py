@@ -22,6 +22,7 @@ class Reason(StrEnum):
     NON_CANONICAL_PATH = "non_canonical_path"
     BAD_METHOD = "bad_method"
     BAD_HEADER = "bad_header"
+    MALFORMED_REQUEST = "malformed_request"
     MISSING_WORKSPACE = "missing_workspace"
     # 401: "log in again".
     AMBIGUOUS_CREDENTIAL = "ambiguous_credential"

@@ -1,0 +1,67 @@
+"""Pieces the sub-commands share: the --config flag and request-building flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import Settings, load_settings
+from ..errors import ConfigurationError
+from ..request import RequestFacts
+
+__all__ = ["add_config_flag", "add_request_flags", "request_from_flags", "settings_from"]
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration (ILLUMICHAT_AUTHZ_* environment variables override it)",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def add_request_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="GET", help="HTTP method (default GET)")
+    parser.add_argument("--path", help="raw request path as sent on the wire (percent-encoded)")
+    parser.add_argument("--query", default="", help="raw query string, without '?'")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="a request header; repeat for more",
+    )
+    parser.add_argument("--body-file", metavar="FILE", help="request body (for webhooks)")
+    parser.add_argument("--client-ip", help="address of the connection's peer")
+    parser.add_argument("--scheme", default="http", choices=["http", "https"])
+
+
+def request_from_flags(args: argparse.Namespace) -> RequestFacts:
+    if not args.path:
+        raise ConfigurationError("--path is required (or use --batch)")
+    headers: list[tuple[str, str]] = []
+    for raw in args.header:
+        name, sep, value = raw.partition(":")
+        if not sep or not name.strip():
+            raise ConfigurationError(f"--header {raw!r}: expected 'Name: value'")
+        headers.append((name.strip(), value.strip()))
+    body = None
+    if args.body_file:
+        try:
+            body = Path(args.body_file).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"--body-file: {exc.strerror}: {args.body_file}") from None
+    path, _, query = args.path.partition("?")
+    return RequestFacts.build(
+        method=args.method,
+        path=path,
+        query=args.query or query,
+        headers=headers,
+        body=body if body is not None else b"",
+        peer=args.client_ip,
+        scheme=args.scheme,
+    )

@@ -1,0 +1,103 @@
+"""``illumichat-authz policy check | explain | test``: for policy authors, no Python needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..authorizer import Authorizer, build_core
+from ..policy import Attributes
+from ..policy_check import check_policy
+from ..policy_tables import load_table, run_table
+from ._common import add_config_flag, add_request_flags, request_from_flags, settings_from
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("policy", help="check, explain and test the policy files")
+    psub = parser.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+
+    check = psub.add_parser("check", help="validate the policy files and the route table")
+    add_config_flag(check)
+    check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    check.set_defaults(handler=_check)
+
+    explain = psub.add_parser(
+        "explain",
+        help="why a decision came out: for a request (--path ...) or attributes (--role ...)",
+    )
+    add_config_flag(explain)
+    add_request_flags(explain)
+    explain.add_argument("--role", help="attribute mode: owner|admin|member|guest|none")
+    explain.add_argument("--status", default="active", help="active|inactive")
+    explain.add_argument("--action", help="attribute mode: e.g. chat:create")
+    explain.add_argument("--visibility", help="public|workspace|private (assistant actions)")
+    explain.add_argument("--relation", default="-", help="creator|grantee|target_owner|-")
+    explain.set_defaults(handler=_explain)
+
+    test = psub.add_parser("test", help="run a YAML table of expected decisions")
+    add_config_flag(test)
+    test.add_argument("table", metavar="FILE")
+    test.set_defaults(handler=_test)
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    core = build_core(settings)  # raises ConfigurationError on load errors (exit 2)
+    findings = check_policy(core.policy, core.routes)
+    for finding in findings:
+        print(finding)
+    errors = [f for f in findings if f.severity == "error" or args.strict]
+    pol = settings.policies
+    print(
+        f"{'FAILED' if errors else 'ok'}: {pol.dir / pol.policy}, {pol.dir / pol.routes}: "
+        f"{len(core.routes.routes)} routes, {len(core.policy.actions)} actions, "
+        f"{len(core.policy.roles)} roles; {len(findings)} finding(s)"
+    )
+    return 1 if errors else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.role or args.action:
+        if not (args.role and args.action):
+            print("illumichat-authz: attribute mode needs --role and --action", file=sys.stderr)
+            return 2
+        policy = build_core(settings).policy
+        status = "active" if args.status == "active" else "inactive"
+        verdict = policy.evaluate(
+            Attributes(args.role, status, args.action, args.relation, args.visibility)
+        )
+        print(f"{'ALLOW' if verdict.allowed else 'DENY'} ({verdict.reason.value})")
+        for line in verdict.explanation:
+            print(f"  {line}")
+        return 0 if verdict.allowed else 1
+    authorizer = Authorizer.from_settings(settings)
+    request = request_from_flags(args)
+    body = request.body or b""
+    decision = authorizer.decide(request, read_body=lambda n: body if len(body) <= n else None)
+    print(f"{decision.status} {decision.reason.value}: {decision.message}")
+    print(f"  route:    {decision.route or '(undeclared)'} [{decision.route_class or '-'}]")
+    print(f"  action:   {decision.action or '-'}")
+    who = json.dumps(decision.principal.as_dict()) if decision.principal else "anonymous"
+    print(f"  caller:   {who}; role: {decision.role or '-'}")
+    if decision.resource:
+        print(f"  resource: {json.dumps(decision.resource.as_dict())}")
+    for line in decision.explanation:
+        print(f"  rule:     {line}")
+    return 0 if decision.allowed else 1
+
+
+def _test(args: argparse.Namespace) -> int:
+    core = build_core(settings_from(args))
+    result = run_table(core, load_table(args.table), source=args.table)
+    for failure in result.failures:
+        print(f"FAIL {failure}")
+    print(
+        f"{'ok' if result.ok else 'FAILED'}: {result.checked} decisions checked, "
+        f"{len(result.failures)} failed ({args.table})"
+    )
+    return 0 if result.ok else 1

@@ -1,0 +1,161 @@
+"""Policy test tables (``illumichat-authz policy test FILE``), as Cerbos and ``opa test`` do.
+
+A YAML file names principals (a role and status in one workspace, or none), resources
+(assistants, chats, the workspace, memberships) and lists the allowed
+(principal, resource, actions) triples. Every other combination of principal, resource
+and applicable action must be denied. Applicable actions come from the route table: an
+action applies to the resource kind its routes act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .authorizer import run_flow
+from .core import Core, Flow, decide_access
+from .decision import Decision
+from .errors import ConfigurationError
+from .facts import Assistant, Chat, Grant, InMemoryFacts, Membership
+from .principal import CredentialKind, Principal
+from .queries import NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
+from .routes import RouteClass
+from .vocab import ResourceKind, Role, Visibility
+
+__all__ = ["TableResult", "load_table", "run_table"]
+
+_WS = "ws-test"
+
+
+@dataclass
+class TableResult:
+    checked: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def load_table(path: str | Path) -> dict[str, Any]:
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"policy test file not found: {file}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigurationError(f"{file}{where}: YAML error: {exc}") from None
+    if not isinstance(data, dict) or not {"principals", "resources", "allow"} <= set(data):
+        raise ConfigurationError(f"{file}: needs 'principals', 'resources' and 'allow'")
+    return data
+
+
+def _applicable(core: Core) -> dict[ResourceKind, set[str]]:
+    out: dict[ResourceKind, set[str]] = {k: set() for k in ResourceKind}
+    for route in core.routes.routes:
+        if route.route_class is not RouteClass.AUTHENTICATED:
+            continue
+        kind = route.resource.kind if route.resource else ResourceKind.WORKSPACE
+        out[kind].add(route.action)
+    return out
+
+
+def _build(data: dict[str, Any], source: str) -> tuple[InMemoryFacts, dict[str, Principal], dict[str, tuple[ResourceKind, str]]]:
+    facts = InMemoryFacts()
+    principals: dict[str, Principal] = {}
+    for name, spec in dict(data["principals"]).items():
+        spec = spec or {}
+        user = f"user-{name}"
+        principals[name] = Principal(user_id=user, kind=CredentialKind.SESSION, workspace=_WS)
+        if "role" in spec:
+            try:
+                role = Role(spec["role"])
+            except ValueError:
+                raise ConfigurationError(f"{source}: principals.{name}.role: unknown role {spec['role']!r}") from None
+            facts.add(Membership(user=user, workspace=_WS, role=role, status=str(spec.get("status", "active"))))
+    resources: dict[str, tuple[ResourceKind, str]] = {}
+    for name, spec in dict(data["resources"]).items():
+        try:
+            kind = ResourceKind(spec["kind"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigurationError(f"{source}: resources.{name}.kind must be one of {[k.value for k in ResourceKind]}") from None
+        creator = f"user-{spec['creator']}" if spec.get("creator") else "user-nobody"
+        rid = f"res-{name}"
+        if kind is ResourceKind.ASSISTANT:
+            try:
+                vis = Visibility(spec.get("visibility", "workspace"))
+            except ValueError:
+                raise ConfigurationError(f"{source}: resources.{name}.visibility is unknown") from None
+            facts.add(Assistant(id=rid, workspace=_WS, visibility=vis, creator=creator))
+            for grantee in spec.get("granted", []) or []:
+                facts.add(Grant(user=f"user-{grantee}", assistant=rid))
+        elif kind is ResourceKind.CHAT:
+            facts.add(Assistant(id=f"{rid}-assistant", workspace=_WS, visibility=Visibility.WORKSPACE, creator=creator))
+            facts.add(Chat(id=rid, workspace=_WS, assistant=f"{rid}-assistant", creator=creator))
+        elif kind is ResourceKind.MEMBER:
+            rid = f"user-target-{name}"
+            facts.add(Membership(user=rid, workspace=_WS, role=Role(spec.get("role", "member"))))
+        else:
+            rid = _WS
+        resources[name] = (kind, rid)
+    return facts, principals, resources
+
+
+def _answer(facts: InMemoryFacts, query: Query) -> Any:
+    if isinstance(query, NeedMembership):
+        return facts.membership(query.user, query.workspace)
+    if isinstance(query, NeedAssistant):
+        return facts.assistant(query.assistant_id)
+    if isinstance(query, NeedChat):
+        return facts.chat(query.chat_id)
+    if isinstance(query, NeedGrant):
+        return facts.has_grant(query.user, query.assistant_id)
+    raise TypeError(f"policy tables need no {type(query).__name__}")
+
+
+def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> TableResult:
+    facts, principals, resources = _build(data, source)
+    expected: set[tuple[str, str, str]] = set()
+    for i, entry in enumerate(data["allow"] or []):
+        try:
+            p, r, actions = entry["principal"], entry["resource"], entry["actions"]
+        except (KeyError, TypeError):
+            raise ConfigurationError(f"{source}: allow[{i}] needs principal, resource, actions") from None
+        if p not in principals or r not in resources:
+            raise ConfigurationError(f"{source}: allow[{i}]: unknown principal or resource")
+        for action in actions:
+            if action not in core.policy.actions:
+                raise ConfigurationError(f"{source}: allow[{i}]: unknown action {action!r}")
+            expected.add((p, r, action))
+    applicable = _applicable(core)
+    result = TableResult()
+    for pname, principal in principals.items():
+        for rname, (kind, rid) in resources.items():
+            for action in sorted(applicable[kind]):
+                flow = decide_access(
+                    core,
+                    principal=principal,
+                    action=action,
+                    resource_kind=kind.value,
+                    resource_id=rid,
+                    workspace=_WS,
+                )
+                decision = _run(flow, facts)
+                result.checked += 1
+                want = (pname, rname, action) in expected
+                if decision.allowed != want:
+                    verdict = "allowed" if decision.allowed else f"denied ({decision.reason.value})"
+                    result.failures.append(
+                        f"{pname} {action} on {rname}: expected {'allow' if want else 'deny'}, "
+                        f"got {verdict}; {' / '.join(decision.explanation)}"
+                    )
+    return result
+
+
+def _run(flow: Flow, facts: InMemoryFacts) -> Decision:
+    return run_flow(flow, lambda q: _answer(facts, q))
