@@ -470,3 +470,18 @@ def test_arbitrary_bodies_never_raise_anything_but_signature_error(
         verifier().verify(
             assistant_id="a", url=URL, signature=twilio_sign(URL, []), body=body, content_type=ct
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    url=st.one_of(st.text(max_size=80), st.text(max_size=40).map(lambda t: URL + t)),
+    sig=st.one_of(st.none(), st.text(max_size=60)),
+    assistant=st.one_of(st.none(), st.text(max_size=10)),
+)
+def test_arbitrary_urls_and_headers_never_raise_anything_but_signature_error(
+    url: str, sig: str | None, assistant: str | None
+) -> None:
+    with contextlib.suppress(SignatureError):
+        verifier().verify(
+            assistant_id=assistant, url=url, signature=sig, body=b"", content_type="text/plain"
+        )

@@ -252,6 +252,10 @@ class TwilioSignatureVerifier:
             raise _fail("malformed X-Twilio-Signature header")
         if len(url) > MAX_URL_CHARS:
             raise _fail("webhook URL is too long")
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail("webhook URL is not valid text") from None
         if len(body) > self._max_body_bytes:
             raise _fail("webhook body is too large")
 
@@ -273,10 +277,7 @@ class TwilioSignatureVerifier:
                 raise _fail("webhook body is not covered by the signature (no bodySHA256)")
             suffix = ""
 
-        try:
-            messages = [(v + suffix).encode("utf-8") for v in variants]
-        except UnicodeEncodeError:
-            raise _fail("webhook URL is not valid text") from None
+        messages = [(v + suffix).encode("utf-8") for v in variants]
         given = signature.encode("ascii")
         matched = False
         for key in keys:
