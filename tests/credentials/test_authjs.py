@@ -333,7 +333,8 @@ def test_structural_rejections() -> None:
         _with_part(good, 0, "!!!"),
         _with_part(good, 0, "A" * 5000),
         _with_part(good, 3, ct + "A" * (_jwe.MAX_TOKEN_CHARS + 1)),
-        good.replace("-", "+"),
+        _with_part(good, 3, "+" + ct[1:]),  # base64, not base64url
+        _with_part(good, 3, ct + "=" * (-len(ct) % 4 or 4)),  # padded
     ]
     dec = decoder()
     for token in cases:
@@ -634,3 +635,17 @@ def test_fuzz_find_then_decode(headers: list[str]) -> None:
             _DEC.decode(found, now=NOW)
     except CredentialError:
         pass
+
+
+def test_concurrent_decoding_shares_nothing_mutable() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    dec = decoder(secrets=["s1"])
+    tokens = [mint({"sub": f"u{i}", "pad": "x" * i}) for i in range(64)]
+
+    def work(i: int) -> str:
+        return dec.decode(cookie(tokens[i % 64]), now=NOW).user_id
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, range(2000)))
+    assert results == [f"u{i % 64}" for i in range(2000)]

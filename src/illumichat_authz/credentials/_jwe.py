@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -121,8 +122,14 @@ class ContentKey:
     #: Index of the secret it came from (0 = newest).
     secret_index: int = 0
     _mac_key: bytes = field(init=False, repr=False, compare=False)
+    #: HMAC-SHA512 with the key's padded blocks already absorbed (RFC 2104: H(K XOR opad,
+    #: H(K XOR ipad, text))); each request copies them instead of re-keying.
+    _inner: Any = field(init=False, repr=False, compare=False)
+    _outer: Any = field(init=False, repr=False, compare=False)
     _aes: algorithms.AES = field(init=False, repr=False, compare=False)
     _gcm: AESGCM | None = field(init=False, repr=False, compare=False)
+    #: Per-thread AES block decryptor, reused across requests (see :func:`_cbc_decrypt`).
+    _local: threading.local = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != ENC_KEY_LENGTH[self.enc]:
@@ -130,13 +137,20 @@ class ContentKey:
         if self.enc == "A256CBC-HS512":
             # RFC 7518 §5.2.2.1: "MAC_KEY = initial MAC_KEY_LEN octets of K, ENC_KEY = final
             # ENC_KEY_LEN octets of K".
-            object.__setattr__(self, "_mac_key", self.key[:32])
+            mac_key = self.key[:32]
+            block = mac_key.ljust(128, b"\0")  # SHA-512 block size; the key is shorter
+            object.__setattr__(self, "_mac_key", mac_key)
+            object.__setattr__(self, "_inner", hashlib.sha512(bytes(b ^ 0x36 for b in block)))
+            object.__setattr__(self, "_outer", hashlib.sha512(bytes(b ^ 0x5C for b in block)))
             object.__setattr__(self, "_aes", algorithms.AES(self.key[32:]))
             object.__setattr__(self, "_gcm", None)
         else:
             object.__setattr__(self, "_mac_key", b"")
+            object.__setattr__(self, "_inner", None)
+            object.__setattr__(self, "_outer", None)
             object.__setattr__(self, "_aes", algorithms.AES(self.key))
             object.__setattr__(self, "_gcm", AESGCM(self.key))
+        object.__setattr__(self, "_local", threading.local())
 
     @classmethod
     def create(cls, key: bytes, *, enc: Enc, secret_index: int = 0) -> ContentKey:
@@ -236,7 +250,28 @@ def _cbc_tag(key: ContentKey, aad: bytes, iv: bytes, ciphertext: bytes) -> bytes
     # Additional Authenticated Data A expressed as a 64-bit unsigned big-endian integer";
     # M = MAC(MAC_KEY, A || IV || E || AL); "T = initial T_LEN octets of M".
     al = (len(aad) * 8).to_bytes(8, "big")
-    return hmac.digest(key._mac_key, aad + iv + ciphertext + al, "sha512")[:32]
+    inner = key._inner.copy()
+    inner.update(aad + iv + ciphertext + al)
+    outer = key._outer.copy()
+    outer.update(inner.digest())
+    tag: bytes = outer.digest()[:32]
+    return tag
+
+
+def _cbc_decrypt(key: ContentKey, iv: bytes, ciphertext: bytes) -> bytes:
+    """AES-CBC decryption, P_i = D(C_i) XOR C_(i-1) with C_0 = IV (NIST SP 800-38A §6.2).
+
+    Building a ``Cipher(..., CBC(iv))`` costs more than decrypting a session, so each
+    thread keeps one ECB decryptor per key (ECB over whole blocks carries no state between
+    calls) and the chaining XOR is one big-integer operation.
+    """
+    ecb = getattr(key._local, "ecb", None)
+    if ecb is None:
+        ecb = Cipher(key._aes, modes.ECB()).decryptor()  # noqa: S305 -- CBC built on it
+        key._local.ecb = ecb
+    blocks = ecb.update(ciphertext)
+    chained = int.from_bytes(blocks, "big") ^ int.from_bytes(iv + ciphertext[:-16], "big")
+    return chained.to_bytes(len(ciphertext), "big")
 
 
 def decrypt(parts: Compact, key: ContentKey) -> bytes:
@@ -257,8 +292,7 @@ def decrypt(parts: Compact, key: ContentKey) -> bytes:
     expected = _cbc_tag(key, aad, parts.iv, parts.ciphertext)
     if not hmac.compare_digest(expected, parts.tag):
         raise JweError("decryption failed")
-    decryptor = Cipher(key._aes, modes.CBC(parts.iv)).decryptor()
-    padded = decryptor.update(parts.ciphertext) + decryptor.finalize()
+    padded = _cbc_decrypt(key, parts.iv, parts.ciphertext)
     # PKCS #7 padding (RFC 7518 §5.2.2.1 step 3). The tag already proved who wrote it, so a
     # bad pad means a broken peer, not an oracle; it still fails the same way.
     pad = padded[-1]

@@ -64,6 +64,8 @@ _V4_INFO: Final = b"NextAuth.js Generated Encryption Key"
 _GENERIC: Final = "session token is invalid"
 _ENCS: Final[tuple[Enc, ...]] = get_args(Enc)
 _HEADER_CACHE_SIZE: Final = 64
+#: One decoder for all requests (``json.loads`` with options builds one per call).
+_CLAIMS_JSON: Final = json.JSONDecoder(parse_constant=_jwe._reject_constant)
 
 
 def _authjs_info(salt: str) -> str:
@@ -277,7 +279,7 @@ class AuthjsSessionDecoder:
 
     def _claims(self, payload: bytes, *, now: float) -> dict[str, Any]:
         try:
-            claims = json.loads(payload, parse_constant=_jwe._reject_constant)
+            claims = _CLAIMS_JSON.decode(payload.decode("utf-8"))
         except (ValueError, RecursionError, JweError):
             raise CredentialError(_GENERIC, reason=Reason.INVALID_CREDENTIAL) from None
         if not isinstance(claims, dict):
