@@ -69,12 +69,16 @@ def authenticate(
         token = _bearer_token(authorization[0])
         if looks_like_api_key(token):
             if not authn.api_keys:
-                raise CredentialError("API keys are not accepted here", reason=Reason.API_KEY_INVALID)
+                raise CredentialError(
+                    "API keys are not accepted here", reason=Reason.API_KEY_INVALID
+                )
             parsed_key = parse_api_key(token)  # checksum first: garbage never reaches a store
             record = yield NeedApiKey(parsed_key.key_id)
             return verify_api_key(parsed_key, record, now=now)
         if authn.auth0 is None:
-            raise CredentialError("bearer tokens are not accepted here", reason=Reason.INVALID_TOKEN)
+            raise CredentialError(
+                "bearer tokens are not accepted here", reason=Reason.INVALID_TOKEN
+            )
         parsed_jwt = authn.auth0.parse(token)
         key = yield NeedJwk(parsed_jwt.kid, parsed_jwt.alg)
         return authn.auth0.verify(parsed_jwt, key, now=now)

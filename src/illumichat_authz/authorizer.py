@@ -50,7 +50,7 @@ from .request import RequestFacts
 from .routes import RouteClass, RouteTable, load_routes
 from .vocab import Relation
 
-__all__ = ["Authorizer", "BodyReader", "AsyncBodyReader", "build_core"]
+__all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "build_core"]
 
 _log = logging.getLogger("illumichat_authz")
 
@@ -59,7 +59,9 @@ BodyReader = Callable[[int], bytes | None]
 AsyncBodyReader = Callable[[int], Awaitable[bytes | None]]
 
 
-def build_core(settings: Settings, *, routes: RouteTable | None = None, policy: Policy | None = None) -> Core:
+def build_core(
+    settings: Settings, *, routes: RouteTable | None = None, policy: Policy | None = None
+) -> Core:
     """Compile the routes, the policy and the credential verifiers; fail fast on mistakes."""
     pol = settings.policies
     routes = routes or load_routes(pol.dir / pol.routes)
@@ -82,7 +84,9 @@ def build_core(settings: Settings, *, routes: RouteTable | None = None, policy: 
     )
     session_cfg = settings.session
     authenticators = Authenticators(
-        session=AuthjsSessionDecoder.from_settings(session_cfg.model_copy(update={"database": None}))
+        session=AuthjsSessionDecoder.from_settings(
+            session_cfg.model_copy(update={"database": None})
+        )
         if session_cfg.secrets or session_cfg.database
         else None,
         session_database=session_cfg.database is not None,

@@ -92,7 +92,14 @@ class _Trace:
     role: str | None = None
     explanation: tuple[str, ...] = ()
 
-    def decision(self, reason: Reason, message: str, *, status: int | None = None, headers: tuple[tuple[str, str], ...] = ()) -> Decision:
+    def decision(
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        status: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Decision:
         return Decision(
             status=status if status is not None else STATUS_OF[reason],
             reason=reason,
@@ -173,7 +180,9 @@ def decide_access(
             try:
                 kind = ResourceKind(resource_kind)
             except ValueError:
-                return trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
+                return trace.decision(
+                    Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}"
+                )
             if not resource_id or not _WORKSPACE_ID.match(resource_id):
                 raise BadRequestError("resource id missing or malformed", reason=Reason.BAD_HEADER)
             spec = ResourceSpec(kind, "id")
@@ -234,7 +243,9 @@ def _decide(
         trace.params = dict(match.params)
         limited = yield from _rate_limit(request, core, match.route)
         if limited is not None:
-            return trace.decision(Reason.RATE_LIMITED, "too many requests; retry later", headers=limited)
+            return trace.decision(
+                Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
+            )
         if match.route.route_class is RouteClass.PUBLIC:
             return trace.decision(Reason.PUBLIC, "public endpoint")
         if match.route.route_class is RouteClass.WEBHOOK_TWILIO:
@@ -254,12 +265,16 @@ def _decide(
     trace.principal = principal
     if match is None:
         if core.undeclared == "authenticated":
-            return trace.decision(Reason.ALLOWED, "undeclared route; any authenticated caller may use it")
+            return trace.decision(
+                Reason.ALLOWED, "undeclared route; any authenticated caller may use it"
+            )
         return trace.decision(Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403)
     return (yield from _authorize(request, core, match, principal, trace))
 
 
-def _rate_limit(request: RequestFacts, core: Core, route: Route) -> Generator[Query, Any, tuple[tuple[str, str], ...] | None]:
+def _rate_limit(
+    request: RequestFacts, core: Core, route: Route
+) -> Generator[Query, Any, tuple[tuple[str, str], ...] | None]:
     spec = core.rate_limits.get(route.id)
     if spec is None:
         return None
@@ -303,8 +318,11 @@ def _twilio_webhook(request: RequestFacts, core: Core, match: RouteMatch, trace:
 
 
 def _workspace_from(
-    sources: tuple[str, ...], request: RequestFacts, params: Mapping[str, str],
-    principal: Principal, resource_ws: str | None,
+    sources: tuple[str, ...],
+    request: RequestFacts,
+    params: Mapping[str, str],
+    principal: Principal,
+    resource_ws: str | None,
 ) -> str | None:
     for src in sources:
         value: str | None = None
@@ -360,9 +378,9 @@ def _authorize(
                 rel = Relation.CREATOR.value
         if isinstance(found, Assistant):
             vis = found.visibility.value
-            if rel == Relation.NONE.value and core.grants_matter:
-                if (yield NeedGrant(user, found.id)):
-                    rel = Relation.GRANTEE.value
+            needs_grant = rel == Relation.NONE.value and core.grants_matter
+            if needs_grant and (yield NeedGrant(user, found.id)):
+                rel = Relation.GRANTEE.value
 
     workspace = _workspace_from(route.workspace, request, match.params, principal, resource_ws)
     kind = spec.kind.value if spec else "workspace"
@@ -374,7 +392,9 @@ def _authorize(
     if principal.workspace_bound and workspace != principal.workspace:
         if core.conceal_hidden and spec is not None:
             return _not_found(trace, kind)
-        return trace.decision(Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace")
+        return trace.decision(
+            Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace"
+        )
 
     membership: Membership | None = yield NeedMembership(user, workspace)
     role = membership.role.value if membership else NO_ROLE

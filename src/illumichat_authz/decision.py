@@ -48,7 +48,9 @@ class Decision:
     @classmethod
     def of(cls, reason: Reason, message: str, **kwargs: Any) -> Decision:
         """A decision whose status is the one ``reason`` implies."""
-        return cls(status=kwargs.pop("status", STATUS_OF[reason]), reason=reason, message=message, **kwargs)
+        return cls(
+            status=kwargs.pop("status", STATUS_OF[reason]), reason=reason, message=message, **kwargs
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape the CLI prints (stable: other services parse it)."""
@@ -59,7 +61,7 @@ class Decision:
             "route": self.route,
             "action": self.action,
             "principal": self.principal.as_dict() if self.principal else None,
-            "headers": {k: v for k, v in self.headers},
+            "headers": dict(self.headers),
             "resource": self.resource.as_dict() if self.resource else None,
             "role": self.role,
             "explanation": list(self.explanation),

@@ -175,15 +175,22 @@ def _check_references(doc: _FactsIn) -> list[str]:
     seen: set[tuple[str, str]] = set()
     for i, m in enumerate(doc.memberships):
         if (m.user, m.workspace) in seen:
-            problems.append(f"memberships[{i}]: duplicate membership of {m.user!r} in {m.workspace!r}")
+            problems.append(
+                f"memberships[{i}]: duplicate membership of {m.user!r} in {m.workspace!r}"
+            )
         seen.add((m.user, m.workspace))
-    for kind, ids in (("assistants", [a.id for a in doc.assistants]), ("chats", [c.id for c in doc.chats])):
+    for kind, ids in (
+        ("assistants", [a.id for a in doc.assistants]),
+        ("chats", [c.id for c in doc.chats]),
+    ):
         dup = {x for x in ids if ids.count(x) > 1}
         if dup:
             problems.append(f"{kind}: duplicate ids {sorted(dup)}")
     for i, a in enumerate(doc.assistants):
         if a.workspace not in workspaces:
-            problems.append(f"assistants[{i}].workspace: no membership names workspace {a.workspace!r}")
+            problems.append(
+                f"assistants[{i}].workspace: no membership names workspace {a.workspace!r}"
+            )
     for i, c in enumerate(doc.chats):
         asst = assistants.get(c.assistant)
         if asst is None:

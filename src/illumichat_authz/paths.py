@@ -24,7 +24,9 @@ _BAD_ESCAPE = re.compile(r"%(?:2[Ee]|2[Ff]|5[Cc]|[01][0-9A-Fa-f]|7[Ff])")
 
 
 def _fail(detail: str) -> BadRequestError:
-    return BadRequestError(f"non-canonical request path: {detail}", reason=Reason.NON_CANONICAL_PATH)
+    return BadRequestError(
+        f"non-canonical request path: {detail}", reason=Reason.NON_CANONICAL_PATH
+    )
 
 
 def _decode_segment(raw: str) -> str:

@@ -60,7 +60,9 @@ def _line(ptype: str, rule: Iterable[str]) -> str:
 class Policy:
     """The compiled role and visibility rules of one model + policy file pair."""
 
-    def __init__(self, *, model_path: Path, policy_path: Path, extra_actions: Iterable[str] = ()) -> None:
+    def __init__(
+        self, *, model_path: Path, policy_path: Path, extra_actions: Iterable[str] = ()
+    ) -> None:
         self.model_path = model_path
         self.policy_path = policy_path
         self.enforcer = _load_enforcer(model_path, policy_path)
@@ -81,11 +83,15 @@ class Policy:
         return relation in self._relations_used
 
     # --- casbin itself: the reference the compiled table must equal ---------------
-    def casbin_role_rule(self, role: str, status: str, act: str, rel: str) -> tuple[bool, list[str]]:
+    def casbin_role_rule(
+        self, role: str, status: str, act: str, rel: str
+    ) -> tuple[bool, list[str]]:
         ok, rule = self.enforcer.enforce_ex(role, status, act, rel)
         return bool(ok), list(rule)
 
-    def casbin_visibility_rule(self, role: str, status: str, vis: str, rel: str) -> tuple[bool, list[str]]:
+    def casbin_visibility_rule(
+        self, role: str, status: str, vis: str, rel: str
+    ) -> tuple[bool, list[str]]:
         ok, rule = self.enforcer.enforce_ex(self._ctx2, role, status, vis, rel)
         return bool(ok), list(rule)
 
@@ -141,7 +147,9 @@ class Policy:
         ok, rule = p[(a.role, a.status, a.act, a.rel)]
         where = f"role={a.role} status={a.status} action={a.act} relation={a.rel}"
         if a.role == NO_ROLE:
-            return Verdict(False, Reason.NOT_A_MEMBER, ("the caller has no membership in the workspace",))
+            return Verdict(
+                False, Reason.NOT_A_MEMBER, ("the caller has no membership in the workspace",)
+            )
         if not ok:
             if p[(a.role, active, a.act, a.rel)][0]:
                 reason = Reason.MEMBERSHIP_INACTIVE
@@ -156,7 +164,11 @@ class Policy:
         ok2, rule2 = p2[(a.role, a.status, a.vis, a.rel)]
         if ok2:
             return Verdict(True, Reason.ALLOWED, (*explanation, _line("p2", rule2)))
-        reason = Reason.MEMBERSHIP_INACTIVE if p2[(a.role, active, a.vis, a.rel)][0] else Reason.NOT_VISIBLE
+        reason = (
+            Reason.MEMBERSHIP_INACTIVE
+            if p2[(a.role, active, a.vis, a.rel)][0]
+            else Reason.NOT_VISIBLE
+        )
         return Verdict(
             False,
             reason,
@@ -198,7 +210,8 @@ def _check_csv(policy_path: Path) -> None:
             raise ConfigurationError(f"{policy_path}:{lineno}: unknown rule type {cells[0]!r}")
         if len(cells) != want:
             raise ConfigurationError(
-                f"{policy_path}:{lineno}: {cells[0]} rules have {want - 1} fields, found {len(cells) - 1}"
+                f"{policy_path}:{lineno}: {cells[0]} rules have {want - 1} fields, "
+                f"found {len(cells) - 1}"
             )
         if any(not c for c in cells):
             raise ConfigurationError(f"{policy_path}:{lineno}: empty field")
@@ -225,18 +238,30 @@ def _top_role(roles: tuple[str, ...], g: list[list[str]]) -> str | None:
 def _validate(path: Path, roles: tuple[str, ...], p: list[list[str]], p2: list[list[str]]) -> None:
     """Refuse values outside the vocabulary: the compiled table could not represent them."""
     if NO_ROLE in roles:
-        raise ConfigurationError(f"{path}: {NO_ROLE!r} is reserved for callers without a membership")
+        raise ConfigurationError(
+            f"{path}: {NO_ROLE!r} is reserved for callers without a membership"
+        )
     statuses = {*_STATUSES, _WILDCARD}
     relations = {*_RELATIONS, _WILDCARD}
     for rule in p:
         if rule[1] not in statuses:
-            raise ConfigurationError(f"{path}: p rule {rule}: status must be one of {sorted(statuses)}")
+            raise ConfigurationError(
+                f"{path}: p rule {rule}: status must be one of {sorted(statuses)}"
+            )
         if rule[3] not in relations:
-            raise ConfigurationError(f"{path}: p rule {rule}: relation must be one of {sorted(relations)}")
+            raise ConfigurationError(
+                f"{path}: p rule {rule}: relation must be one of {sorted(relations)}"
+            )
     for rule in p2:
         if rule[1] not in statuses:
-            raise ConfigurationError(f"{path}: p2 rule {rule}: status must be one of {sorted(statuses)}")
+            raise ConfigurationError(
+                f"{path}: p2 rule {rule}: status must be one of {sorted(statuses)}"
+            )
         if rule[2] not in _VISIBILITIES:
-            raise ConfigurationError(f"{path}: p2 rule {rule}: visibility must be one of {list(_VISIBILITIES)}")
+            raise ConfigurationError(
+                f"{path}: p2 rule {rule}: visibility must be one of {list(_VISIBILITIES)}"
+            )
         if rule[3] not in relations:
-            raise ConfigurationError(f"{path}: p2 rule {rule}: relation must be one of {sorted(relations)}")
+            raise ConfigurationError(
+                f"{path}: p2 rule {rule}: relation must be one of {sorted(relations)}"
+            )

@@ -40,7 +40,9 @@ def check_policy(policy: Policy, routes: RouteTable) -> list[Finding]:
             )
     for kind, action in routes.read_actions.items():
         if action not in policy.actions:
-            findings.append(Finding("error", f"resources.{kind.value}: unknown read_action {action!r}"))
+            findings.append(
+                Finding("error", f"resources.{kind.value}: unknown read_action {action!r}")
+            )
     for action in sorted(policy.actions - route_actions - set(routes.read_actions.values())):
         findings.append(Finding("warning", f"policy action {action!r} is used by no route"))
 
@@ -55,9 +57,16 @@ def check_policy(policy: Policy, routes: RouteTable) -> list[Finding]:
     for route in routes.routes:
         if route.resource is not None and route.resource.kind is ResourceKind.ASSISTANT:
             continue
-        if route.route_class is RouteClass.AUTHENTICATED and route.action.startswith("assistant:") and route.resource is None and route.action not in {"assistant:list", "assistant:create"}:
+        if (
+            route.route_class is RouteClass.AUTHENTICATED
+            and route.action.startswith("assistant:")
+            and route.resource is None
+            and route.action not in {"assistant:list", "assistant:create"}
+        ):
             findings.append(
-                Finding("warning", f"{route.origin}: assistant action without an assistant resource")
+                Finding(
+                    "warning", f"{route.origin}: assistant action without an assistant resource"
+                )
             )
     seen_rules: set[tuple[str, ...]] = set()
     for ptype, rules in (("p", p_rules), ("p2", p2_rules)):

@@ -65,7 +65,9 @@ def _applicable(core: Core) -> dict[ResourceKind, set[str]]:
     return out
 
 
-def _build(data: dict[str, Any], source: str) -> tuple[InMemoryFacts, dict[str, Principal], dict[str, tuple[ResourceKind, str]]]:
+def _build(
+    data: dict[str, Any], source: str
+) -> tuple[InMemoryFacts, dict[str, Principal], dict[str, tuple[ResourceKind, str]]]:
     facts = InMemoryFacts()
     principals: dict[str, Principal] = {}
     for name, spec in dict(data["principals"]).items():
@@ -76,26 +78,43 @@ def _build(data: dict[str, Any], source: str) -> tuple[InMemoryFacts, dict[str, 
             try:
                 role = Role(spec["role"])
             except ValueError:
-                raise ConfigurationError(f"{source}: principals.{name}.role: unknown role {spec['role']!r}") from None
-            facts.add(Membership(user=user, workspace=_WS, role=role, status=str(spec.get("status", "active"))))
+                raise ConfigurationError(
+                    f"{source}: principals.{name}.role: unknown role {spec['role']!r}"
+                ) from None
+            facts.add(
+                Membership(
+                    user=user, workspace=_WS, role=role, status=str(spec.get("status", "active"))
+                )
+            )
     resources: dict[str, tuple[ResourceKind, str]] = {}
     for name, spec in dict(data["resources"]).items():
         try:
             kind = ResourceKind(spec["kind"])
         except (KeyError, TypeError, ValueError):
-            raise ConfigurationError(f"{source}: resources.{name}.kind must be one of {[k.value for k in ResourceKind]}") from None
+            raise ConfigurationError(
+                f"{source}: resources.{name}.kind must be one of {[k.value for k in ResourceKind]}"
+            ) from None
         creator = f"user-{spec['creator']}" if spec.get("creator") else "user-nobody"
         rid = f"res-{name}"
         if kind is ResourceKind.ASSISTANT:
             try:
                 vis = Visibility(spec.get("visibility", "workspace"))
             except ValueError:
-                raise ConfigurationError(f"{source}: resources.{name}.visibility is unknown") from None
+                raise ConfigurationError(
+                    f"{source}: resources.{name}.visibility is unknown"
+                ) from None
             facts.add(Assistant(id=rid, workspace=_WS, visibility=vis, creator=creator))
             for grantee in spec.get("granted", []) or []:
                 facts.add(Grant(user=f"user-{grantee}", assistant=rid))
         elif kind is ResourceKind.CHAT:
-            facts.add(Assistant(id=f"{rid}-assistant", workspace=_WS, visibility=Visibility.WORKSPACE, creator=creator))
+            facts.add(
+                Assistant(
+                    id=f"{rid}-assistant",
+                    workspace=_WS,
+                    visibility=Visibility.WORKSPACE,
+                    creator=creator,
+                )
+            )
             facts.add(Chat(id=rid, workspace=_WS, assistant=f"{rid}-assistant", creator=creator))
         elif kind is ResourceKind.MEMBER:
             rid = f"user-target-{name}"
@@ -125,7 +144,9 @@ def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> Tab
         try:
             p, r, actions = entry["principal"], entry["resource"], entry["actions"]
         except (KeyError, TypeError):
-            raise ConfigurationError(f"{source}: allow[{i}] needs principal, resource, actions") from None
+            raise ConfigurationError(
+                f"{source}: allow[{i}] needs principal, resource, actions"
+            ) from None
         if p not in principals or r not in resources:
             raise ConfigurationError(f"{source}: allow[{i}]: unknown principal or resource")
         for action in actions:

@@ -174,7 +174,16 @@ def _workspace_sources(raw: Any, origin: str) -> tuple[str, ...]:
 def _route_from(raw: Any, origin: str) -> list[Route]:
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{origin}: must be a table")
-    allowed = {"methods", "path", "class", "action", "resource", "workspace", "rate_limit", "signer"}
+    allowed = {
+        "methods",
+        "path",
+        "class",
+        "action",
+        "resource",
+        "workspace",
+        "rate_limit",
+        "signer",
+    }
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigurationError(f"{origin}: unknown key(s) {sorted(unknown)}")
@@ -227,11 +236,15 @@ def _route_from(raw: Any, origin: str) -> list[Route]:
         if src.startswith("param:") and src[6:] not in names:
             raise ConfigurationError(f"{origin}: workspace {src!r} names no path parameter")
     if route_class is RouteClass.AUTHENTICATED and resource is None and not workspace:
-        raise ConfigurationError(f"{origin}: an authenticated route needs a resource or a workspace")
+        raise ConfigurationError(
+            f"{origin}: an authenticated route needs a resource or a workspace"
+        )
     if not workspace and resource is not None:
         workspace = ("resource",)
-    if resource is not None and resource.kind is ResourceKind.MEMBER and not any(
-        s.startswith("param:") for s in workspace
+    if (
+        resource is not None
+        and resource.kind is ResourceKind.MEMBER
+        and not any(s.startswith("param:") for s in workspace)
     ):
         raise ConfigurationError(f"{origin}: a member resource needs workspace = ['param:...']")
     rate_limit = raw.get("rate_limit")

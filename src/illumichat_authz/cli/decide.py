@@ -103,7 +103,9 @@ def _body_reader(request: RequestFacts) -> Any:
     return lambda limit: body if len(body) <= limit else None
 
 
-def decide_lines(authorizer: Authorizer, lines: Iterable[str], *, explain: bool = False) -> Iterator[dict[str, Any]]:
+def decide_lines(
+    authorizer: Authorizer, lines: Iterable[str], *, explain: bool = False
+) -> Iterator[dict[str, Any]]:
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -113,7 +115,12 @@ def decide_lines(authorizer: Authorizer, lines: Iterable[str], *, explain: bool 
         try:
             request = request_from_json(json.loads(line))
         except (ValueError, RecursionError) as exc:
-            yield _error_line(lineno, str(exc) if not isinstance(exc, json.JSONDecodeError) else f"invalid JSON: {exc.msg}")
+            yield _error_line(
+                lineno,
+                str(exc)
+                if not isinstance(exc, json.JSONDecodeError)
+                else f"invalid JSON: {exc.msg}",
+            )
             continue
         yield _output(authorizer.decide(request, read_body=_body_reader(request)), explain)
 
