@@ -87,7 +87,13 @@ def derive_v4_key(secret: str, *, secret_index: int = 0) -> ContentKey:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number that fits a float (``True`` is not a number here)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _token_id(token: str) -> str:
