@@ -338,6 +338,28 @@ def test_async_misses_share_one_fetch_and_loop_keeps_running(
     assert server.tenant.requests == 1
 
 
+def test_stale_key_holders_never_wait_behind_a_fetch(server: JwksServer, clock: FakeClock) -> None:
+    cache = make_cache(server, clock)
+    cache.get_key("a", "RS256")
+    clock.t += 601
+    gate = server.tenant.gate = threading.Event()
+    refresher = threading.Thread(target=cache.get_key, args=("a", "RS256"))
+    refresher.start()
+    while server.tenant.requests < 2:
+        threading.Event().wait(0.001)
+    # The refresh is stuck at the tenant; other callers are served the stale key at once.
+    assert cache.get_key("a", "RS256").kid == "a"
+
+    async def lookup() -> JwkKey:
+        return await cache.aget_key("ec", "ES256")
+
+    assert asyncio.run(lookup()).kid == "ec"
+    assert not gate.is_set()
+    gate.set()
+    refresher.join()
+    assert server.tenant.requests == 2
+
+
 def test_async_outage_and_storm_follow_the_same_policy(
     server: JwksServer, clock: FakeClock
 ) -> None:

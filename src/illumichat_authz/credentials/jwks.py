@@ -270,7 +270,10 @@ class _Plan(NamedTuple):
 class JwksCache:
     """Auth0 signing keys by ``kid``: fetched, parsed, refreshed and rate limited.
 
-    ``clock`` is monotonic seconds (injected so tests can move time).
+    ``clock`` is monotonic seconds (injected so tests can move time). ``max_stale_s`` is
+    raised to ``ttl_s`` if smaller (a key is never unusable while still fresh). The caller
+    that finds the keys due pays for the fetch (at most ``timeout_s``); everyone else who
+    holds a usable key meanwhile is served from the cache without waiting.
     """
 
     def __init__(
@@ -356,10 +359,13 @@ class JwksCache:
             body = self._fetcher.fetch(self._url, timeout_s=self._timeout)
             keys = parse_jwks(body, max_keys=self._max_keys)
         except Exception as exc:
+            # The URL and the error (status line, socket error, JSON position) carry no
+            # secrets; the document itself is never logged.
             logger.warning(
-                "JWKS fetch from %s failed (%s); keeping %d cached key(s)",
+                "JWKS fetch from %s failed (%s: %.200s); keeping %d cached key(s)",
                 self._url,
                 type(exc).__name__,
+                exc,
                 len(snap.keys),
             )
             self._snap = _Snapshot(snap.keys, snap.fetched_at, started, snap.attempts + 1, False)
@@ -394,12 +400,14 @@ class JwksCache:
         if plan.fetch:
             loop = asyncio.get_running_loop()
             inflight = self._inflight
-            if inflight is None or inflight[0] is not loop or inflight[1].done():
+            if inflight is not None and inflight[0] is loop and not inflight[1].done():
+                if not plan.usable:
+                    await asyncio.shield(inflight[1])
+            elif not (plan.usable and self._lock.locked()):
+                # As in get_key: a stale-key holder never queues behind another's fetch.
                 task = loop.create_task(asyncio.to_thread(self._refresh_blocking, plan.attempts))
                 self._inflight = (loop, task)
                 await asyncio.shield(task)
-            elif not plan.usable:
-                await asyncio.shield(inflight[1])
             now = self._clock()
         return self._settle(kid, alg, now)
 
