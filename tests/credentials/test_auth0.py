@@ -451,8 +451,12 @@ def _only_credential_errors(token: Any) -> None:
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
-def test_fuzz_random_strings(token: str) -> None:
+@given(
+    st.text(max_size=300)
+    | st.binary(max_size=300).map(lambda b: b.decode("latin-1"))
+    | st.binary(max_size=300)
+)
+def test_fuzz_random_strings(token: str | bytes) -> None:
     _only_credential_errors(token)
 
 
