@@ -112,7 +112,7 @@ def main() -> None:
     signing_input = f"{head}.{payload}".encode()
     signature = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
     pyjwt_client = _OfflineJwkClient(jwks)
-    options = {"require": ["exp", "iss", "aud"]}
+    options: Any = {"require": ["exp", "iss", "aud"]}
 
     def ours() -> object:
         return verify_bearer_sync(verifier, cache, token, now=now)
