@@ -1,0 +1,115 @@
+"""What every adapter shares: request ids, the raw path, the Host check, the 500 answer.
+
+Nothing here imports a framework. Adapters translate their request into
+:class:`RequestFacts`, call the authorizer, and turn a denial into a response with
+:func:`illumichat_authz.render.render_denial`, the only renderer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from ..decision import Decision
+from ..reasons import Reason
+from ..render import Rendered, render_denial
+from ..request import RequestFacts
+
+__all__ = [
+    "ANONYMOUS",
+    "Anonymous",
+    "check_host",
+    "internal_error",
+    "missing_extra",
+    "quote_path",
+    "render",
+    "request_id",
+    "split_request_uri",
+]
+
+log = logging.getLogger("illumichat_authz.integrations")
+
+# A caller-supplied request id is echoed only if it is short and plainly printable
+# (it lands in logs and in the problem body); anything else gets a fresh one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
+# RFC 3986 pchar less ';' and '%' (which the decoded path may contain as data).
+_PATH_SAFE = "/-._~!$&'()*+,=:@"
+
+
+@dataclass(frozen=True, slots=True)
+class Anonymous:
+    """``scope["user"]`` on public and webhook routes: no credential was verified."""
+
+    @property
+    def is_authenticated(self) -> bool:
+        return False
+
+    @property
+    def display_name(self) -> str:
+        return ""
+
+
+ANONYMOUS = Anonymous()
+
+
+def missing_extra(framework: str, extra: str) -> ImportError:
+    """The error an adapter raises when its framework is not installed."""
+    return ImportError(
+        f"illumichat_authz.integrations needs {framework}; "
+        f'install it with: pip install "illumichat-authz[{extra}]"'
+    )
+
+
+def request_id(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
+    """The caller's ``x-request-id`` when it is sane, else a fresh random one."""
+    for name, value in headers:
+        if name == "x-request-id":
+            return value if _REQUEST_ID.match(value) else uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+def quote_path(decoded: str | bytes) -> str:
+    """Re-encode a decoded path for the core when the server kept no raw path.
+
+    ``%`` is data here (it came from ``%25``), so it is quoted; the core then judges the
+    result exactly as it would have judged the wire form.
+    """
+    return quote(decoded, safe=_PATH_SAFE)
+
+
+def split_request_uri(uri: str) -> tuple[str, str] | None:
+    """``(path, query)`` from an origin-form request target; ``None`` if not origin-form."""
+    if not uri.startswith("/"):
+        return None
+    path, _, query = uri.partition("?")
+    return path, query
+
+
+def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | None:
+    """RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    HTTP/1.1 request message that lacks a Host header field and to any request message
+    that contains more than one Host header field line or a Host header field with an
+    invalid field value." HTTP/1.0 may omit Host; it may never repeat it.
+    """
+    hosts = facts.header_values("host")
+    if len(hosts) > 1:
+        return Decision.of(Reason.BAD_HEADER, "more than one Host header")
+    if not hosts and http_version != "1.0":
+        return Decision.of(Reason.BAD_HEADER, "missing Host header")
+    if hosts and not hosts[0].strip():
+        return Decision.of(Reason.BAD_HEADER, "empty Host header")
+    return None
+
+
+def internal_error() -> Decision:
+    """Our own failure (never the app's): deny with 500, say nothing about why."""
+    return Decision.of(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+
+
+def render(decision: Decision, rid: str) -> Rendered:
+    """:func:`render_denial` plus the request id header, so logs and clients can meet."""
+    rendered = render_denial(decision, request_id=rid)
+    return Rendered(rendered.status, (*rendered.headers, ("x-request-id", rid)), rendered.body)

@@ -1,0 +1,151 @@
+"""Pure ASGI middleware: decide every HTTP request and websocket before the app runs.
+
+On allow the request goes on untouched, with ``scope["user"]`` (the Principal, or
+``ANONYMOUS`` on public and webhook routes), ``scope["auth"]`` (the Decision) and the
+same two under ``scope["state"]`` (``principal``, ``authz_decision``). On deny the
+response comes from ``render_denial`` and the app is never called. Needs no framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..authorizer import Authorizer
+from ..decision import Decision
+from ..request import RequestFacts
+from ._common import ANONYMOUS, check_host, internal_error, log, quote_path, render, request_id
+
+__all__ = ["AuthzMiddleware", "facts_from_scope"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def facts_from_scope(scope: Scope) -> RequestFacts:
+    """The core's view of an ASGI ``http`` or ``websocket`` scope."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes | bytearray):
+        # ASGI: raw_path is "the original HTTP path component, unmodified from the bytes
+        # that were received"; some servers leave the query on it.
+        path = bytes(raw).split(b"?", 1)[0].decode("latin-1")
+    else:
+        path = quote_path(str(scope.get("path", "")))
+    websocket = scope["type"] == "websocket"
+    scheme = str(scope.get("scheme", "ws" if websocket else "http"))
+    client = scope.get("client")
+    return RequestFacts.build(
+        # A websocket handshake is a GET and is classified like one.
+        method="GET" if websocket else str(scope.get("method", "")),
+        path=path,
+        query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())],
+        peer=str(client[0]) if client else None,
+        scheme={"ws": "http", "wss": "https"}.get(scheme, scheme),
+    )
+
+
+class _ClientGone(Exception):
+    """The client disconnected while we read the body."""
+
+
+class _Body:
+    """Reads the body only if the core asks (webhooks), then replays it to the app."""
+
+    def __init__(self, receive: Receive, content_length: str | None) -> None:
+        self._receive = receive
+        self._content_length = content_length
+        self.body: bytes | None = None
+        self.disconnected = False
+        self._replayed = False
+
+    async def read(self, max_bytes: int) -> bytes | None:
+        if self._content_length is not None:
+            declared = self._content_length.strip()
+            if not declared.isdigit() or int(declared) > max_bytes:
+                return None  # over the limit (or unreadable): 413 without reading
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                raise _ClientGone
+            chunk = bytes(message.get("body", b""))
+            size += len(chunk)
+            if size > max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.body = b"".join(chunks)
+        return self.body
+
+    async def replay(self) -> Message:
+        # Byte for byte what we read, in one message; then the real channel (disconnect).
+        if not self._replayed and self.body is not None:
+            self._replayed = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        return await self._receive()
+
+
+class AuthzMiddleware:
+    """``AuthzMiddleware(app, authorizer=...)``: wrap any ASGI app (Starlette, FastAPI...)."""
+
+    def __init__(self, app: ASGIApp, *, authorizer: Authorizer) -> None:
+        self.app = app
+        self.authorizer = authorizer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)  # lifespan and anything else
+            return
+        rid: str | None = None
+        body: _Body | None = None
+        try:
+            facts = facts_from_scope(scope)
+            rid = request_id(facts.headers)
+            body = _Body(receive, facts.header("content-length"))
+            http = scope["type"] == "http"
+            decision = check_host(facts, http_version=scope.get("http_version"))
+            if decision is None:
+                decision = await self.authorizer.adecide(
+                    facts, read_body=body.read if http else None
+                )
+        except Exception:
+            log.exception("authorization middleware failed; request %s denied", rid)
+            decision = internal_error()
+        if body is not None and body.disconnected:
+            return  # nobody to answer, and the app never sees a half request
+        rid = rid or request_id([])
+        if not decision.allowed:
+            await self._deny(scope, send, decision, rid)
+            return
+        await self.app(_with_auth(scope, decision), body.replay if body else receive, send)
+
+    async def _deny(self, scope: Scope, send: Send, decision: Decision, rid: str) -> None:
+        rendered = render(decision, rid)
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rendered.headers]
+        if scope["type"] == "http":
+            await send(
+                {"type": "http.response.start", "status": rendered.status, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": rendered.body})
+        elif "websocket.http.response" in (scope.get("extensions") or {}):
+            start = {"type": "websocket.http.response.start", "status": rendered.status}
+            await send({**start, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": rendered.body})
+        else:
+            # RFC 6455 §7.4.1: 1008 "policy violation"; 1011 when we failed ourselves.
+            code = 1011 if decision.status >= 500 else 1008
+            await send({"type": "websocket.close", "code": code, "reason": decision.reason.value})
+
+
+def _with_auth(scope: Scope, decision: Decision) -> Scope:
+    user = decision.principal or ANONYMOUS
+    state = dict(scope.get("state") or {})
+    state.update(principal=decision.principal, authz_decision=decision)
+    return {**scope, "user": user, "auth": decision, "state": state}
