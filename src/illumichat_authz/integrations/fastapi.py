@@ -1,0 +1,162 @@
+"""FastAPI (and Starlette) dependencies: ``Depends(require("chat:read"))`` -> Principal.
+
+``install(app, authorizer=...)`` keeps the authorizer on ``app.state`` and renders
+:class:`AuthzDenied` with ``render_denial``. ``require`` works behind ``AuthzMiddleware``
+(it reads the Decision in ``scope["auth"]``) and without it (it decides the request
+itself). The OpenAPI document shows both credentials: the ``authjs.session-token``
+cookie and ``Authorization: Bearer``.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the dependency signatures at
+# runtime, and they name closure variables.
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from ._common import missing_extra
+
+try:
+    from fastapi import Depends, FastAPI, Request, Security
+    from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("FastAPI", "fastapi") from exc
+
+from ..authorizer import Authorizer
+from ..decision import Decision
+from ..principal import Principal
+from ..reasons import Reason
+from ._common import internal_error, log, render, request_id
+from .asgi import facts_from_scope
+
+__all__ = ["AuthzDenied", "authorized", "bearer", "install", "require", "session_cookie"]
+
+STATE_KEY = "illumichat_authz"
+
+# Documentation only (auto_error=False): the decision is the authorizer's, not these.
+session_cookie = APIKeyCookie(
+    name="authjs.session-token",
+    scheme_name="authjsSession",
+    description="Auth.js session cookie set by the IllumiChat login flow.",
+    auto_error=False,
+)
+bearer = HTTPBearer(
+    scheme_name="bearer",
+    description="An Auth0 access token or an IllumiChat API key.",
+    auto_error=False,
+)
+
+
+class AuthzDenied(HTTPException):
+    """A denial; ``install`` renders it as problem+json. Without the handler Starlette still
+    answers with the right status and headers (WWW-Authenticate, Retry-After)."""
+
+    def __init__(self, decision: Decision, rid: str) -> None:
+        self.decision = decision
+        self.request_id = rid
+        self.rendered = render(decision, rid)
+        keep = {"www-authenticate", "retry-after", "x-request-id"}
+        headers = {k: v for k, v in self.rendered.headers if k.lower() in keep}
+        super().__init__(status_code=decision.status, detail=decision.message, headers=headers)
+
+
+async def _render_denied(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, AuthzDenied):  # pragma: no cover - registered for AuthzDenied only
+        raise exc
+    rendered = exc.rendered
+    return Response(rendered.body, status_code=rendered.status, headers=dict(rendered.headers))
+
+
+def install(app: FastAPI, *, authorizer: Authorizer) -> None:
+    """Register the authorizer and the problem+json handler for :class:`AuthzDenied`."""
+    setattr(app.state, STATE_KEY, authorizer)
+    app.add_exception_handler(AuthzDenied, _render_denied)
+
+
+async def _decide(request: Request, authorizer: Authorizer) -> Decision:
+    facts = facts_from_scope(request.scope)
+
+    async def read_body(max_bytes: int) -> bytes | None:
+        declared = facts.header("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                return None
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        # Starlette's own cache of the body, so the endpoint can still read it.
+        request._body = body
+        return body
+
+    return await authorizer.adecide(facts, read_body=read_body)
+
+
+def authorized(
+    action: str | None = None, *, authorizer: Authorizer | None = None
+) -> Callable[..., Awaitable[Decision]]:
+    """A dependency returning the allowing Decision (public and webhook routes included);
+    denies unless the request is allowed and, when ``action`` is given, the route table
+    classifies it as ``action``."""
+
+    async def dependency(
+        request: Request,
+        _cookie: Annotated[str | None, Security(session_cookie)] = None,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+    ) -> Decision:
+        rid = request_id(facts_from_scope(request.scope).headers)
+        decision = request.scope.get("auth")
+        if not isinstance(decision, Decision):
+            chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
+            try:
+                if chosen is None:
+                    raise LookupError("no authorizer: call install(app, authorizer=...)")
+                decision = await _decide(request, chosen)
+            except Exception:
+                log.exception("authorization dependency failed; request %s denied", rid)
+                decision = internal_error()
+        if not decision.allowed:
+            raise AuthzDenied(decision, rid)
+        if action is not None and decision.action != action:
+            # The endpoint expects another action than the route table declares: a
+            # configuration mistake, and never a reason to allow.
+            log.warning(
+                "route %s is declared as %s, endpoint requires %s",
+                decision.route,
+                decision.action,
+                action,
+            )
+            denied = Decision.of(Reason.POLICY_DENIED, f"this endpoint requires {action}")
+            raise AuthzDenied(denied, rid)
+        return decision
+
+    return dependency
+
+
+def require(
+    action: str | None = None, *, authorizer: Authorizer | None = None
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency returning the verified Principal: :func:`authorized`, and a 401 when
+    the route was public (no credential was verified)."""
+    decided = authorized(action, authorizer=authorizer)
+
+    async def dependency(
+        request: Request, decision: Annotated[Decision, Depends(decided)]
+    ) -> Principal:
+        if decision.principal is None:
+            challenge = (("WWW-Authenticate", 'Bearer realm="illumichat"'),)
+            raise AuthzDenied(
+                Decision.of(
+                    Reason.AUTHENTICATION_REQUIRED,
+                    "authentication required; sign in and retry",
+                    headers=challenge,
+                ),
+                request_id(facts_from_scope(request.scope).headers),
+            )
+        return decision.principal
+
+    return dependency
