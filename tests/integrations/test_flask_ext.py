@@ -1,0 +1,152 @@
+"""The Flask extension through Flask's test client and a real wsgiref server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import flask
+import httpx
+import pytest
+from conftest import COOKIE, WEBHOOK, Exploding, cookie_header, session_cookie, twilio_request
+
+from illumichat_authz.authorizer import Authorizer
+from illumichat_authz.integrations.flask import IllumiChatAuthz
+
+PROBLEM = "application/problem+json"
+
+
+def build(authorizer: Authorizer, seen: list[Any]) -> flask.Flask:
+    app = flask.Flask("t")
+    authz = IllumiChatAuthz(authorizer=authorizer)
+    authz.init_app(app)
+
+    @app.get("/api/chats")
+    @authz.require("chat:list")
+    def chats() -> dict[str, Any]:
+        seen.append(flask.g.principal)
+        return {"user": flask.g.principal.user_id}
+
+    @app.post("/api/assistants")
+    @authz.require()
+    def create() -> dict[str, Any]:
+        seen.append("create")
+        return {}
+
+    @app.get("/api/assistants")
+    @authz.require("billing:manage")
+    def mismatch() -> dict[str, Any]:
+        seen.append("mismatch")
+        return {}
+
+    @app.post("/api/widget/tickets/create")
+    def ticket() -> dict[str, Any]:
+        return {"principal": flask.g.principal}
+
+    @app.post(WEBHOOK)
+    def hook() -> dict[str, Any]:
+        body = flask.request.get_data()
+        seen.append(body)
+        return {"form": flask.request.form.to_dict(), "reason": flask.g.authz_decision.reason}
+
+    return app
+
+
+@pytest.fixture
+def seen() -> list[Any]:
+    return []
+
+
+@pytest.fixture
+def app(authorizer: Authorizer, seen: list[Any]) -> flask.Flask:
+    return build(authorizer, seen)
+
+
+def signed_in(app: flask.Flask, user: str = "u1") -> Any:
+    # Werkzeug's client sends its own cookie jar, not a Cookie header we pass.
+    c = app.test_client()
+    c.set_cookie(COOKIE, session_cookie(user))
+    return c
+
+
+def test_allow_and_principal_on_g(app: flask.Flask, seen: list[Any]) -> None:
+    resp = signed_in(app).get("/api/chats")
+    assert resp.status_code == 200
+    assert resp.json == {"user": "u1"}
+    assert seen[0].workspace == "w1"
+
+
+def test_denials_are_problems(app: flask.Flask, seen: list[Any]) -> None:
+    c = app.test_client()
+    anon = c.get("/api/chats")
+    assert anon.status_code == 401
+    assert anon.content_type == PROBLEM
+    assert anon.headers["WWW-Authenticate"] == 'Bearer realm="illumichat"'
+    assert anon.json is None or anon.get_json(force=True)["reason"] == "authentication_required"
+    forbidden = signed_in(app).post("/api/assistants")
+    assert forbidden.status_code == 403
+    assert forbidden.get_json(force=True)["reason"] == "insufficient_role"
+    wrong = signed_in(app).get("/api/assistants")
+    assert wrong.status_code == 403
+    assert wrong.get_json(force=True)["reason"] == "policy_denied"
+    assert c.get("/api//chats").status_code == 400
+    assert seen == []
+
+
+def test_rate_limit_429(app: flask.Flask) -> None:
+    c = app.test_client()
+    codes = [c.post("/api/widget/tickets/create").status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
+    last = c.post("/api/widget/tickets/create")
+    assert int(last.headers["Retry-After"]) > 0
+
+
+def test_webhook_body_and_form_still_readable(app: flask.Flask, seen: list[Any]) -> None:
+    body, headers = twilio_request("http://localhost")
+    resp = app.test_client().post(WEBHOOK, data=body, headers=headers)
+    assert resp.status_code == 200, resp.data
+    assert seen == [body]
+    assert resp.json is not None
+    assert resp.json["form"]["Body"] == "héllo & <world>"
+    too_big = app.test_client().post(WEBHOOK, data=b"a" * 70_000)
+    assert too_big.status_code == 413
+
+
+def test_exception_is_500(seen: list[Any]) -> None:
+    app = build(Exploding(), seen)
+    resp = app.test_client().get("/api/chats", headers={"X-Request-Id": "f-1"})
+    assert resp.status_code == 500
+    doc = resp.get_json(force=True)
+    assert doc["reason"] == "internal_error"
+    assert doc["request_id"] == "f-1"
+    assert seen == []
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def live(app: flask.Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.mark.interop
+def test_real_server(live: str, seen: list[Any]) -> None:
+    with httpx.Client(base_url=live) as http:
+        assert http.get("/api/chats", headers=cookie_header()).json() == {"user": "u1"}
+        assert http.get("/api/chats").status_code == 401
+        body, headers = twilio_request(live)
+        assert http.post(WEBHOOK, content=body, headers=headers).status_code == 200
+        assert seen[-1] == body
