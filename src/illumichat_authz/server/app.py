@@ -1,0 +1,311 @@
+"""The forward-auth server: a small Starlette app deciding requests for a reverse proxy.
+
+``/auth`` (any method) answers the proxy's sub-request: 200 with identity headers when the
+original request may pass, else the deny status with the problem+json body and headers
+(``WWW-Authenticate``, ``Retry-After``...). The original request is read from the headers
+the usual proxies send:
+
+* nginx ``auth_request``: ``X-Original-Method`` and ``X-Original-URI`` (set in the config);
+* Traefik ForwardAuth: ``X-Forwarded-Method``, ``X-Forwarded-Uri`` (and ``-Host``,
+  ``-Proto``, ``-For``, which the core believes only from ``[proxies] trusted`` peers);
+* Envoy ext_authz (HTTP service): "the original request path is appended to the path
+  prefix", so ``/auth/api/assistants?x=1`` checks ``/api/assistants?x=1``, and the check
+  request keeps the original method.
+
+A proxy's auth sub-request carries no body, so Twilio webhooks cannot be verified here:
+they are denied (403 ``invalid_signature``, saying so) and must be verified in-process by
+the service (``AuthzMiddleware``). ``/healthz`` is liveness, ``/readyz`` readiness (policy
+compiled, stores answering). ``/access/v1/evaluation(s)`` is the AuthZEN API, served only
+when a bearer token is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..authorizer import Authorizer
+from ..decision import Decision
+from ..errors import BadRequestError, SignatureError
+from ..integrations._common import render, request_id, split_request_uri
+from ..reasons import Reason
+from ..render import identity_headers
+from ..request import RequestFacts
+from . import authzen
+
+__all__ = ["AUTH_PREFIX", "create_app", "forwarded_request"]
+
+_log = logging.getLogger("illumichat_authz.server")
+
+AUTH_PREFIX = "/auth"
+#: Longest original URI we accept from a proxy header (the core caps the path again).
+MAX_URI_CHARS = 8 * 1024
+#: Headers that describe the forwarding itself, or the hop to us: not the original request's.
+_META = frozenset(
+    {
+        "x-original-method",
+        "x-original-uri",
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+    }
+)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def _single(headers: Iterable[tuple[str, str]], *names: str) -> str | None:
+    """The value of the first of ``names`` present; two values of one name is a 400."""
+    pairs = list(headers)
+    for name in names:
+        values = [v for k, v in pairs if k == name]
+        if len(values) > 1:
+            raise BadRequestError(f"more than one {name} header", reason=Reason.BAD_HEADER)
+        if values:
+            return values[0].strip()
+    return None
+
+
+def forwarded_request(
+    *,
+    method: str,
+    raw_path: str,
+    query: str,
+    headers: Iterable[tuple[str, str]],
+    peer: str | None,
+    prefix: str = AUTH_PREFIX,
+) -> RequestFacts:
+    """The original request, as the core must see it, from a proxy's auth sub-request.
+
+    ``raw_path``/``query`` are the sub-request's own; ``headers`` lower-cased pairs.
+    Raises :class:`BadRequestError` when the original request cannot be known.
+    """
+    pairs = [(k.lower(), v) for k, v in headers]
+    original_method = _single(pairs, "x-original-method", "x-forwarded-method") or method
+    uri = _single(pairs, "x-original-uri", "x-forwarded-uri")
+    if uri is None:
+        # Envoy: the original path follows the check path prefix.
+        rest = raw_path[len(prefix) :] if raw_path.startswith(prefix) else ""
+        if not rest.startswith("/"):
+            raise BadRequestError(
+                "no original URI: send X-Original-URI (nginx), X-Forwarded-Uri (Traefik) "
+                f"or append the path to {prefix} (Envoy)",
+                reason=Reason.BAD_HEADER,
+            )
+        uri = rest + (f"?{query}" if query else "")
+    if len(uri) > MAX_URI_CHARS:
+        raise BadRequestError("original URI too long", reason=Reason.NON_CANONICAL_PATH)
+    split = split_request_uri(uri.partition("#")[0])
+    if split is None:
+        raise BadRequestError(
+            "original URI is not an absolute path", reason=Reason.NON_CANONICAL_PATH
+        )
+    path, original_query = split
+    return RequestFacts.build(
+        method=original_method,
+        path=path,
+        query=original_query,
+        headers=[(k, v) for k, v in pairs if k not in _META],
+        body=None,
+        peer=peer,
+        scheme="http",
+    )
+
+
+async def _no_body(max_bytes: int) -> bytes | None:
+    # Called only for webhook routes: a proxy's auth sub-request has no body to verify.
+    raise SignatureError(
+        "webhook signatures cannot be verified by forward auth (the proxy does not send the "
+        "body); verify Twilio webhooks in the service itself",
+        reason=Reason.INVALID_SIGNATURE,
+    )
+
+
+def _raw(request: Request) -> tuple[str, str, list[tuple[str, str]], str | None]:
+    scope = request.scope
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes | bytearray):
+        path = bytes(raw).split(b"?", 1)[0].decode("latin-1")
+    else:
+        path = str(scope.get("path", ""))
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+    client = request.client
+    return path, query, headers, client.host if client else None
+
+
+def _deny(decision: Decision, rid: str) -> Response:
+    rendered = render(decision, rid)
+    headers = [(k, v) for k, v in rendered.headers if k.lower() != "content-length"]
+    response = Response(rendered.body, status_code=rendered.status)
+    for name, value in headers:
+        response.headers.append(name, value)
+    # nginx auth_request drops the sub-request's body; the same problem document in a
+    # header lets its error_page answer with it (auth_request_set ... $upstream_http_...).
+    # json.dumps escapes non-ASCII and control characters, so the value is header-safe.
+    response.headers["x-authz-problem"] = rendered.body.decode("ascii")
+    return response
+
+
+class _ForwardAuth:
+    """An ASGI endpoint (so Starlette routes every method to it)."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authorizer = authorizer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await self.decide(request)
+        await response(scope, receive, send)
+
+    async def decide(self, request: Request) -> Response:
+        path, query, headers, peer = _raw(request)
+        rid = request_id([(k.lower(), v) for k, v in headers])
+        try:
+            facts = forwarded_request(
+                method=request.method, raw_path=path, query=query, headers=headers, peer=peer
+            )
+            decision = await self.authorizer.adecide(facts, read_body=_no_body)
+        except BadRequestError as exc:
+            decision = Decision.of(exc.reason, exc.message)
+        except Exception:
+            _log.exception("forward auth failed; request %s denied", rid)
+            decision = Decision.of(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+        if not decision.allowed:
+            return _deny(decision, rid)
+        response = Response(b"", status_code=200)
+        for name, value in (*identity_headers(decision), ("x-request-id", rid)):
+            response.headers.append(name, value)
+        response.headers["cache-control"] = "no-store"
+        return response
+
+
+def _bearer_ok(request: Request, token: bytes) -> bool:
+    values = request.headers.getlist("authorization")
+    if len(values) != 1:
+        return False
+    scheme, _, given = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or len(given) > 4096:
+        return False
+    # Constant time: the comparison must not reveal how much of the token matched.
+    return hmac.compare_digest(given.strip().encode("utf-8", "replace"), token)
+
+
+def _authzen_error(status: int, message: str, rid: str) -> JSONResponse:
+    headers = {"x-request-id": rid, "cache-control": "no-store"}
+    if status == 401:
+        headers["www-authenticate"] = 'Bearer realm="illumichat-authzen"'
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _authzen_endpoint(
+    authorizer: Authorizer, token: bytes, *, batch: bool
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        rid = request_id(
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        )
+        if not _bearer_ok(request, token):
+            return _authzen_error(401, "a valid bearer token is required", rid)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > authzen.MAX_BODY_BYTES:
+            return _authzen_error(413, "request body too large", rid)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > authzen.MAX_BODY_BYTES:
+                return _authzen_error(413, "request body too large", rid)
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _authzen_error(400, "the body is not JSON", rid)
+        if not isinstance(doc, dict):
+            return _authzen_error(400, "the body must be a JSON object", rid)
+        try:
+            if batch:
+                answer = await authzen.evaluate_batch(authorizer, doc)
+            else:
+                answer = await authzen.evaluate(authorizer, authzen.parse_evaluation(doc))
+        except authzen.AuthzenRequestError as exc:
+            return _authzen_error(400, str(exc), rid)
+        # AuthZEN: the PDP echoes the PEP's X-Request-ID.
+        return JSONResponse(answer, headers={"x-request-id": rid, "cache-control": "no-store"})
+
+    return endpoint
+
+
+async def _probe(name: str, call: Callable[[], Any]) -> tuple[str, bool]:
+    try:
+        result = call()
+        if inspect.isawaitable(result):
+            result = await result
+        return name, result is not False
+    except Exception as exc:
+        _log.warning("readiness check %s failed: %s", name, type(exc).__name__)
+        return name, False
+
+
+def _readiness(authorizer: Authorizer) -> Callable[[Request], Awaitable[Response]]:
+    async def readyz(request: Request) -> Response:
+        probe_id = "readyz-probe"
+        facts = authorizer.facts
+        checks: list[tuple[str, Callable[[], Any]]] = [
+            ("policy", lambda: bool(authorizer.core.routes.routes)),
+            ("facts", lambda: facts.membership(probe_id, probe_id)),
+            ("rate_limits", lambda: asyncio.to_thread(authorizer.rate_limiter.storage.check)),
+        ]
+        api_keys = authorizer.api_keys
+        if api_keys is not None:
+            checks.append(("api_keys", lambda: asyncio.to_thread(api_keys.get, probe_id)))
+        results = dict([await _probe(name, call) for name, call in checks])
+        ready = all(results.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": results}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return readyz
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(*, authorizer: Authorizer, authzen_token: str | None = None) -> Starlette:
+    """The forward-auth app. AuthZEN routes exist only when ``authzen_token`` is set
+    (without one they are 404: an unprotected decision API must not be served)."""
+    forward = _ForwardAuth(authorizer)
+    routes = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readiness(authorizer), methods=["GET"]),
+        Route(AUTH_PREFIX, forward),
+        Route(AUTH_PREFIX + "/{original:path}", forward),
+    ]
+    if authzen_token:
+        token = authzen_token.encode("utf-8")
+        routes += [
+            Route(
+                "/access/v1/evaluation",
+                _authzen_endpoint(authorizer, token, batch=False),
+                methods=["POST"],
+            ),
+            Route(
+                "/access/v1/evaluations",
+                _authzen_endpoint(authorizer, token, batch=True),
+                methods=["POST"],
+            ),
+        ]
+    return Starlette(routes=routes)
