@@ -1,0 +1,190 @@
+"""Django middleware and Django REST framework classes.
+
+``settings.ILLUMICHAT_AUTHZ`` is an ``Authorizer`` or the path of a configuration file.
+``IllumiChatAuthzMiddleware`` decides every request; on allow ``request.principal`` and
+``request.authz_decision`` are set, and ``request.user`` becomes a :class:`PrincipalUser`
+(the few attributes Django and DRF ask a user). DRF: :class:`IllumiChatAuthentication`,
+:class:`IllumiChatPermission`, and :func:`exception_handler` for problem+json denials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._common import missing_extra
+
+try:
+    from django.conf import settings  # type: ignore[import-untyped]
+    from django.core.exceptions import (  # type: ignore[import-untyped]
+        DisallowedHost,
+        ImproperlyConfigured,
+        RequestDataTooBig,
+    )
+    from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("Django", "django") from exc
+
+from ..authorizer import Authorizer
+from ..decision import Decision
+from ..principal import Principal
+from ..reasons import Reason
+from ..request import RequestFacts
+from ._common import check_host, internal_error, log, quote_path, render, request_id
+from ._common import split_request_uri as _split
+
+__all__ = [
+    "AnonymousPrincipalUser",
+    "IllumiChatAuthzMiddleware",
+    "PrincipalUser",
+    "get_authorizer",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalUser:
+    """A ``request.user`` for a verified principal; there is no database row behind it."""
+
+    principal: Principal
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    @property
+    def pk(self) -> str:
+        return self.principal.user_id
+
+    id = pk
+    username = pk
+
+    def get_username(self) -> str:
+        return self.principal.user_id
+
+    def __str__(self) -> str:
+        return self.principal.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymousPrincipalUser:
+    """``request.user`` on public and webhook routes (unless Django's auth set one)."""
+
+    is_authenticated = False
+    is_anonymous = True
+    is_active = False
+    is_staff = False
+    is_superuser = False
+    pk = None
+    id = None
+    username = ""
+
+    def get_username(self) -> str:
+        return ""
+
+
+def get_authorizer() -> Authorizer:
+    """The authorizer ``settings.ILLUMICHAT_AUTHZ`` names (an instance or a config path)."""
+    value = getattr(settings, "ILLUMICHAT_AUTHZ", None)
+    if isinstance(value, Authorizer):
+        return value
+    if isinstance(value, str | Path):
+        return Authorizer.from_settings(config_file=str(value))
+    raise ImproperlyConfigured("ILLUMICHAT_AUTHZ must be an Authorizer or a config file path")
+
+
+def facts_from_request(request: HttpRequest) -> RequestFacts:
+    meta = request.META
+    raw = None
+    for key in ("RAW_URI", "REQUEST_URI"):
+        if isinstance(meta.get(key), str):
+            raw = _split(meta[key])
+            if raw is not None:
+                break
+    path, query = raw or (quote_path(request.path.encode("utf-8")), meta.get("QUERY_STRING", ""))
+    headers = [(k.lower(), v) for k, v in request.headers.items()]
+    if not any(k == "host" for k, _ in headers):
+        # Django falls back to SERVER_NAME (HTTP/1.0, its test client) and checks the
+        # result against ALLOWED_HOSTS; DisallowedHost is a 400 below.
+        headers.append(("host", request.get_host()))
+    return RequestFacts.build(
+        method=request.method or "",
+        path=path,
+        query=str(query),
+        headers=headers,
+        peer=meta.get("REMOTE_ADDR") or None,
+        scheme=request.scheme or "http",
+    )
+
+
+def decide_request(authorizer: Authorizer, request: HttpRequest) -> tuple[Decision, str]:
+    """Decide ``request``; our own failure is a 500 decision, never a raise."""
+    rid: str | None = None
+
+    def read_body(max_bytes: int) -> bytes | None:
+        declared = str(request.META.get("CONTENT_LENGTH") or "0").strip()
+        if not declared.isdigit() or int(declared) > max_bytes:
+            return None
+        try:
+            body = request.body  # Django caches it, so the view reads it again
+        except RequestDataTooBig:
+            return None
+        return body if len(body) <= max_bytes else None
+
+    try:
+        facts = facts_from_request(request)
+        rid = request_id(facts.headers)
+        version = str(request.META.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
+        decision = check_host(facts, http_version=version)
+        if decision is None:
+            decision = authorizer.decide(facts, read_body=read_body)
+    except DisallowedHost:
+        decision = Decision.of(Reason.BAD_HEADER, "Host header is not allowed")
+    except Exception:
+        log.exception("authorization middleware failed; request %s denied", rid)
+        decision = internal_error()
+    return decision, rid or request_id([])
+
+
+def respond(decision: Decision, rid: str) -> HttpResponse:
+    rendered = render(decision, rid)
+    response = HttpResponse(rendered.body, status=rendered.status)
+    for name, value in rendered.headers:
+        response[name] = value
+    return response
+
+
+def attach(request: HttpRequest, decision: Decision) -> None:
+    r: Any = request
+    r.authz_decision = decision
+    r.principal = decision.principal
+    if decision.principal is not None:
+        r.user = PrincipalUser(decision.principal)
+    elif not hasattr(request, "user"):
+        r.user = AnonymousPrincipalUser()
+
+
+class IllumiChatAuthzMiddleware:
+    """Add ``"illumichat_authz.integrations.django.IllumiChatAuthzMiddleware"`` to
+    ``MIDDLEWARE`` (after ``AuthenticationMiddleware`` if you keep it)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.authorizer = get_authorizer()
+
+    def __call__(self, request: HttpRequest) -> Any:
+        decision, rid = decide_request(self.authorizer, request)
+        if not decision.allowed:
+            return respond(decision, rid)
+        attach(request, decision)
+        return self.get_response(request)
+
+
+def __getattr__(name: str) -> Any:
+    # The DRF classes live in their own module so that plain Django needs no DRF.
+    if name in ("IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"):
+        from . import _drf
+
+        return getattr(_drf, name)
+    raise AttributeError(name)
