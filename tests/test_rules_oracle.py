@@ -23,6 +23,7 @@ from illumichat_authz.config import load_settings
 from illumichat_authz.core import Core
 from illumichat_authz.decision import Decision
 from illumichat_authz.principal import CredentialKind, Principal
+from illumichat_authz.ratelimit import RateLimiter
 from illumichat_authz.request import RequestFacts
 from oracle import (
     AUTHENTICATED_ENDPOINTS,
@@ -39,6 +40,7 @@ from oracle import (
 GENERIC_403 = {"insufficient_role", "membership_inactive", "not_visible", "policy_denied"}
 ALL_ACTIONS = frozenset(e.action for e in AUTHENTICATED_ENDPOINTS)
 VISIBILITIES = ("public", "workspace", "private")
+_LIMITER = RateLimiter()
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +78,10 @@ class Case:
     target: str | None  # the target membership's role, or None when it is missing
     resource_missing: bool
     scopes: frozenset[str] | None
-    ws_source: str  # principal | header | header-overrides | none
+    ws_source: str  # principal | header | header-overrides | none | elsewhere
     conceal: bool
+    #: An API key bound to the principal's workspace (``workspace_bound``).
+    bound: bool = False
 
     def world(self, ids: Ids) -> World:
         world = World()
@@ -109,6 +113,7 @@ class Case:
             "header": (None, ids.ws),
             "header-overrides": (ids.elsewhere, ids.ws),
             "none": (None, None),
+            "elsewhere": (ids.elsewhere, None),
         }[self.ws_source]
 
 
@@ -123,6 +128,7 @@ def run_case(
         kind=CredentialKind.SESSION if case.scopes is None else CredentialKind.API_KEY,
         workspace=principal_ws,
         scopes=case.scopes,
+        workspace_bound=case.bound,
     )
     path = case.endpoint.template
     for name, value in params.items():
@@ -131,7 +137,9 @@ def run_case(
         )
     headers = {"x-workspace-id": header_ws} if header_ws is not None else {}
     request = RequestFacts.build(method=case.endpoint.method, path=path, headers=headers)
-    decision = Authorizer(core=core, facts=world.facts()).decide(request, principal=principal)
+    # One shared limiter: the default one starts a storage thread per Authorizer.
+    authz = Authorizer(core=core, facts=world.facts(), rate_limiter=_LIMITER)
+    decision = authz.decide(request, principal=principal)
     return decision, expected_for(case, ids)
 
 
@@ -145,6 +153,7 @@ def expected_for(case: Case, ids: Ids) -> Expected:
         principal_workspace=principal_ws,
         header_workspace=header_ws,
         scopes=case.scopes,
+        workspace_bound=case.bound,
         conceal=case.conceal,
     )
 
@@ -167,10 +176,12 @@ def _memberships() -> Iterator[tuple[str | None, str]]:
 
 def cases(endpoint: Endpoint, conceal: bool) -> Iterator[Case]:
     kind = endpoint.resource[0] if endpoint.resource else None
-    scope_sets: tuple[frozenset[str] | None, ...] = (
-        None,
-        frozenset({endpoint.action}),
-        ALL_ACTIONS - {endpoint.action},
+    # (scopes, bound): a session; API keys with and without the scope; a bound key.
+    credentials: tuple[tuple[frozenset[str] | None, bool], ...] = (
+        (None, False),
+        (frozenset({endpoint.action}), False),
+        (ALL_ACTIONS - {endpoint.action}, False),
+        (frozenset({endpoint.action}), True),
     )
     chat_creators = (False, True) if kind == "chat" else (False,)
     targets: tuple[str | None, ...] = ("member", "owner", None) if kind == "member" else ("member",)
@@ -178,7 +189,8 @@ def cases(endpoint: Endpoint, conceal: bool) -> Iterator[Case]:
     sources = (
         ("principal", "header", "header-overrides", "none") if kind is None else ("principal",)
     )
-    for (role, status), vis, creator, grant, chat_creator, target, gone, scopes, source in product(
+    every = (*sources, "elsewhere")
+    for (role, status), vis, creator, grant, chat_creator, target, gone, cred, source in product(
         _memberships(),
         VISIBILITIES,
         (False, True),
@@ -186,9 +198,12 @@ def cases(endpoint: Endpoint, conceal: bool) -> Iterator[Case]:
         chat_creators,
         targets,
         missing,
-        scope_sets,
-        sources,
+        credentials,
+        every,
     ):
+        scopes, bound = cred
+        if source == "elsewhere" and not bound:
+            continue
         yield Case(
             endpoint,
             role,
@@ -202,6 +217,7 @@ def cases(endpoint: Endpoint, conceal: bool) -> Iterator[Case]:
             scopes,
             source,
             conceal,
+            bound,
         )
 
 
@@ -240,6 +256,7 @@ def test_the_space_covers_every_outcome() -> None:
         (403, None),
         (403, "not_a_member"),
         (403, "scope_not_granted"),
+        (403, "workspace_mismatch"),
         (404, "not_found"),
     }
 
@@ -366,7 +383,7 @@ def random_cases(draw: st.DrawFn) -> tuple[Case, Ids]:
     ids = draw(random_ids())
     endpoint = draw(st.sampled_from(AUTHENTICATED_ENDPOINTS))
     role, status = draw(st.sampled_from(list(_memberships())))
-    source = draw(st.sampled_from(("principal", "header", "header-overrides", "none")))
+    source = draw(st.sampled_from(("principal", "header", "header-overrides", "none", "elsewhere")))
     if source.startswith("header") and not _header_safe(ids.ws):
         source = "principal"
     scopes = draw(
@@ -387,6 +404,7 @@ def random_cases(draw: st.DrawFn) -> tuple[Case, Ids]:
         scopes=scopes,
         ws_source=source,
         conceal=draw(st.booleans()),
+        bound=scopes is not None and draw(st.booleans()),
     )
     return case, ids
 
