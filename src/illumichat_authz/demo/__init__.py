@@ -1,0 +1,66 @@
+"""The demo: an IllumiChat-shaped API on embedded defaults, guarded by the real policy.
+
+``illumichat-authz demo`` builds everything in memory (the shipped policy, seeded facts, an
+in-memory rate limiter, a freshly generated development session secret), serves the API
+on 127.0.0.1 and prints ``curl`` commands; ``--self-test`` runs them itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from ..authorizer import Authorizer, build_core
+from ..config import Settings
+from ..credentials.authjs import encode_session_token
+from ..facts import InMemoryFacts, facts_from_document
+from ..ratelimit import RateLimiter
+from .scenarios import SCENARIOS, Scenario
+from .seed import SEED, USERS, WORKSPACE
+
+__all__ = ["SCENARIOS", "USERS", "WORKSPACE", "Demo", "Scenario", "build_demo"]
+
+_COOKIE = "authjs.session-token"
+_WORKSPACE_CLAIM = "workspace"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Demo:
+    authorizer: Authorizer
+    facts: InMemoryFacts
+    #: user id -> ``Cookie`` header value with that user's session.
+    cookies: dict[str, str] = field(repr=False)
+
+    def cookie_for(self, user: str | None) -> str | None:
+        if user is None:
+            return None
+        if user.startswith("!"):
+            return f"{_COOKIE}=not-a-session-token"
+        return self.cookies[user]
+
+
+def build_demo(*, now: float | None = None) -> Demo:
+    """Everything in memory; the session secret is new on every call and never printed."""
+    secret = secrets.token_urlsafe(32)
+    settings = Settings.model_validate(
+        {"session": {"secrets": [secret], "workspace_claim": _WORKSPACE_CLAIM}}
+    )
+    facts = facts_from_document(SEED, source="demo seed")
+    authorizer = Authorizer(
+        core=build_core(settings), facts=facts, rate_limiter=RateLimiter(storage_uri="memory://")
+    )
+    issued = time.time() if now is None else now
+    cookies = {
+        user: _COOKIE
+        + "="
+        + encode_session_token(
+            {"sub": user, _WORKSPACE_CLAIM: WORKSPACE, "name": user.title()},
+            secret=secret,
+            cookie_name=_COOKIE,
+            now=issued,
+            max_age_s=8 * 3600,
+        )
+        for user in USERS
+    }
+    return Demo(authorizer=authorizer, facts=facts, cookies=cookies)
