@@ -173,3 +173,16 @@ def test_assert_decision_reports_what_was_decided(
         assert_decision(decision)
     with pytest.raises(TypeError):
         assert_decision(object(), 200)
+
+
+def test_public_surface_resolves() -> None:
+    import illumichat_authz.server as server
+    import illumichat_authz.testing as testing
+
+    assert sorted(testing.__all__) == sorted(dir(testing))
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None
+    for name in server.__all__:
+        assert getattr(server, name) is not None
+    with pytest.raises(AttributeError):
+        _ = testing.nothing_here
