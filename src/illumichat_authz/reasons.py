@@ -61,6 +61,7 @@ _400 = {
     Reason.NON_CANONICAL_PATH,
     Reason.BAD_METHOD,
     Reason.BAD_HEADER,
+    Reason.MALFORMED_REQUEST,
     Reason.MISSING_WORKSPACE,
 }
 _401 = {
