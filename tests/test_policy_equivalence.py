@@ -221,10 +221,6 @@ def test_a_malformed_policy_line_is_a_configuration_error(case: str, tmp_path: P
         Authorizer.from_settings(load_settings(overrides={"policies": {"dir": str(directory)}}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vocabulary errors (status/visibility/relation/'none') name the file but not the line",
-)
 @pytest.mark.parametrize(
     "case", sorted(k for k, (_, has_lineno) in BAD_POLICY_LINES.items() if not has_lineno)
 )
@@ -262,11 +258,6 @@ BAD_MODELS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="casbin's SyntaxError/FunctionNotDefined/RuntimeError/TypeError from a broken "
-    "model escape Policy() (raised by _compile, outside _load_enforcer's try)",
-)
 @pytest.mark.parametrize("case", sorted(BAD_MODELS))
 def test_a_broken_model_is_a_configuration_error(case: str, tmp_path: Path) -> None:
     directory = _copy(tmp_path)
@@ -276,7 +267,6 @@ def test_a_broken_model_is_a_configuration_error(case: str, tmp_path: Path) -> N
         _load(directory)
 
 
-@pytest.mark.xfail(strict=True, reason="invalid UTF-8 in policy.csv raises UnicodeDecodeError")
 def test_a_policy_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
     directory = _copy(tmp_path)
     csv = directory / "policy.csv"

@@ -9,6 +9,7 @@ refused with 400 before it is classified, and can never be public.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .errors import BadRequestError
 from .reasons import Reason
@@ -21,6 +22,9 @@ _RAW_OK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@%/]*\Z")
 _PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Escapes that decode to a separator, a dot, or a control character.
 _BAD_ESCAPE = re.compile(r"%(?:2[Ee]|2[Ff]|5[Cc]|[01][0-9A-Fa-f]|7[Ff])")
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def _fail(detail: str) -> BadRequestError:
@@ -44,9 +48,14 @@ def _decode_segment(raw: str) -> str:
             i += 1
     try:
         # Strict UTF-8 refuses overlong forms (e.g. %C0%AE for '.') and surrogates.
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise _fail("percent-encoding is not valid UTF-8") from None
+    # C1 controls (U+0080-U+009F), bidi and other format characters, and line or paragraph
+    # separators render invisibly or reorder text in logs and UIs: no identifier needs them.
+    if any(unicodedata.category(ch) in _INVISIBLE for ch in text if ord(ch) > 0x7E):
+        raise _fail("encoded control, format or separator character")
+    return text
 
 
 def canonical_segments(raw_path: str, *, max_length: int = 2048) -> tuple[str, ...]:

@@ -66,17 +66,25 @@ class Policy:
         self.model_path = model_path
         self.policy_path = policy_path
         self.enforcer = _load_enforcer(model_path, policy_path)
-        self._ctx2 = self.enforcer.new_enforce_context("2")
-        model = self.enforcer.get_model()
-        p_rules: list[list[str]] = [list(r) for r in model.get_policy("p", "p")]
-        p2_rules: list[list[str]] = [list(r) for r in model.get_policy("p", "p2")]
-        g_rules: list[list[str]] = [list(r) for r in model.get_policy("g", "g")]
+        try:
+            self._ctx2 = self.enforcer.new_enforce_context("2")
+            model = self.enforcer.get_model()
+            p_rules: list[list[str]] = [list(r) for r in model.get_policy("p", "p")]
+            p2_rules: list[list[str]] = [list(r) for r in model.get_policy("p", "p2")]
+            g_rules: list[list[str]] = [list(r) for r in model.get_policy("g", "g")]
+        except Exception as exc:  # a model without p, p2 or g sections
+            raise ConfigurationError(
+                f"{model_path}: the model must define r/p/e/m, r2/p2/e2/m2 and g: {exc!r}"
+            ) from None
         self.roles: tuple[str, ...] = _roles(g_rules, p_rules, p2_rules)
-        _validate(policy_path, self.roles, p_rules, p2_rules)
+        _check_hierarchy(policy_path, g_rules)
         self.actions: frozenset[str] = frozenset(r[2] for r in p_rules) | frozenset(extra_actions)
         self.top_role = _top_role(self.roles, g_rules)
         self._relations_used = frozenset(r[3] for r in (*p_rules, *p2_rules))
-        self._table = self._compile()
+        try:
+            self._table = self._compile()
+        except Exception as exc:  # matcher syntax errors surface on the first enforce
+            raise ConfigurationError(f"{model_path}: cannot evaluate the model: {exc!r}") from None
 
     def mentions_relation(self, relation: str) -> bool:
         """Whether any rule names ``relation`` (if not, it need never be looked up)."""
@@ -198,23 +206,65 @@ def _load_enforcer(model_path: Path, policy_path: Path) -> Any:
 
 
 def _check_csv(policy_path: Path) -> None:
-    """Catch what casbin would silently accept: unknown ptypes, wrong column counts."""
+    """Catch what casbin would silently accept, with the line at fault.
+
+    Unknown rule types, wrong column counts, and values outside the vocabulary (which the
+    compiled table could not represent) are refused here.
+    """
     widths = {"p": 5, "p2": 5, "g": 3}
-    text = policy_path.read_text(encoding="utf-8")
+    statuses = {*_STATUSES, _WILDCARD}
+    relations = {*_RELATIONS, _WILDCARD}
+    try:
+        text = policy_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{policy_path}: not valid UTF-8") from None
     for lineno, row in enumerate(csv.reader(io.StringIO(text), skipinitialspace=True), start=1):
         cells = [c.strip() for c in row]
         if not cells or not cells[0] or cells[0].startswith("#"):
             continue
-        want = widths.get(cells[0])
+        where = f"{policy_path}:{lineno}"
+        ptype = cells[0]
+        want = widths.get(ptype)
         if want is None:
-            raise ConfigurationError(f"{policy_path}:{lineno}: unknown rule type {cells[0]!r}")
+            raise ConfigurationError(f"{where}: unknown rule type {ptype!r}")
         if len(cells) != want:
             raise ConfigurationError(
-                f"{policy_path}:{lineno}: {cells[0]} rules have {want - 1} fields, "
-                f"found {len(cells) - 1}"
+                f"{where}: {ptype} rules have {want - 1} fields, found {len(cells) - 1}"
             )
         if any(not c for c in cells):
-            raise ConfigurationError(f"{policy_path}:{lineno}: empty field")
+            raise ConfigurationError(f"{where}: empty field")
+        if NO_ROLE in (cells[1], cells[2] if ptype == "g" else ""):
+            raise ConfigurationError(
+                f"{where}: {NO_ROLE!r} is reserved for callers without a membership"
+            )
+        if ptype == "g":
+            continue
+        _, _role, status, third, rel = cells
+        if status not in statuses:
+            raise ConfigurationError(f"{where}: status must be one of {sorted(statuses)}")
+        if rel not in relations:
+            raise ConfigurationError(f"{where}: relation must be one of {sorted(relations)}")
+        if ptype == "p2" and third not in _VISIBILITIES:
+            raise ConfigurationError(f"{where}: visibility must be one of {list(_VISIBILITIES)}")
+        if ptype == "p" and third == _WILDCARD:
+            raise ConfigurationError(f"{where}: actions are matched exactly; '*' matches nothing")
+
+
+def _check_hierarchy(path: Path, g: list[list[str]]) -> None:
+    """The role hierarchy must be acyclic: a cycle would make every role the top role."""
+    parents: dict[str, set[str]] = {}
+    for child, parent in ((r[0], r[1]) for r in g):
+        parents.setdefault(child, set()).add(parent)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in parents.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    for role in parents:
+        if reaches(role, role, {role}):
+            raise ConfigurationError(f"{path}: the role hierarchy has a cycle through {role!r}")
 
 
 def _roles(g: list[list[str]], p: list[list[str]], p2: list[list[str]]) -> tuple[str, ...]:
@@ -233,35 +283,3 @@ def _top_role(roles: tuple[str, ...], g: list[list[str]]) -> str | None:
     parents = {rule[0] for rule in g}
     tops = [r for r in roles if r in parents and r not in inherited]
     return tops[0] if len(tops) == 1 else None
-
-
-def _validate(path: Path, roles: tuple[str, ...], p: list[list[str]], p2: list[list[str]]) -> None:
-    """Refuse values outside the vocabulary: the compiled table could not represent them."""
-    if NO_ROLE in roles:
-        raise ConfigurationError(
-            f"{path}: {NO_ROLE!r} is reserved for callers without a membership"
-        )
-    statuses = {*_STATUSES, _WILDCARD}
-    relations = {*_RELATIONS, _WILDCARD}
-    for rule in p:
-        if rule[1] not in statuses:
-            raise ConfigurationError(
-                f"{path}: p rule {rule}: status must be one of {sorted(statuses)}"
-            )
-        if rule[3] not in relations:
-            raise ConfigurationError(
-                f"{path}: p rule {rule}: relation must be one of {sorted(relations)}"
-            )
-    for rule in p2:
-        if rule[1] not in statuses:
-            raise ConfigurationError(
-                f"{path}: p2 rule {rule}: status must be one of {sorted(statuses)}"
-            )
-        if rule[2] not in _VISIBILITIES:
-            raise ConfigurationError(
-                f"{path}: p2 rule {rule}: visibility must be one of {list(_VISIBILITIES)}"
-            )
-        if rule[3] not in relations:
-            raise ConfigurationError(
-                f"{path}: p2 rule {rule}: relation must be one of {sorted(relations)}"
-            )
