@@ -107,9 +107,15 @@ def store() -> MemoryApiKeyStore:
     return MemoryApiKeyStore()
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Authorizer:
+    """Built once: compiling the routes and the policy is the slow part."""
+    return make_authorizer(tmp_path_factory.mktemp("core"))
+
+
 @pytest.fixture
-def authz(tmp_path: Path, store: MemoryApiKeyStore) -> Authorizer:
-    return make_authorizer(tmp_path, api_keys=store)
+def authz(shared: Authorizer, store: MemoryApiKeyStore) -> Authorizer:
+    return sibling(shared, facts=_world(), api_keys=store)
 
 
 def session(user: str = "u-alice", ws: str | None = "ws-1", *, now: float = NOW, **kw: Any) -> str:
@@ -517,7 +523,7 @@ def test_a_webhook_body_is_read_through_the_reader_with_the_limit(authz: Authori
     assert not authz.decide(lazy).allowed
 
 
-def test_a_webhook_without_twilio_configuration_is_403(tmp_path: Path) -> None:
+def test_a_webhook_without_twilio_configuration_is_403() -> None:
     settings = load_settings(overrides={"session": {"secrets": [SECRET]}})
     authz = Authorizer.from_settings(settings, facts=_world(), rate_limiter=_LIMITER)
     assert authz.core.twilio is None
@@ -618,25 +624,25 @@ class BrokenLimiter:
 
 
 @pytest.mark.parametrize("path", ["/api/assistants", "/api/assistants/a-1"])
-def test_facts_that_raise_are_503(tmp_path: Path, path: str) -> None:
-    authz = make_authorizer(tmp_path, facts=BrokenFacts())
+def test_facts_that_raise_are_503(shared: Authorizer, path: str) -> None:
+    authz = sibling(shared, facts=BrokenFacts())
     decision = authz.decide(req(path, headers=[cookie(session())]))
     assert outcome(decision) == (503, "facts_unavailable")
     assert not decision.allowed
     assert "database is down" not in decision.message
 
 
-def test_an_api_key_store_that_raises_is_503(tmp_path: Path) -> None:
+def test_an_api_key_store_that_raises_is_503(shared: Authorizer) -> None:
     broken = BrokenKeyStore()
-    authz = make_authorizer(tmp_path, api_keys=broken)
+    authz = sibling(shared, api_keys=broken)
     token, _ = issue_api_key(user_id="u-bob", workspace="ws-1", now=NOW)
     decision = authz.decide(req(headers=[bearer(token)]))
     assert outcome(decision) == (503, "auth_unavailable")
     assert "disk" not in decision.message
 
 
-def test_no_api_key_store_at_all_is_503(tmp_path: Path) -> None:
-    authz = sibling(make_authorizer(tmp_path), api_keys=None)
+def test_no_api_key_store_at_all_is_503(shared: Authorizer) -> None:
+    authz = sibling(shared, api_keys=None)
     token, _ = issue_api_key(user_id="u-bob", workspace="ws-1", now=NOW)
     assert outcome(authz.decide(req(headers=[bearer(token)]))) == (503, "auth_unavailable")
 
@@ -656,14 +662,14 @@ def test_a_bug_in_the_policy_is_500_never_allow(
     assert "ZeroDivision" not in decision.message
 
 
-def test_a_rate_limiter_that_raises_is_503(tmp_path: Path) -> None:
-    authz = make_authorizer(tmp_path, rate_limiter=BrokenLimiter())
+def test_a_rate_limiter_that_raises_is_503(shared: Authorizer) -> None:
+    authz = sibling(shared, rate_limiter=BrokenLimiter())
     decision = authz.decide(ticket(fresh_ip()))
     assert outcome(decision) == (503, "auth_unavailable")
     assert not decision.allowed
 
 
-def test_async_facts_through_the_sync_driver_fail_closed(tmp_path: Path) -> None:
+def test_async_facts_through_the_sync_driver_fail_closed(shared: Authorizer) -> None:
     class AsyncOnly:
         async def membership(self, user: str, workspace: str) -> Membership | None:
             return Membership(user=user, workspace=workspace, role=Role.OWNER)
@@ -677,13 +683,13 @@ def test_async_facts_through_the_sync_driver_fail_closed(tmp_path: Path) -> None
         async def has_grant(self, user: str, assistant_id: str) -> bool:
             return True
 
-    authz = make_authorizer(tmp_path, facts=AsyncOnly())
+    authz = sibling(shared, facts=AsyncOnly())
     decision = authz.decide(req(headers=[cookie(session())]))
     assert decision.status == 503
     assert not decision.allowed
 
 
-def test_a_facts_store_returning_garbage_is_not_an_allow(tmp_path: Path) -> None:
+def test_a_facts_store_returning_garbage_is_not_an_allow(shared: Authorizer) -> None:
     class Garbage:
         def membership(self, user: str, workspace: str) -> Any:
             return "owner"
@@ -697,7 +703,7 @@ def test_a_facts_store_returning_garbage_is_not_an_allow(tmp_path: Path) -> None
         def has_grant(self, user: str, assistant_id: str) -> bool:
             return True
 
-    authz = make_authorizer(tmp_path, facts=Garbage())
+    authz = sibling(shared, facts=Garbage())
     for path in ("/api/assistants", "/api/assistants/a-1"):
         decision = authz.decide(req(path, headers=[cookie(session())]))
         assert not decision.allowed, path
@@ -838,8 +844,8 @@ def test_decide_access_refuses_malformed_ids(authz: Authorizer, resource_id: str
     assert decision.status == 400
 
 
-def test_decide_access_with_broken_facts_is_503(tmp_path: Path) -> None:
-    authz = make_authorizer(tmp_path, facts=BrokenFacts())
+def test_decide_access_with_broken_facts_is_503(shared: Authorizer) -> None:
+    authz = sibling(shared, facts=BrokenFacts())
     owner = Principal(user_id="u-alice", kind=CredentialKind.SESSION, workspace="ws-1")
     decision = authz.decide_access(principal=owner, action="assistant:list")
     assert outcome(decision) == (503, "facts_unavailable")
