@@ -233,13 +233,13 @@ def _sample(seed: int, count: int) -> list[tuple[World, Endpoint, dict[str, str]
         world.memberships[("u-target", "ws-1")] = (rng.choice(ROLES), "active")
         world.memberships[("u-me", "ws-2")] = ("owner", "active")
         vis = rng.choice(("public", "workspace", "private"))
-        world.assistants["a 1:é"] = ("ws-1", vis, rng.choice(("u-me", "u-other")))
-        world.chats["c-1"] = ("ws-1", "a 1:é", rng.choice(("u-me", "u-other")))
+        world.assistants["a:é~1"] = ("ws-1", vis, rng.choice(("u-me", "u-other")))
+        world.chats["c-1"] = ("ws-1", "a:é~1", rng.choice(("u-me", "u-other")))
         if rng.random() < 0.3:
-            world.grants.add(("u-me", "a 1:é"))
+            world.grants.add(("u-me", "a:é~1"))
         endpoint = rng.choice(AUTHENTICATED_ENDPOINTS)
         params = {
-            "assistantId": "a 1:é" if rng.random() < 0.85 else "missing",
+            "assistantId": "a:é~1" if rng.random() < 0.85 else "missing",
             "chatId": "c-1" if rng.random() < 0.85 else "missing",
             "workspaceId": "ws-1",
             "userId": "u-target" if rng.random() < 0.85 else "u-nobody",
