@@ -14,6 +14,7 @@ scopes -> resource and workspace -> membership -> casbin policy).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Generator, Mapping
@@ -27,7 +28,7 @@ from .errors import AuthzError, BadRequestError, CredentialError
 from .facts import Assistant, Chat, Membership
 from .net import IPNetwork, client_ip, public_url
 from .paths import canonical_segments
-from .policy import Attributes, Policy
+from .policy import Policy
 from .principal import Principal
 from .queries import (
     NeedAssistant,
@@ -42,7 +43,7 @@ from .ratelimit import RateLimitOutcome, RateLimitSpec, rate_limit_headers
 from .reasons import STATUS_OF, Reason
 from .request import MAX_HEADER_BYTES, RequestFacts
 from .routes import ResourceSpec, Route, RouteClass, RouteMatch, RouteTable
-from .vocab import NO_ROLE, Relation, ResourceKind, Role, normalize_status
+from .vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Role
 
 __all__ = ["Core", "Flow", "decide", "decide_access"]
 
@@ -86,7 +87,7 @@ class _Trace:
     """What is known so far, so that a failure anywhere still reports its context."""
 
     route: Route | None = None
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
     principal: Principal | None = None
     resource: ResourceRef | None = None
     role: str | None = None
@@ -100,19 +101,20 @@ class _Trace:
         status: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> Decision:
+        route = self.route
         return Decision(
-            status=status if status is not None else STATUS_OF[reason],
-            reason=reason,
-            message=message,
-            route=self.route.id if self.route else None,
-            route_class=self.route.route_class.value if self.route else None,
-            action=self.route.action if self.route else None,
-            resource=self.resource,
-            principal=self.principal,
-            role=self.role,
-            headers=headers,
-            explanation=self.explanation,
-            params=tuple(sorted(self.params.items())),
+            STATUS_OF[reason] if status is None else status,
+            reason,
+            message,
+            route.id if route else None,
+            route.route_class if route else None,
+            route.action if route else None,
+            self.resource,
+            self.principal,
+            self.role,
+            headers,
+            self.explanation,
+            tuple(self.params.items()),
         )
 
 
@@ -173,43 +175,48 @@ def decide_access(
     try:
         if action not in core.policy.actions:
             return trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}")
+        if resource_kind is not None and resource_kind not in _KINDS:
+            return trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
         params: dict[str, str] = {}
-        spec: ResourceSpec | None = None
-        sources: tuple[str, ...] = ("param:workspace", "principal")
         if resource_kind is not None:
-            try:
-                kind = ResourceKind(resource_kind)
-            except ValueError:
-                return trace.decision(
-                    Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}"
-                )
             if not resource_id or not _WORKSPACE_ID.match(resource_id):
                 raise BadRequestError("resource id missing or malformed", reason=Reason.BAD_HEADER)
-            spec = ResourceSpec(kind, "id")
             params["id"] = resource_id
-            if kind in (ResourceKind.ASSISTANT, ResourceKind.CHAT, ResourceKind.WORKSPACE):
-                sources = ("resource",)
-            elif kind is ResourceKind.MEMBER:
-                sources = ("param:workspace",)
         if workspace is not None:
             params["workspace"] = workspace
-        route = Route(
-            method="ACCESS",
-            template=f"/{resource_kind or 'workspace'}",
-            route_class=RouteClass.AUTHENTICATED,
-            action=action,
-            resource=spec,
-            workspace=sources,
-            origin="decide_access",
-        )
+        route = _access_route(action, resource_kind)
         trace.route = route
-        request = RequestFacts(method="ACCESS", path="/")
-        return (yield from _authorize(request, core, RouteMatch(route, params), principal, trace))
+        match = RouteMatch(route, params)
+        return (yield from _authorize(_NO_REQUEST, core, match, principal, trace))
     except AuthzError as exc:
         return trace.decision(exc.reason, exc.message)
     except Exception:
         _log.exception("internal error while deciding access; denied")
         return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+
+
+_KINDS = frozenset(k.value for k in ResourceKind)
+_NO_REQUEST = RequestFacts(method="ACCESS", path="/")
+
+
+@functools.lru_cache(maxsize=256)
+def _access_route(action: str, resource_kind: str | None) -> Route:
+    """The synthetic route ``decide_access`` evaluates (bounded: validated actions x kinds)."""
+    spec = ResourceSpec(ResourceKind(resource_kind), "id") if resource_kind else None
+    sources: tuple[str, ...] = ("param:workspace", "principal")
+    if spec is not None and spec.kind is ResourceKind.MEMBER:
+        sources = ("param:workspace",)
+    elif spec is not None:
+        sources = ("resource",)
+    return Route(
+        method="ACCESS",
+        template=f"/{resource_kind or 'workspace'}",
+        route_class=RouteClass.AUTHENTICATED,
+        action=action,
+        resource=spec,
+        workspace=sources,
+        origin="decide_access",
+    )
 
 
 def _check_envelope(request: RequestFacts, core: Core) -> tuple[str, ...]:
@@ -240,7 +247,7 @@ def _decide(
     match = core.routes.match(method, segments)
     if match is not None:
         trace.route = match.route
-        trace.params = dict(match.params)
+        trace.params = match.params
         limited = yield from _rate_limit(request, core, match.route)
         if limited is not None:
             return trace.decision(
@@ -360,7 +367,7 @@ def _authorize(
     resource_id = match.params.get(spec.param) if spec else None
     resource_ws: str | None = None
     vis: str | None = None
-    rel = Relation.NONE.value
+    rel = Relation.NONE
     found: Assistant | Chat | None = None
     if spec is not None and resource_id is not None:
         if spec.kind is ResourceKind.ASSISTANT:
@@ -371,19 +378,19 @@ def _authorize(
             resource_ws = resource_id
         if spec.kind in (ResourceKind.ASSISTANT, ResourceKind.CHAT):
             if found is None:
-                trace.resource = ResourceRef(spec.kind.value, resource_id, None)
-                return _not_found(trace, spec.kind.value)
+                trace.resource = ResourceRef(spec.kind, resource_id, None)
+                return _not_found(trace, spec.kind)
             resource_ws = found.workspace
             if found.creator == user:
-                rel = Relation.CREATOR.value
+                rel = Relation.CREATOR
         if isinstance(found, Assistant):
-            vis = found.visibility.value
-            needs_grant = rel == Relation.NONE.value and core.grants_matter
+            vis = found.visibility
+            needs_grant = rel == Relation.NONE and core.grants_matter
             if needs_grant and (yield NeedGrant(user, found.id)):
-                rel = Relation.GRANTEE.value
+                rel = Relation.GRANTEE
 
     workspace = _workspace_from(route.workspace, request, match.params, principal, resource_ws)
-    kind = spec.kind.value if spec else "workspace"
+    kind: str = spec.kind if spec else ResourceKind.WORKSPACE
     trace.resource = ResourceRef(kind, resource_id if spec else workspace, workspace)
     if workspace is None:
         return trace.decision(
@@ -397,29 +404,33 @@ def _authorize(
         )
 
     membership: Membership | None = yield NeedMembership(user, workspace)
-    role = membership.role.value if membership else NO_ROLE
-    status = normalize_status(membership.status).value if membership else "active"
-    trace.role = membership.role.value if membership else None
+    role: str = membership.role if membership else NO_ROLE
+    status: str = (
+        MembershipStatus.ACTIVE
+        if membership is None or membership.status == MembershipStatus.ACTIVE
+        else MembershipStatus.INACTIVE
+    )
+    trace.role = membership.role if membership else None
 
     if spec is not None and spec.kind is ResourceKind.MEMBER and resource_id is not None:
         if membership is None:
             # Not a member: say nothing about who else is (no target lookup).
-            rel = Relation.NONE.value
+            rel = Relation.NONE
         else:
             target: Membership | None = yield NeedMembership(resource_id, workspace)
             if target is None:
                 return _not_found(trace, kind)
             if target.role is Role.OWNER:
-                rel = Relation.TARGET_OWNER.value
+                rel = Relation.TARGET_OWNER
 
-    verdict = core.policy.evaluate(Attributes(role, status, action, rel, vis))
+    verdict = core.policy.verdict(role, status, action, rel, vis)
     trace.explanation = verdict.explanation
     if verdict.allowed:
         return trace.decision(Reason.ALLOWED, f"{role} may {action}")
     if core.conceal_hidden and spec is not None:
         read_action = core.routes.read_actions.get(spec.kind)
         if read_action is not None and read_action != action:
-            if not core.policy.evaluate(Attributes(role, status, read_action, rel, vis)).allowed:
+            if not core.policy.verdict(role, status, read_action, rel, vis).allowed:
                 return _not_found(trace, kind)
         elif read_action is not None:
             return _not_found(trace, kind)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from .principal import Principal
 from .reasons import STATUS_OF, Reason
@@ -21,8 +21,13 @@ class ResourceRef:
         return {"kind": self.kind, "id": self.id, "workspace": self.workspace}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Decision:
+class Decision(NamedTuple):
+    """One decision. Immutable; cheap to build (a tuple), since one is made per request.
+
+    Never test a decision for truth (``if decision:``): use ``decision.allowed``. Truth
+    testing raises ``TypeError`` so that the mistake cannot turn into an allow.
+    """
+
     status: int
     reason: Reason
     message: str
@@ -37,9 +42,12 @@ class Decision:
     #: Headers to send with the response (WWW-Authenticate, Retry-After, RateLimit).
     headers: tuple[tuple[str, str], ...] = ()
     #: The policy rules that allowed, or what was missing for a deny.
-    explanation: tuple[str, ...] = field(default=(), compare=False)
+    explanation: tuple[str, ...] = ()
     #: Path parameters of the matched route (for adapters and explanations).
     params: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        raise TypeError("a Decision has no truth value; use decision.allowed")
 
     @property
     def allowed(self) -> bool:
@@ -48,9 +56,8 @@ class Decision:
     @classmethod
     def of(cls, reason: Reason, message: str, **kwargs: Any) -> Decision:
         """A decision whose status is the one ``reason`` implies."""
-        return cls(
-            status=kwargs.pop("status", STATUS_OF[reason]), reason=reason, message=message, **kwargs
-        )
+        status = kwargs.pop("status", STATUS_OF[reason])
+        return cls(status, reason, message, **kwargs)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape the CLI prints (stable: other services parse it)."""

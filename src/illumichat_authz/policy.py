@@ -122,6 +122,13 @@ class Policy:
             )
         return verdict
 
+    def verdict(self, role: str, status: str, act: str, rel: str, vis: str | None) -> Verdict:
+        """:meth:`evaluate` without building an :class:`Attributes` (the per-request path)."""
+        found = self._table.get((role, status, act, rel, vis))
+        return (
+            found if found is not None else self.evaluate(Attributes(role, status, act, rel, vis))
+        )
+
     def space(self) -> Iterable[Attributes]:
         """Every point of the attribute space the table covers."""
         for role, status, act, rel in product(

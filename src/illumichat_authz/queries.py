@@ -8,8 +8,7 @@ is down), never an allow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from .ratelimit import RateLimitSpec
@@ -28,55 +27,46 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class NeedBody:
+class NeedBody(NamedTuple):
     """The request body, at most ``max_bytes`` (answered with ``None`` when larger)."""
 
     max_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class NeedMembership:
+class NeedMembership(NamedTuple):
     user: str
     workspace: str
 
 
-@dataclass(frozen=True, slots=True)
-class NeedAssistant:
+class NeedAssistant(NamedTuple):
     assistant_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NeedChat:
+class NeedChat(NamedTuple):
     chat_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NeedGrant:
+class NeedGrant(NamedTuple):
     user: str
     assistant_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NeedApiKey:
+class NeedApiKey(NamedTuple):
     key_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NeedJwk:
+class NeedJwk(NamedTuple):
     kid: str
     alg: str
 
 
-@dataclass(frozen=True, slots=True)
-class NeedSession:
+class NeedSession(NamedTuple):
     """Auth.js database strategy: the session row for an opaque session token."""
 
     session_token: str
 
 
-@dataclass(frozen=True, slots=True)
-class NeedRateLimit:
+class NeedRateLimit(NamedTuple):
     """Count one hit of ``key`` against ``spec``; answered with a ``RateLimitOutcome``."""
 
     key: str

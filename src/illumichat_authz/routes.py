@@ -62,10 +62,11 @@ class Route:
     signer: str | None = None
     #: Where the route was declared, for error messages ("routes.toml route #3").
     origin: str = ""
+    #: "METHOD /template": how decisions, logs and rate-limit keys name the route.
+    id: str = field(init=False, default="")
 
-    @property
-    def id(self) -> str:
-        return f"{self.method} {self.template}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.method} {self.template}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,12 @@ __all__ = ["create_demo_app"]
 
 def _who(request: Request) -> dict[str, Any]:
     decision: Decision | None = request.scope.get("auth")
-    principal = decision.principal if decision else None
+    principal = decision.principal if decision is not None else None
     return {
         "user": principal.user_id if principal else None,
-        "role": decision.role if decision else None,
-        "action": decision.action if decision else None,
-        "reason": decision.reason.value if decision else None,
+        "role": decision.role if decision is not None else None,
+        "action": decision.action if decision is not None else None,
+        "reason": decision.reason.value if decision is not None else None,
     }
 
 
