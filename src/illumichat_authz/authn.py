@@ -9,15 +9,16 @@ database session row) is a query yielded to the driver.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .credentials.apikeys import looks_like_api_key, parse_api_key, verify_api_key
 from .credentials.auth0 import Auth0BearerVerifier
 from .credentials.authjs import AuthjsSessionDecoder
+from .credentials.cache import CredentialCache
 from .credentials.sessions_db import check_session_token, principal_from_session_record
 from .errors import CredentialError
-from .principal import Principal
+from .principal import CredentialKind, Principal
 from .queries import NeedApiKey, NeedJwk, NeedSession, Query
 from .reasons import Reason
 from .request import RequestFacts
@@ -36,6 +37,8 @@ class Authenticators:
     session_database: bool = False
     auth0: Auth0BearerVerifier | None = None
     api_keys: bool = False
+    #: Verified credentials by hash; ``None`` turns caching off.
+    cache: CredentialCache | None = field(default_factory=CredentialCache)
 
 
 def _bearer_token(value: str) -> str:
@@ -65,34 +68,49 @@ def authenticate(
         raise CredentialError(
             "more than one Authorization header", reason=Reason.AMBIGUOUS_CREDENTIAL
         )
+    cache = authn.cache
     if authorization:
-        token = _bearer_token(authorization[0])
-        if looks_like_api_key(token):
-            if not authn.api_keys:
-                raise CredentialError(
-                    "API keys are not accepted here", reason=Reason.API_KEY_INVALID
-                )
-            parsed_key = parse_api_key(token)  # checksum first: garbage never reaches a store
-            record = yield NeedApiKey(parsed_key.key_id)
-            return verify_api_key(parsed_key, record, now=now)
-        if authn.auth0 is None:
-            raise CredentialError(
-                "bearer tokens are not accepted here", reason=Reason.INVALID_TOKEN
-            )
-        parsed_jwt = authn.auth0.parse(token)
-        key = yield NeedJwk(parsed_jwt.kid, parsed_jwt.alg)
-        return authn.auth0.verify(parsed_jwt, key, now=now)
+        key = cache.key(b"A", authorization[0]) if cache is not None else b""
+        if cache is not None and (hit := cache.get(key, now=now)) is not None:
+            return hit
+        principal = yield from _bearer(authorization[0], authn, now)
+        if cache is not None:
+            cache.put(key, principal, now=now, revocable=principal.kind is CredentialKind.API_KEY)
+        return principal
 
     cookies = request.header_values("cookie")
     if not cookies or authn.session is None:
         return None
+    key = cache.key(b"C", "\n".join(cookies)) if cache is not None else b""
+    if cache is not None and (hit := cache.get(key, now=now)) is not None:
+        return hit
     cookie = authn.session.find_cookie(cookies)
     if cookie is None:
         return None
-    if authn.session.is_jwt(cookie):
-        return authn.session.decode(cookie, now=now)
-    if not authn.session_database:
+    database = not authn.session.is_jwt(cookie)
+    if not database:
+        principal = authn.session.decode(cookie, now=now)
+    elif not authn.session_database:
         raise CredentialError("invalid session", reason=Reason.INVALID_CREDENTIAL)
-    check_session_token(cookie.value)
-    record = yield NeedSession(cookie.value)
-    return principal_from_session_record(record, now=now)
+    else:
+        check_session_token(cookie.value)
+        record = yield NeedSession(cookie.value)
+        principal = principal_from_session_record(record, now=now)
+    if cache is not None:
+        cache.put(key, principal, now=now, revocable=database)
+    return principal
+
+
+def _bearer(value: str, authn: Authenticators, now: float) -> Generator[Query, Any, Principal]:
+    token = _bearer_token(value)
+    if looks_like_api_key(token):
+        if not authn.api_keys:
+            raise CredentialError("API keys are not accepted here", reason=Reason.API_KEY_INVALID)
+        parsed_key = parse_api_key(token)  # checksum first: garbage never reaches a store
+        record = yield NeedApiKey(parsed_key.key_id)
+        return verify_api_key(parsed_key, record, now=now)
+    if authn.auth0 is None:
+        raise CredentialError("bearer tokens are not accepted here", reason=Reason.INVALID_TOKEN)
+    parsed_jwt = authn.auth0.parse(token)
+    key = yield NeedJwk(parsed_jwt.kid, parsed_jwt.alg)
+    return authn.auth0.verify(parsed_jwt, key, now=now)

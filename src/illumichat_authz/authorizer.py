@@ -23,6 +23,7 @@ from .credentials.apikey_store import SqliteApiKeyStore
 from .credentials.apikeys import ApiKeyStore
 from .credentials.auth0 import Auth0BearerVerifier
 from .credentials.authjs import AuthjsSessionDecoder
+from .credentials.cache import CredentialCache
 from .credentials.jwks import JwksCache, UrllibJwksFetcher
 from .credentials.sessions_db import SessionStore, SqliteSessionStore
 from .credentials.twilio import TwilioSignatureVerifier
@@ -92,6 +93,7 @@ def build_core(
         session_database=session_cfg.database is not None,
         auth0=Auth0BearerVerifier.from_settings(settings.auth0) if settings.auth0.domain else None,
         api_keys=settings.api_keys.database is not None,
+        cache=CredentialCache(revocable_ttl_s=settings.api_keys.cache_ttl_s),
     )
     return Core(
         routes=routes,
@@ -300,6 +302,14 @@ class Authorizer:
                 raise RuntimeError("the adapter supplied no way to read the body")
             return await read_body(query.max_bytes)
         raise TypeError(f"unknown query {query!r}")
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        """Revoke in the store and drop the key from the credential cache, at once."""
+        revoked = self._api_keys().revoke(key_id, now=self.clock())
+        cache = self.core.authenticators.cache
+        if cache is not None:
+            cache.forget(key_id)
+        return revoked
 
     # --- stores that must be configured before their credentials can verify --------
     def _api_keys(self) -> ApiKeyStore:

@@ -234,4 +234,6 @@ def load_facts_file(path: str | Path) -> InMemoryFacts:
         raise ConfigurationError(f"{file}: cannot read facts: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ConfigurationError(f"{file}: JSON nested too deeply") from None
     return facts_from_document(data, source=str(file))
