@@ -275,12 +275,25 @@ def test_a_session_sealed_with_another_secret_is_invalid(authz: Authorizer) -> N
     assert outcome(decision) == (401, "invalid_credential")
 
 
-def test_api_key_revoked(authz: Authorizer, store: MemoryApiKeyStore) -> None:
+def test_api_key_revoked_through_the_authorizer_is_immediate(
+    authz: Authorizer, store: MemoryApiKeyStore
+) -> None:
     key = api_key(store)
     assert outcome(authz.decide(req(headers=[bearer(key)]))) == (200, "allowed")
     key_id = key.split("_")[1]
-    assert store.revoke(key_id, now=NOW)
+    assert authz.revoke_api_key(key_id)
     assert outcome(authz.decide(req(headers=[bearer(key)]))) == (401, "api_key_revoked")
+
+
+def test_api_key_revoked_in_the_store_takes_effect_within_the_cache_ttl(
+    authz: Authorizer, store: MemoryApiKeyStore
+) -> None:
+    # [api_keys] cache_ttl_s: "bounds how late a revocation takes effect".
+    key = api_key(store)
+    assert outcome(authz.decide(req(headers=[bearer(key)]))) == (200, "allowed")
+    assert store.revoke(key.split("_")[1], now=NOW)
+    later = sibling(authz, clock=lambda: NOW + 5.0 + 1)
+    assert outcome(later.decide(req(headers=[bearer(key)]))) == (401, "api_key_revoked")
 
 
 def test_api_key_expired(authz: Authorizer, store: MemoryApiKeyStore) -> None:

@@ -228,14 +228,10 @@ def test_problems_are_listed_together_but_bounded() -> None:
     assert 2 <= len(lines) <= 21  # every problem up to a bound, not 49 lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_facts_file catches JSONDecodeError but not RecursionError: a deeply nested "
-    "facts file escapes as a RecursionError (a traceback from the CLI, not exit 2)",
-)
 def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "facts.json"
     path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     with pytest.raises((ConfigurationError, RecursionError)) as info:
         load_facts_file(path)
     assert info.type is ConfigurationError, "a RecursionError escaped load_facts_file"
+    assert str(path) in str(info.value)
