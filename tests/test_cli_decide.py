@@ -296,11 +296,6 @@ def test_every_batch_line_has_the_same_fields(
         assert isinstance(line["headers"], dict)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batch output has two shapes: decision lines carry 'resource' and 'role' "
-    "(Decision.as_dict), error lines from decide._error_line do not",
-)
 def test_error_lines_and_decision_lines_have_one_shape(
     config: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -142,8 +142,7 @@ class Authorizer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.core = core
-        self.facts: Facts | AsyncFacts = facts if facts is not None else InMemoryFacts()
-        self._facts_async = inspect.iscoroutinefunction(getattr(self.facts, "membership", None))
+        self._facts: Facts | AsyncFacts = facts if facts is not None else InMemoryFacts()
         self.api_keys = api_keys
         self.jwks = jwks
         self.sessions = sessions
@@ -240,14 +239,23 @@ class Authorizer:
             if read_body is None:
                 raise RuntimeError("the adapter supplied no way to read the body")
             return read_body(query.max_bytes)  # type: ignore[union-attr]
-        if self._facts_async and kind in _FACT_QUERIES:
-            raise TypeError("async facts need adecide(), not decide()")
         return self._sync_answers[kind](query)
+
+    @property
+    def facts(self) -> Facts | AsyncFacts:
+        return self._facts
+
+    @facts.setter
+    def facts(self, facts: Facts | AsyncFacts) -> None:
+        # The answer table closes over the facts: rebuild it so a swap takes effect.
+        self._facts = facts
+        self._sync_answers = self._build_answers()
 
     def _build_answers(self) -> dict[type, Callable[[Any], Any]]:
         """One answering function per query type (a dict lookup, not an isinstance chain)."""
-        facts: Any = self.facts
-        return {
+        facts: Any = self._facts
+        self._facts_async = inspect.iscoroutinefunction(getattr(facts, "membership", None))
+        answers: dict[type, Callable[[Any], Any]] = {
             NeedMembership: lambda q: facts.membership(q.user, q.workspace),
             NeedAssistant: lambda q: facts.assistant(q.assistant_id),
             NeedChat: lambda q: facts.chat(q.chat_id),
@@ -257,6 +265,10 @@ class Authorizer:
             NeedSession: lambda q: self._sessions().get_session(q.session_token),
             NeedRateLimit: lambda q: self._limiter().hit(q.key, q.spec),
         }
+        if self._facts_async:
+            for kind in _FACT_QUERIES:
+                answers[kind] = _needs_adecide
+        return answers
 
     # --- async ----------------------------------------------------------------------
     async def adecide(
@@ -338,6 +350,10 @@ class Authorizer:
 
 
 _FACT_QUERIES = frozenset({NeedMembership, NeedAssistant, NeedChat, NeedGrant})
+
+
+def _needs_adecide(query: Query) -> Any:
+    raise TypeError("async facts need adecide(), not decide()")
 
 
 def _ask_facts(facts: Facts, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:

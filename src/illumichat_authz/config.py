@@ -16,7 +16,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .errors import ConfigurationError
 
@@ -270,3 +275,10 @@ def load_settings(
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigurationError(_describe(exc, source)) from None
+    except SettingsError as exc:
+        # e.g. a list-valued environment variable that is not JSON
+        cause = exc.__cause__ or exc
+        raise ConfigurationError(
+            f"invalid configuration in the environment: {exc} ({cause}); "
+            "lists and tables must be JSON, e.g. '[\"10.0.0.0/8\"]'"
+        ) from None

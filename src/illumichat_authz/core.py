@@ -57,6 +57,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]{1,256}\Z")
 _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\]{1,256}\Z")
 _REALM = "illumichat"
+_FROM_RESOURCE = ("resource",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,7 +377,7 @@ def _authorize(
             found = yield NeedChat(resource_id)
         elif spec.kind is ResourceKind.WORKSPACE:
             resource_ws = resource_id
-        if spec.kind in (ResourceKind.ASSISTANT, ResourceKind.CHAT):
+        if spec.kind is ResourceKind.ASSISTANT or spec.kind is ResourceKind.CHAT:
             if found is None:
                 trace.resource = ResourceRef(spec.kind, resource_id, None)
                 return _not_found(trace, spec.kind)
@@ -389,7 +390,10 @@ def _authorize(
             if needs_grant and (yield NeedGrant(user, found.id)):
                 rel = Relation.GRANTEE
 
-    workspace = _workspace_from(route.workspace, request, match.params, principal, resource_ws)
+    if route.workspace == _FROM_RESOURCE:
+        workspace = resource_ws
+    else:
+        workspace = _workspace_from(route.workspace, request, match.params, principal, resource_ws)
     kind: str = spec.kind if spec else ResourceKind.WORKSPACE
     trace.resource = ResourceRef(kind, resource_id if spec else workspace, workspace)
     if workspace is None:
@@ -426,7 +430,7 @@ def _authorize(
     verdict = core.policy.verdict(role, status, action, rel, vis)
     trace.explanation = verdict.explanation
     if verdict.allowed:
-        return trace.decision(Reason.ALLOWED, f"{role} may {action}")
+        return trace.decision(Reason.ALLOWED, verdict.message)
     if core.conceal_hidden and spec is not None:
         read_action = core.routes.read_actions.get(spec.kind)
         if read_action is not None and read_action != action:
@@ -434,22 +438,10 @@ def _authorize(
                 return _not_found(trace, kind)
         elif read_action is not None:
             return _not_found(trace, kind)
-    return trace.decision(verdict.reason, _deny_message(verdict.reason, role, action, vis))
+    return trace.decision(verdict.reason, verdict.message)
 
 
 def _not_found(trace: _Trace, kind: str) -> Decision:
     # Identical for "missing" and "concealed": the point is that they cannot be told apart.
     trace.explanation = ()
     return trace.decision(Reason.NOT_FOUND, f"{kind} not found")
-
-
-def _deny_message(reason: Reason, role: str, action: str, vis: str | None) -> str:
-    if reason is Reason.NOT_A_MEMBER:
-        return "you are not a member of this workspace"
-    if reason is Reason.MEMBERSHIP_INACTIVE:
-        return f"your membership in this workspace is not active, so {action} is not allowed"
-    if reason is Reason.INSUFFICIENT_ROLE:
-        return f"your role ({role}) does not allow {action} here"
-    if reason is Reason.NOT_VISIBLE:
-        return f"this {vis} assistant is not visible to you"
-    return f"the policy does not allow {action}"

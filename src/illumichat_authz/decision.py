@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .principal import Principal
@@ -11,8 +10,7 @@ from .reasons import STATUS_OF, Reason
 __all__ = ["Decision", "ResourceRef"]
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceRef:
+class ResourceRef(NamedTuple):
     kind: str
     id: str | None
     workspace: str | None

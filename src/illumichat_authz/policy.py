@@ -51,6 +51,8 @@ class Verdict:
     reason: Reason
     #: The policy lines that allowed, or a sentence saying which table had no rule.
     explanation: tuple[str, ...]
+    #: The human message for the decision (computed once, with the table).
+    message: str = ""
 
 
 def _line(ptype: str, rule: Iterable[str]) -> str:
@@ -119,6 +121,7 @@ class Policy:
                 False,
                 Reason.POLICY_DENIED,
                 (f"no policy rule covers role={a.role} status={a.status} action={a.act}",),
+                f"the policy does not allow {a.act}",
             )
         return verdict
 
@@ -149,7 +152,10 @@ class Policy:
         }
         table: dict[tuple[str, str, str, str, str | None], Verdict] = {}
         for a in self.space():
-            table[(a.role, a.status, a.act, a.rel, a.vis)] = self._verdict(a, p, p2)
+            v = self._verdict(a, p, p2)
+            table[(a.role, a.status, a.act, a.rel, a.vis)] = Verdict(
+                v.allowed, v.reason, v.explanation, _message(v, a)
+            )
         return table
 
     def _verdict(
@@ -193,6 +199,21 @@ class Policy:
                 f"status={a.status} relation={a.rel} see a {a.vis} assistant",
             ),
         )
+
+
+def _message(verdict: Verdict, a: Attributes) -> str:
+    reason = verdict.reason
+    if verdict.allowed:
+        return f"{a.role} may {a.act}"
+    if reason is Reason.NOT_A_MEMBER:
+        return "you are not a member of this workspace"
+    if reason is Reason.MEMBERSHIP_INACTIVE:
+        return f"your membership in this workspace is not active, so {a.act} is not allowed"
+    if reason is Reason.INSUFFICIENT_ROLE:
+        return f"your role ({a.role}) does not allow {a.act} here"
+    if reason is Reason.NOT_VISIBLE:
+        return f"this {a.vis} assistant is not visible to you"
+    return f"the policy does not allow {a.act}"
 
 
 def _load_enforcer(model_path: Path, policy_path: Path) -> Any:

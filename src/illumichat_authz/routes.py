@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
 from .vocab import ResourceKind
@@ -69,8 +69,7 @@ class Route:
         object.__setattr__(self, "id", f"{self.method} {self.template}")
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
+class RouteMatch(NamedTuple):
     route: Route
     params: Mapping[str, str]
 

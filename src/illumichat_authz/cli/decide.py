@@ -47,6 +47,8 @@ def _error_line(lineno: int, message: str) -> dict[str, Any]:
         "action": None,
         "principal": None,
         "headers": {},
+        "resource": None,
+        "role": None,
     }
 
 
