@@ -8,9 +8,11 @@ import time
 from collections.abc import Callable
 
 
-def median_us(fn: Callable[[], object], *, reps: int = 2000, inner: int = 10) -> float:
+def median_us(
+    fn: Callable[[], object], *, reps: int = 2000, inner: int = 10, warmup: int | None = None
+) -> float:
     """Median µs per call over ``reps`` batches of ``inner`` calls (GC off while timing)."""
-    for _ in range(min(reps, 200)):
+    for _ in range(min(reps, 200) if warmup is None else warmup):
         fn()
     samples: list[float] = []
     gc_was = gc.isenabled()

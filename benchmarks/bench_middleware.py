@@ -10,7 +10,9 @@ same run and interleaved round by round:
 * ``empty_http_mw``: the same with an empty ``BaseHTTPMiddleware`` (what
   ``@app.middleware("http")`` installs).
 * ``authz``: the same behind our pure ASGI ``AuthzMiddleware`` (allow path; the session
-  cookie is decoded on every request: the core has no credential cache).
+  cookie is served from the credential cache after its first use).
+* ``authz_uncached``: the same with the credential cache off, so the cookie is decrypted
+  and verified on every request.
 * ``naive``: a Starlette dependency done by hand: joserfc decrypts the cookie with a key
   derived by HKDF per request (as ``@auth/core`` does), a dict lookup for the
   membership, and a pycasbin ``Enforcer.enforce`` on the same model and policy.
@@ -68,13 +70,17 @@ def empty_http_mw() -> Starlette:
     return app
 
 
-def authz() -> Starlette:
+def authz(*, cached: bool = True) -> Starlette:
     settings = load_settings(
         overrides={"session": {"secrets": [SECRET], "workspace_claim": "workspace"}}
     )
     facts = InMemoryFacts(memberships=[Membership(user="u1", workspace="w1", role=Role.MEMBER)])
+    authorizer = Authorizer.from_settings(settings, facts=facts)
+    cache = authorizer.core.authenticators.cache
+    if not cached and cache is not None:
+        cache.max_entries = 0
     app = bare()
-    app.add_middleware(AuthzMiddleware, authorizer=Authorizer.from_settings(settings, facts=facts))
+    app.add_middleware(AuthzMiddleware, authorizer=authorizer)
     return app
 
 
@@ -147,6 +153,7 @@ async def run(rounds: int, batch: int) -> dict[str, float]:
         "bare": bare(),
         "empty_http_mw": empty_http_mw(),
         "authz": authz(),
+        "authz_uncached": authz(cached=False),
         "naive": naive(),
     }
     for name, app in apps.items():
