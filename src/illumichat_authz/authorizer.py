@@ -49,7 +49,6 @@ from .ratelimit import RateLimiter, RateLimitSpec
 from .reasons import Reason
 from .request import RequestFacts
 from .routes import RouteClass, RouteTable, load_routes
-from .vocab import Relation
 
 __all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "build_core"]
 
@@ -108,9 +107,6 @@ def build_core(
         max_path_length=settings.routes.max_path_length,
         max_body_bytes=twilio_cfg.max_body_bytes,
         rate_limits=specs,
-        # A rule on "grantee" or on "-" (no relation) makes the grant observable.
-        grants_matter=policy.mentions_relation(Relation.GRANTEE.value)
-        or policy.mentions_relation(Relation.NONE.value),
     )
 
 

@@ -79,8 +79,6 @@ class Core:
     max_path_length: int = 2048
     max_body_bytes: int = 64 * 1024
     rate_limits: Mapping[str, RateLimitSpec] = field(default_factory=dict)
-    #: Whether any rule mentions the grantee relation (else grants are never looked up).
-    grants_matter: bool = True
 
 
 @dataclass(slots=True)
@@ -386,7 +384,13 @@ def _authorize(
                 rel = Relation.CREATOR
         if isinstance(found, Assistant):
             vis = found.visibility
-            needs_grant = rel == Relation.NONE and core.grants_matter
+            needs_grant = rel == Relation.NONE and (
+                core.policy.grant_matters(route.action, vis)
+                or (
+                    core.conceal_hidden
+                    and core.policy.grant_matters(core.routes.read_actions.get(spec.kind, ""), vis)
+                )
+            )
             if needs_grant and (yield NeedGrant(user, found.id)):
                 rel = Relation.GRANTEE
 

@@ -87,6 +87,23 @@ class Policy:
             self._table = self._compile()
         except Exception as exc:  # matcher syntax errors surface on the first enforce
             raise ConfigurationError(f"{model_path}: cannot evaluate the model: {exc!r}") from None
+        # (action, visibility) pairs whose verdict can change when the caller holds a grant;
+        # elsewhere the grant need not be looked up at all.
+        none, grantee = Relation.NONE.value, Relation.GRANTEE.value
+        self._grant_sensitive: frozenset[tuple[str, str | None]] = frozenset(
+            (act, vis)
+            for (role, status, act, rel, vis), verdict in self._table.items()
+            if rel == grantee
+            and (verdict.allowed, verdict.reason)
+            != (
+                self._table[(role, status, act, none, vis)].allowed,
+                self._table[(role, status, act, none, vis)].reason,
+            )
+        )
+
+    def grant_matters(self, act: str, vis: str | None) -> bool:
+        """Whether holding a grant can change the verdict for ``act`` on a ``vis`` assistant."""
+        return (act, vis) in self._grant_sensitive
 
     def mentions_relation(self, relation: str) -> bool:
         """Whether any rule names ``relation`` (if not, it need never be looked up)."""
