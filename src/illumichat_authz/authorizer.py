@@ -261,6 +261,11 @@ class Authorizer:
             NeedSession: lambda q: self._sessions().get_session(q.session_token),
             NeedRateLimit: lambda q: self._limiter().hit(q.key, q.spec),
         }
+        # What adecide may answer inline: synchronous facts never do I/O worth a thread
+        # (in-memory, or the host's own choice), so no await is spent on them.
+        self._inline_answers = (
+            {} if self._facts_async else {kind: answers[kind] for kind in _FACT_QUERIES}
+        )
         if self._facts_async:
             for kind in _FACT_QUERIES:
                 answers[kind] = _needs_adecide
@@ -278,12 +283,18 @@ class Authorizer:
         return await self._arun(flow, read_body)
 
     async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None) -> Decision:
-        # The async twin of run_flow: the same loop, awaiting each answer.
+        # The async twin of run_flow. In-memory facts are answered without an await (a
+        # coroutine per lookup would cost more than the lookup); the rest is awaited.
+        inline = self._inline_answers
         try:
             query = next(flow)
             while True:
                 try:
-                    answer = await self._aanswer(query, read_body)
+                    handler = inline.get(type(query))
+                    if handler is not None:
+                        answer = handler(query)
+                    else:
+                        answer = await self._aanswer(query, read_body)
                 except Exception as exc:
                     query = flow.throw(_dependency_error(query, exc))
                 else:

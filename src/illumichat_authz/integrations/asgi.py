@@ -37,15 +37,21 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
     websocket = scope["type"] == "websocket"
     scheme = str(scope.get("scheme", "ws" if websocket else "http"))
     client = scope.get("client")
-    return RequestFacts.build(
+    return RequestFacts(
         # A websocket handshake is a GET and is classified like one.
         method="GET" if websocket else str(scope.get("method", "")),
         path=path,
         query=bytes(scope.get("query_string", b"")).decode("latin-1"),
-        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())],
+        # ASGI header names are lower-cased bytes already; lower() again for lax servers.
+        headers=tuple(
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())
+        ),
         peer=str(client[0]) if client else None,
-        scheme={"ws": "http", "wss": "https"}.get(scheme, scheme),
+        scheme=_SCHEMES.get(scheme, scheme),
     )
+
+
+_SCHEMES = {"ws": "http", "wss": "https"}
 
 
 class _ClientGone(Exception):
@@ -103,11 +109,10 @@ class AuthzMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)  # lifespan and anything else
             return
-        rid: str | None = None
+        facts: RequestFacts | None = None
         body: _Body | None = None
         try:
             facts = facts_from_scope(scope)
-            rid = request_id(facts.headers)
             body = _Body(receive, facts.header("content-length"))
             http = scope["type"] == "http"
             decision = check_host(facts, http_version=scope.get("http_version"))
@@ -116,13 +121,15 @@ class AuthzMiddleware:
                     facts, read_body=body.read if http else None
                 )
         except Exception:
+            rid = request_id(facts.headers if facts is not None else [])
             log.exception("authorization middleware failed; request %s denied", rid)
-            decision = internal_error()
-        if body is not None and body.disconnected:
+            await self._deny(scope, send, internal_error(), rid)
+            return
+        if body.disconnected:
             return  # nobody to answer, and the app never sees a half request
-        rid = rid or request_id([])
         if not decision.allowed:
-            await self._deny(scope, send, decision, rid)
+            # The request id is only needed when we answer ourselves.
+            await self._deny(scope, send, decision, request_id(facts.headers))
             return
         await self.app(_with_auth(scope, decision), body.replay if body else receive, send)
 
