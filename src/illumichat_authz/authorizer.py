@@ -305,7 +305,7 @@ class Authorizer:
 
     async def _aanswer(self, query: Query, read_body: AsyncBodyReader | None) -> Any:
         if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
-            answer = _ask_facts(self.facts, query)  # type: ignore[arg-type]
+            answer = ask_facts(self.facts, query)  # type: ignore[arg-type]
             return await answer if self._facts_async else answer
         if isinstance(query, NeedApiKey):
             # SQLite is a blocking call: keep it off the event loop.
@@ -363,7 +363,8 @@ def _needs_adecide(query: Query) -> Any:
     raise TypeError("async facts need adecide(), not decide()")
 
 
-def _ask_facts(facts: Facts, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
+def ask_facts(facts: Facts, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
+    """Answer a facts query from a synchronous ``Facts`` store."""
     if isinstance(query, NeedMembership):
         return facts.membership(query.user, query.workspace)
     if isinstance(query, NeedAssistant):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .authorizer import run_flow
+from .authorizer import ask_facts, run_flow
 from .core import Core, Flow, decide_access
 from .decision import Decision
 from .errors import ConfigurationError
@@ -126,14 +126,8 @@ def _build(
 
 
 def _answer(facts: InMemoryFacts, query: Query) -> Any:
-    if isinstance(query, NeedMembership):
-        return facts.membership(query.user, query.workspace)
-    if isinstance(query, NeedAssistant):
-        return facts.assistant(query.assistant_id)
-    if isinstance(query, NeedChat):
-        return facts.chat(query.chat_id)
-    if isinstance(query, NeedGrant):
-        return facts.has_grant(query.user, query.assistant_id)
+    if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
+        return ask_facts(facts, query)
     raise TypeError(f"policy tables need no {type(query).__name__}")
 
 
