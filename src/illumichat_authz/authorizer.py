@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .authn import Authenticators
@@ -186,8 +186,13 @@ class Authorizer:
         principal: Principal | None = None,
         read_body: BodyReader | None = None,
     ) -> Decision:
-        flow = decide(request, self.core, now=self.clock(), principal=principal)
-        return run_flow(flow, lambda query: self._answer(query, read_body))
+        flow = decide(
+            request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
+        )
+        answers = self._sync_answers
+        if read_body is not None:
+            answers = {**answers, NeedBody: lambda query: read_body(query.max_bytes)}
+        return _drive(flow, answers)
 
     def decide_access(
         self,
@@ -206,8 +211,9 @@ class Authorizer:
             resource_kind=resource_kind,
             resource_id=resource_id,
             workspace=workspace,
+            facts=self._inline_facts,
         )
-        return run_flow(flow, lambda query: self._answer(query, None))
+        return _drive(flow, self._sync_answers)
 
     async def adecide_access(
         self,
@@ -226,16 +232,9 @@ class Authorizer:
             resource_kind=resource_kind,
             resource_id=resource_id,
             workspace=workspace,
+            facts=self._inline_facts,
         )
         return await self._arun(flow, None)
-
-    def _answer(self, query: Query, read_body: BodyReader | None) -> Any:
-        kind = type(query)
-        if kind is NeedBody:
-            if read_body is None:
-                raise RuntimeError("the adapter supplied no way to read the body")
-            return read_body(query.max_bytes)  # type: ignore[union-attr]
-        return self._sync_answers[kind](query)
 
     @property
     def facts(self) -> Facts | AsyncFacts:
@@ -251,21 +250,23 @@ class Authorizer:
         """One answering function per query type (a dict lookup, not an isinstance chain)."""
         facts: Any = self._facts
         self._facts_async = inspect.iscoroutinefunction(getattr(facts, "membership", None))
+        # Bound methods fetched once; each query is a tuple of exactly the method's arguments.
+        membership, assistant = facts.membership, facts.assistant
+        chat, has_grant = facts.chat, facts.has_grant
         answers: dict[type, Callable[[Any], Any]] = {
-            NeedMembership: lambda q: facts.membership(q.user, q.workspace),
-            NeedAssistant: lambda q: facts.assistant(q.assistant_id),
-            NeedChat: lambda q: facts.chat(q.chat_id),
-            NeedGrant: lambda q: facts.has_grant(q.user, q.assistant_id),
+            NeedBody: _no_body_reader,
+            NeedMembership: lambda q: membership(*q),
+            NeedAssistant: lambda q: assistant(*q),
+            NeedChat: lambda q: chat(*q),
+            NeedGrant: lambda q: has_grant(*q),
             NeedApiKey: lambda q: self._api_keys().get(q.key_id),
             NeedJwk: lambda q: self._jwks().get_key(q.kid, q.alg),
             NeedSession: lambda q: self._sessions().get_session(q.session_token),
             NeedRateLimit: lambda q: self._limiter().hit(q.key, q.spec),
         }
-        # What adecide may answer inline: synchronous facts never do I/O worth a thread
-        # (in-memory, or the host's own choice), so no await is spent on them.
-        self._inline_answers = (
-            {} if self._facts_async else {kind: answers[kind] for kind in _FACT_QUERIES}
-        )
+        # Synchronous facts are called by the core itself (no generator round trip per
+        # lookup); async ones are awaited by adecide and refused by decide.
+        self._inline_facts: Facts | None = None if self._facts_async else facts
         if self._facts_async:
             for kind in _FACT_QUERIES:
                 answers[kind] = _needs_adecide
@@ -279,22 +280,18 @@ class Authorizer:
         principal: Principal | None = None,
         read_body: AsyncBodyReader | None = None,
     ) -> Decision:
-        flow = decide(request, self.core, now=self.clock(), principal=principal)
+        flow = decide(
+            request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
+        )
         return await self._arun(flow, read_body)
 
     async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None) -> Decision:
-        # The async twin of run_flow. In-memory facts are answered without an await (a
-        # coroutine per lookup would cost more than the lookup); the rest is awaited.
-        inline = self._inline_answers
+        # The async twin of _drive: every query that reaches here is awaited.
         try:
             query = next(flow)
             while True:
                 try:
-                    handler = inline.get(type(query))
-                    if handler is not None:
-                        answer = handler(query)
-                    else:
-                        answer = await self._aanswer(query, read_body)
+                    answer = await self._aanswer(query, read_body)
                 except Exception as exc:
                     query = flow.throw(_dependency_error(query, exc))
                 else:
@@ -359,6 +356,10 @@ class Authorizer:
 _FACT_QUERIES = frozenset({NeedMembership, NeedAssistant, NeedChat, NeedGrant})
 
 
+def _no_body_reader(query: Query) -> Any:
+    raise RuntimeError("the adapter supplied no way to read the body")
+
+
 def _needs_adecide(query: Query) -> Any:
     raise TypeError("async facts need adecide(), not decide()")
 
@@ -376,15 +377,32 @@ def ask_facts(facts: Facts, query: NeedMembership | NeedAssistant | NeedChat | N
 
 def run_flow(flow: Flow, answer: Callable[[Query], Any]) -> Decision:
     """Drive ``flow`` with a plain answering function (tests, the CLI, custom hosts)."""
+    return _drive(flow, _Everything(answer))
+
+
+class _Everything(dict[type, Callable[[Any], Any]]):
+    """An answer table that routes every query type to one function."""
+
+    def __init__(self, answer: Callable[[Query], Any]) -> None:
+        super().__init__()
+        self._answer = answer
+
+    def __missing__(self, kind: type) -> Callable[[Any], Any]:
+        return self._answer
+
+
+def _drive(flow: Flow, answers: Mapping[type, Callable[[Any], Any]]) -> Decision:
+    """Run ``flow`` to its decision, answering each query by its type."""
+    send = flow.send
     try:
         query = next(flow)
         while True:
             try:
-                value = answer(query)
+                value = answers[type(query)](query)
             except Exception as exc:
                 query = flow.throw(_dependency_error(query, exc))
             else:
-                query = flow.send(value)
+                query = send(value)
     except StopIteration as done:
         result: Decision = done.value
         return result

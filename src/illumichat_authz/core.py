@@ -17,15 +17,16 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from .authn import Authenticators, authenticate
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision, ResourceRef
-from .errors import AuthzError, BadRequestError, CredentialError
-from .facts import Assistant, Chat, Membership
+from .errors import AuthzError, BadRequestError, CredentialError, DependencyUnavailableError
+from .facts import Assistant, Chat, Facts, Membership
 from .net import IPNetwork, client_ip, public_url
 from .paths import canonical_segments
 from .policy import Policy
@@ -58,6 +59,22 @@ _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\]{1,256}\Z")
 _REALM = "illumichat"
 _FROM_RESOURCE = ("resource",)
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+_new_tuple = tuple.__new__
+
+# Enum members read once: attribute access on an Enum class costs a lookup per use.
+_ASSISTANT = ResourceKind.ASSISTANT
+_CHAT = ResourceKind.CHAT
+_WORKSPACE = ResourceKind.WORKSPACE
+_MEMBER = ResourceKind.MEMBER
+_REL_NONE = Relation.NONE
+_REL_CREATOR = Relation.CREATOR
+_REL_GRANTEE = Relation.GRANTEE
+_REL_TARGET_OWNER = Relation.TARGET_OWNER
+_ACTIVE = MembershipStatus.ACTIVE
+_INACTIVE = MembershipStatus.INACTIVE
+_OWNER = Role.OWNER
+_ALLOWED = Reason.ALLOWED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,16 +98,23 @@ class Core:
     rate_limits: Mapping[str, RateLimitSpec] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class _Trace:
-    """What is known so far, so that a failure anywhere still reports its context."""
+    """What is known so far, so that a failure anywhere still reports its context.
+
+    A plain class with class-level defaults: one is made per decision, and setting only
+    what is known is cheaper than a dataclass ``__init__`` on the per-request path.
+    """
 
     route: Route | None = None
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = _NO_PARAMS
     principal: Principal | None = None
     resource: ResourceRef | None = None
     role: str | None = None
     explanation: tuple[str, ...] = ()
+
+    def __init__(self, principal: Principal | None = None) -> None:
+        if principal is not None:
+            self.principal = principal
 
     def decision(
         self,
@@ -101,19 +125,24 @@ class _Trace:
         headers: tuple[tuple[str, str], ...] = (),
     ) -> Decision:
         route = self.route
-        return Decision(
-            STATUS_OF[reason] if status is None else status,
-            reason,
-            message,
-            route.id if route else None,
-            route.route_class if route else None,
-            route.action if route else None,
-            self.resource,
-            self.principal,
-            self.role,
-            headers,
-            self.explanation,
-            tuple(self.params.items()),
+        params = self.params
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (same fields, in order).
+        return _new_tuple(
+            Decision,
+            (
+                STATUS_OF[reason] if status is None else status,
+                reason,
+                message,
+                route.id if route else None,
+                route.route_class if route else None,
+                route.action if route else None,
+                self.resource,
+                self.principal,
+                self.role,
+                headers,
+                self.explanation,
+                tuple(params.items()) if params else (),
+            ),
         )
 
 
@@ -132,15 +161,23 @@ def _www_authenticate(exc: CredentialError | None) -> tuple[tuple[str, str], ...
 
 
 def decide(
-    request: RequestFacts, core: Core, *, now: float, principal: Principal | None = None
+    request: RequestFacts,
+    core: Core,
+    *,
+    now: float,
+    principal: Principal | None = None,
+    facts: Facts | None = None,
 ) -> Flow:
     """Decide ``request``. ``principal``: a caller the host has already authenticated.
 
     The generator yields queries; the value it returns is the :class:`Decision`.
+    ``facts``: a synchronous store to call directly instead of yielding facts queries
+    (in-memory facts answer in well under a microsecond: a generator round trip per
+    lookup would cost more than the lookup). Its failures are 503s all the same.
     """
     trace = _Trace()
     try:
-        return (yield from _decide(request, core, now, principal, trace))
+        return (yield from _decide(request, core, now, principal, trace, facts))
     except CredentialError as exc:
         trace.principal = None
         return trace.decision(
@@ -163,35 +200,41 @@ def decide_access(
     resource_kind: str | None = None,
     resource_id: str | None = None,
     workspace: str | None = None,
+    facts: Facts | None = None,
 ) -> Flow:
     """Decide ``action`` on a resource for an already-verified ``principal``.
 
     For callers without an HTTP request: the AuthZEN endpoint, DRF object permissions.
     The same rules as ``decide`` apply (scopes, workspace binding, membership, casbin);
-    ``workspace`` is needed for list/create actions and member resources.
+    ``workspace`` is needed for list/create actions and member resources; ``facts`` as
+    for :func:`decide`.
     """
-    trace = _Trace(principal=principal)
+    trace = _Trace(principal)
     try:
         if action not in core.policy.actions:
-            return trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}")
-        if resource_kind is not None and resource_kind not in _KINDS:
-            return trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
+            return _finished(trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}"))
         params: dict[str, str] = {}
         if resource_kind is not None:
+            if resource_kind not in _KINDS:
+                return _finished(
+                    trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
+                )
             if not resource_id or not _WORKSPACE_ID.match(resource_id):
                 raise BadRequestError("resource id missing or malformed", reason=Reason.BAD_HEADER)
             params["id"] = resource_id
         if workspace is not None:
             params["workspace"] = workspace
-        route = _access_route(action, resource_kind)
-        trace.route = route
-        match = RouteMatch(route, params)
-        return (yield from _authorize(_NO_REQUEST, core, match, principal, trace))
+        route = trace.route = _access_route(action, resource_kind)
     except AuthzError as exc:
-        return trace.decision(exc.reason, exc.message)
-    except Exception:
-        _log.exception("internal error while deciding access; denied")
-        return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+        return _finished(trace.decision(exc.reason, exc.message))
+    match: RouteMatch = _new_tuple(RouteMatch, (route, params))
+    return _authorize(_NO_REQUEST, core, match, principal, trace, facts)
+
+
+def _finished(decision: Decision) -> Flow:
+    """A flow that asks nothing: the decision is already known."""
+    yield from ()
+    return decision
 
 
 _KINDS = frozenset(k.value for k in ResourceKind)
@@ -232,7 +275,12 @@ def _check_envelope(request: RequestFacts, core: Core) -> tuple[str, ...]:
 
 
 def _decide(
-    request: RequestFacts, core: Core, now: float, given: Principal | None, trace: _Trace
+    request: RequestFacts,
+    core: Core,
+    now: float,
+    given: Principal | None,
+    trace: _Trace,
+    facts: Facts | None,
 ) -> Flow:
     segments = _check_envelope(request, core)
     method = request.method
@@ -275,7 +323,7 @@ def _decide(
                 Reason.ALLOWED, "undeclared route; any authenticated caller may use it"
             )
         return trace.decision(Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403)
-    return (yield from _authorize(request, core, match, principal, trace))
+    return (yield from _authorize(request, core, match, principal, trace, facts))
 
 
 def _rate_limit(
@@ -352,97 +400,160 @@ def _workspace_from(
 
 
 def _authorize(
-    request: RequestFacts, core: Core, match: RouteMatch, principal: Principal, trace: _Trace
+    request: RequestFacts,
+    core: Core,
+    match: RouteMatch,
+    principal: Principal,
+    trace: _Trace,
+    facts: Facts | None,
 ) -> Flow:
-    route = match.route
-    action = route.action
-    user = principal.user_id
-    if principal.scopes is not None and action not in principal.scopes:
-        return trace.decision(
-            Reason.SCOPE_NOT_GRANTED, f"this credential's scopes do not include {action}"
-        )
+    """Scopes, resource, workspace, membership, then the compiled casbin policy.
 
-    spec = route.resource
-    resource_id = match.params.get(spec.param) if spec else None
-    resource_ws: str | None = None
-    vis: str | None = None
-    rel = Relation.NONE
-    found: Assistant | Chat | None = None
-    if spec is not None and resource_id is not None:
-        if spec.kind is ResourceKind.ASSISTANT:
-            found = yield NeedAssistant(resource_id)
-        elif spec.kind is ResourceKind.CHAT:
-            found = yield NeedChat(resource_id)
-        elif spec.kind is ResourceKind.WORKSPACE:
-            resource_ws = resource_id
-        if spec.kind is ResourceKind.ASSISTANT or spec.kind is ResourceKind.CHAT:
-            if found is None:
-                trace.resource = ResourceRef(spec.kind, resource_id, None)
-                return _not_found(trace, spec.kind)
-            resource_ws = found.workspace
-            if found.creator == user:
-                rel = Relation.CREATOR
-        if isinstance(found, Assistant):
-            vis = found.visibility
-            needs_grant = rel == Relation.NONE and (
-                core.policy.grant_matters(route.action, vis)
-                or (
-                    core.conceal_hidden
-                    and core.policy.grant_matters(core.routes.read_actions.get(spec.kind, ""), vis)
-                )
+    Maps its own failures to a deny (as ``decide`` does), so that ``decide_access`` can
+    hand this generator to the driver without wrapping it in another one.
+    """
+    try:
+        # The per-request path: enum members come from module constants (see the top).
+        route = match.route
+        action = route.action
+        user = principal.user_id
+        scopes = principal.scopes
+        if scopes is not None and action not in scopes:
+            return trace.decision(
+                Reason.SCOPE_NOT_GRANTED, f"this credential's scopes do not include {action}"
             )
-            if needs_grant and (yield NeedGrant(user, found.id)):
-                rel = Relation.GRANTEE
 
-    if route.workspace == _FROM_RESOURCE:
-        workspace = resource_ws
-    else:
-        workspace = _workspace_from(route.workspace, request, match.params, principal, resource_ws)
-    kind: str = spec.kind if spec else ResourceKind.WORKSPACE
-    trace.resource = ResourceRef(kind, resource_id if spec else workspace, workspace)
-    if workspace is None:
-        return trace.decision(
-            Reason.MISSING_WORKSPACE, "no workspace given (X-Workspace-Id) and none is active"
-        )
-    if principal.workspace_bound and workspace != principal.workspace:
-        if core.conceal_hidden and spec is not None:
-            return _not_found(trace, kind)
-        return trace.decision(
-            Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace"
-        )
+        spec = route.resource
+        kind: str = _WORKSPACE
+        resource_id: str | None = None
+        resource_ws: str | None = None
+        vis: str | None = None
+        rel: str = _REL_NONE
+        policy = core.policy
+        if spec is not None:
+            kind = spec.kind
+            resource_id = match.params.get(spec.param)
+        if resource_id is not None:
+            if kind is _WORKSPACE:
+                resource_ws = resource_id
+            elif kind is _ASSISTANT or kind is _CHAT:
+                found: Assistant | Chat | None
+                if facts is None:
+                    found = yield (
+                        NeedAssistant(resource_id) if kind is _ASSISTANT else NeedChat(resource_id)
+                    )
+                elif kind is _ASSISTANT:
+                    found = _ask(facts.assistant, "assistant", resource_id)
+                else:
+                    found = _ask(facts.chat, "chat", resource_id)
+                if found is None:
+                    trace.resource = _new_tuple(ResourceRef, (kind, resource_id, None))
+                    return _not_found(trace, kind)
+                resource_ws = found.workspace
+                if kind is _ASSISTANT:
+                    vis = found.visibility  # type: ignore[union-attr]
+                if found.creator == user:
+                    rel = _REL_CREATOR
+                elif (
+                    vis is not None
+                    and (
+                        (action, vis) in policy.grant_sensitive
+                        or _concealed_grant_matters(core, vis)
+                    )
+                    and (
+                        _ask(facts.has_grant, "grant", user, found.id)
+                        if facts is not None
+                        else (yield NeedGrant(user, found.id))
+                    )
+                ):
+                    rel = _REL_GRANTEE
 
-    membership: Membership | None = yield NeedMembership(user, workspace)
-    role: str = membership.role if membership else NO_ROLE
-    status: str = (
-        MembershipStatus.ACTIVE
-        if membership is None or membership.status == MembershipStatus.ACTIVE
-        else MembershipStatus.INACTIVE
-    )
-    trace.role = membership.role if membership else None
-
-    if spec is not None and spec.kind is ResourceKind.MEMBER and resource_id is not None:
-        if membership is None:
-            # Not a member: say nothing about who else is (no target lookup).
-            rel = Relation.NONE
+        sources = route.workspace
+        if sources == _FROM_RESOURCE:
+            workspace = resource_ws
         else:
-            target: Membership | None = yield NeedMembership(resource_id, workspace)
+            workspace = _workspace_from(sources, request, match.params, principal, resource_ws)
+        trace.resource = _new_tuple(
+            ResourceRef, (kind, resource_id if spec else workspace, workspace)
+        )
+        if workspace is None:
+            return trace.decision(
+                Reason.MISSING_WORKSPACE, "no workspace given (X-Workspace-Id) and none is active"
+            )
+        if principal.workspace_bound and workspace != principal.workspace:
+            if core.conceal_hidden and spec is not None:
+                return _not_found(trace, kind)
+            return trace.decision(
+                Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace"
+            )
+
+        membership: Membership | None = (
+            _ask(facts.membership, "membership", user, workspace)
+            if facts is not None
+            else (yield NeedMembership(user, workspace))
+        )
+        if membership is None:
+            role: str = NO_ROLE
+            status: str = _ACTIVE
+        else:
+            role = membership.role
+            status = _ACTIVE if membership.status == _ACTIVE else _INACTIVE
+            trace.role = role
+
+        if kind is _MEMBER and resource_id is not None and membership is not None:
+            # Only members learn about other members (no target lookup for outsiders).
+            target: Membership | None = (
+                _ask(facts.membership, "membership", resource_id, workspace)
+                if facts is not None
+                else (yield NeedMembership(resource_id, workspace))
+            )
             if target is None:
                 return _not_found(trace, kind)
-            if target.role is Role.OWNER:
-                rel = Relation.TARGET_OWNER
+            if target.role is _OWNER:
+                rel = _REL_TARGET_OWNER
 
-    verdict = core.policy.verdict(role, status, action, rel, vis)
-    trace.explanation = verdict.explanation
-    if verdict.allowed:
-        return trace.decision(Reason.ALLOWED, verdict.message)
-    if core.conceal_hidden and spec is not None:
-        read_action = core.routes.read_actions.get(spec.kind)
-        if read_action is not None and read_action != action:
-            if not core.policy.verdict(role, status, read_action, rel, vis).allowed:
+        verdict = policy.verdict(role, status, action, rel, vis)
+        trace.explanation = verdict.explanation
+        if verdict.allowed:
+            return trace.decision(_ALLOWED, verdict.message)
+        if core.conceal_hidden and spec is not None:
+            read_action = core.routes.read_actions.get(spec.kind)
+            if read_action is not None and read_action != action:
+                if not policy.verdict(role, status, read_action, rel, vis).allowed:
+                    return _not_found(trace, kind)
+            elif read_action is not None:
                 return _not_found(trace, kind)
-        elif read_action is not None:
-            return _not_found(trace, kind)
-    return trace.decision(verdict.reason, verdict.message)
+        return trace.decision(verdict.reason, verdict.message)
+    except CredentialError:
+        raise  # decide() answers these with a challenge
+    except AuthzError as exc:
+        if exc.status >= 500:
+            _log.warning("denied with %s: %s", exc.reason.value, exc.message)
+        return trace.decision(exc.reason, exc.message)
+    except Exception:
+        _log.exception("internal error while authorizing; the request is denied")
+        return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+
+
+def _ask(lookup: Callable[..., Any], which: str, *args: str) -> Any:
+    """Call a synchronous facts lookup; its failure is a 503, as through the driver."""
+    try:
+        return lookup(*args)
+    except AuthzError:
+        raise
+    except Exception as exc:
+        _log.warning("%s lookup failed: %s", which, type(exc).__name__)
+        raise DependencyUnavailableError(
+            f"{which} lookup is unavailable; retry later", reason=Reason.FACTS_UNAVAILABLE
+        ) from None
+
+
+def _concealed_grant_matters(core: Core, vis: str) -> bool:
+    # A grant is looked up only where it can change the verdict (policy.grant_sensitive)
+    # or, when hidden resources are concealed, whether the caller may read the assistant.
+    return core.conceal_hidden and core.policy.grant_matters(
+        core.routes.read_actions.get(_ASSISTANT, ""), vis
+    )
 
 
 def _not_found(trace: _Trace, kind: str) -> Decision:

@@ -90,7 +90,7 @@ class Policy:
         # (action, visibility) pairs whose verdict can change when the caller holds a grant;
         # elsewhere the grant need not be looked up at all.
         none, grantee = Relation.NONE.value, Relation.GRANTEE.value
-        self._grant_sensitive: frozenset[tuple[str, str | None]] = frozenset(
+        self.grant_sensitive: frozenset[tuple[str, str | None]] = frozenset(
             (act, vis)
             for (role, status, act, rel, vis), verdict in self._table.items()
             if rel == grantee
@@ -103,7 +103,7 @@ class Policy:
 
     def grant_matters(self, act: str, vis: str | None) -> bool:
         """Whether holding a grant can change the verdict for ``act`` on a ``vis`` assistant."""
-        return (act, vis) in self._grant_sensitive
+        return (act, vis) in self.grant_sensitive
 
     def mentions_relation(self, relation: str) -> bool:
         """Whether any rule names ``relation`` (if not, it need never be looked up)."""
