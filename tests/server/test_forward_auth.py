@@ -101,6 +101,73 @@ def test_unknowable_original_request_is_400(headers: list[tuple[str, str]]) -> N
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # Traefik sets X-Forwarded-*; a client adds X-Original-* to reach a public route.
+        [
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/api/workspaces/w1/settings"),
+            ("x-original-uri", "/api/widget/x/config"),
+        ],
+        # ... or to turn a DELETE into a CORS preflight.
+        [
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-uri", "/api/workspaces/w1"),
+            ("x-original-method", "OPTIONS"),
+        ],
+        # nginx sets X-Original-*; a client adds X-Forwarded-*.
+        [("x-original-uri", "/api/chats"), ("x-forwarded-uri", "/api/widget/x/config")],
+    ],
+)
+def test_conflicting_original_request_is_400(headers: list[tuple[str, str]]) -> None:
+    with pytest.raises(BadRequestError) as info:
+        forwarded_request(method="GET", raw_path="/auth", query="", headers=headers, peer=None)
+    assert info.value.status == 400
+    assert "disagree" in info.value.message
+
+
+def test_original_uri_header_cannot_override_the_envoy_path() -> None:
+    with pytest.raises(BadRequestError):
+        forwarded_request(
+            method="DELETE",
+            raw_path="/auth/api/workspaces/w1",
+            query="",
+            headers=[("x-original-uri", "/api/widget/x/config")],
+            peer=None,
+        )
+
+
+def test_agreeing_header_families_are_one_request() -> None:
+    facts = forwarded_request(
+        method="GET",
+        raw_path="/auth",
+        query="",
+        headers=[("x-original-uri", "/api/chats"), ("x-forwarded-uri", "/api/chats")],
+        peer=None,
+    )
+    assert facts.path == "/api/chats"
+
+
+def test_client_sent_header_family_never_reaches_a_public_decision(
+    seeded: FactsBuilder, authorizer: Authorizer
+) -> None:
+    response = ask(
+        authorizer,
+        "GET",
+        "/auth",
+        headers={
+            "x-forwarded-method": "DELETE",
+            "x-forwarded-uri": "/api/workspaces/w1",
+            "x-original-method": "OPTIONS",
+            "x-original-uri": "/api/widget/x/config",
+            "access-control-request-method": "DELETE",
+        },
+    )
+    assert response.status_code == 400
+    assert response.headers.get("x-authz-reason") != "public"
+
+
 # --- the endpoint ------------------------------------------------------------------------
 
 

@@ -69,16 +69,29 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def _single(headers: Iterable[tuple[str, str]], *names: str) -> str | None:
-    """The value of the first of ``names`` present; two values of one name is a 400."""
-    pairs = list(headers)
+def _single(pairs: list[tuple[str, str]], *names: str, extra: str | None = None) -> str | None:
+    """The one value that ``names`` (and ``extra``, another source) agree on, if any.
+
+    Proxies differ in which header they set (nginx: X-Original-*, Traefik:
+    X-Forwarded-*), and each passes the client's other headers through: a client can
+    add the family its proxy does not set. So when two sources disagree, nobody can
+    know which one the proxy wrote: 400, never a guess (a guess is an auth bypass).
+    """
+    found: dict[str, str] = {}
     for name in names:
         values = [v for k, v in pairs if k == name]
         if len(values) > 1:
             raise BadRequestError(f"more than one {name} header", reason=Reason.BAD_HEADER)
         if values:
-            return values[0].strip()
-    return None
+            found[name] = values[0].strip()
+    if extra is not None:
+        found["the path after the check prefix"] = extra
+    if len(set(found.values())) > 1:
+        raise BadRequestError(
+            f"conflicting original request: {' and '.join(found)} disagree",
+            reason=Reason.BAD_HEADER,
+        )
+    return next(iter(found.values()), None)
 
 
 def forwarded_request(
@@ -97,17 +110,16 @@ def forwarded_request(
     """
     pairs = [(k.lower(), v) for k, v in headers]
     original_method = _single(pairs, "x-original-method", "x-forwarded-method") or method
-    uri = _single(pairs, "x-original-uri", "x-forwarded-uri")
+    # Envoy: the original path follows the check path prefix.
+    rest = raw_path[len(prefix) :] if raw_path.startswith(prefix) else ""
+    envoy = rest + (f"?{query}" if query else "") if rest else None
+    uri = _single(pairs, "x-original-uri", "x-forwarded-uri", extra=envoy)
     if uri is None:
-        # Envoy: the original path follows the check path prefix.
-        rest = raw_path[len(prefix) :] if raw_path.startswith(prefix) else ""
-        if not rest.startswith("/"):
-            raise BadRequestError(
-                "no original URI: send X-Original-URI (nginx), X-Forwarded-Uri (Traefik) "
-                f"or append the path to {prefix} (Envoy)",
-                reason=Reason.BAD_HEADER,
-            )
-        uri = rest + (f"?{query}" if query else "")
+        raise BadRequestError(
+            "no original URI: send X-Original-URI (nginx), X-Forwarded-Uri (Traefik) "
+            f"or append the path to {prefix} (Envoy)",
+            reason=Reason.BAD_HEADER,
+        )
     if len(uri) > MAX_URI_CHARS:
         raise BadRequestError("original URI too long", reason=Reason.NON_CANONICAL_PATH)
     split = split_request_uri(uri.partition("#")[0])
