@@ -266,6 +266,38 @@ def test_a_batch_from_stdin_through_the_console_script(config: Path, tmp_path: P
     check_batch([json.loads(line) for line in proc.stdout.splitlines()])
 
 
+def test_lone_surrogates_and_non_utf8_stdin_never_stop_the_batch(config: Path) -> None:
+    # A strict UTF-8 stdout and stdin (a common locale) must not turn odd input into a
+    # traceback half-way through a batch: every line gets its JSON answer.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ILLUMICHAT_AUTHZ_")}
+    env["PYTHONIOENCODING"] = "utf-8:strict"
+    lines = [
+        json.dumps(
+            {
+                "method": "GET",
+                "path": "/api/assistants",
+                "headers": {"X-Workspace-Id": "\ud800"},
+                "client_ip": "192.0.2.90",
+            }
+        ).encode(),
+        b"\xff\xfe not UTF-8",
+        json.dumps({"method": "GET", "path": "/api/widget/a-1/config"}).encode(),
+    ]
+    proc = subprocess.run(
+        [str(SCRIPT), "decide", "--config", str(config), "--batch", "-"],
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    out = [json.loads(line) for line in proc.stdout.decode("ascii").splitlines()]
+    assert [line["status"] for line in out] == [400, 400, 200]
+    assert [line["reason"] for line in out[:2]] == ["bad_header", "malformed_request"]
+
+
 def test_rate_limit_state_is_shared_across_the_batch(
     config: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -112,6 +112,26 @@ def test_a_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) 
         load_settings()
 
 
+def test_a_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"[routes]\n# \xff\n")
+    with pytest.raises(ConfigurationError, match="not valid UTF-8"):
+        load_settings(path)
+
+
+def test_a_deeply_nested_environment_value_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ILLUMICHAT_AUTHZ_PROXIES__TRUSTED", "[" * 100_000)
+    with pytest.raises(ConfigurationError):
+        load_settings()
+
+
+def test_a_secret_with_a_lone_surrogate_names_the_key() -> None:
+    with pytest.raises(ConfigurationError, match=r"session\.secrets"):
+        load_settings(overrides={"session": {"secrets": ["ok-secret", "bad\ud800"]}})
+
+
 def test_relative_paths_are_resolved_against_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

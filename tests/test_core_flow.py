@@ -378,6 +378,24 @@ def test_a_malformed_workspace_header_is_400(authz: Authorizer, value: str) -> N
     assert outcome(decision) == (400, "bad_header")
 
 
+@pytest.mark.parametrize("value", ["ws-1\x85", "\xa0ws-1", "ws-1\u2028", "\u3000ws-1"])
+def test_only_spaces_and_tabs_are_trimmed_from_the_workspace_header(
+    authz: Authorizer, value: str
+) -> None:
+    # str.strip() would turn each of these into "ws-1", where the caller is a member,
+    # while the app behind us reads the raw value: the two must never disagree.
+    decision = authz.decide(req(headers=[cookie(session(ws=None)), ("X-Workspace-Id", value)]))
+    assert not decision.allowed
+    assert decision.resource is None or decision.resource.workspace != "ws-1"
+    trimmed = authz.decide(req(headers=[cookie(session(ws=None)), ("X-Workspace-Id", " ws-1\t")]))
+    assert outcome(trimmed) == (200, "allowed")
+
+
+def test_a_workspace_header_with_a_lone_surrogate_is_400(authz: Authorizer) -> None:
+    decision = authz.decide(req(headers=[cookie(session()), ("X-Workspace-Id", "ws-\ud800")]))
+    assert outcome(decision) == (400, "bad_header")
+
+
 def test_no_workspace_anywhere_is_missing_workspace(authz: Authorizer) -> None:
     decision = authz.decide(req(headers=[cookie(session(ws=None))]))
     assert outcome(decision) == (400, "missing_workspace")

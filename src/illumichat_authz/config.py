@@ -100,6 +100,13 @@ class SessionSettings(_Section):
     def _secrets_not_blank(cls, value: list[str]) -> list[str]:
         if any(not s.strip() for s in value):
             raise ValueError("secrets must not contain empty strings")
+        for secret in value:
+            try:
+                secret.encode("utf-8")  # the key derivation hashes the UTF-8 bytes
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "secrets must be valid Unicode text (no lone surrogates)"
+                ) from None
         return value
 
 
@@ -265,6 +272,8 @@ def load_settings(
             raise ConfigurationError(f"configuration file not found: {file}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{file}: TOML syntax error: {exc}") from exc
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{file}: not valid UTF-8 (TOML files are UTF-8)") from None
         except OSError as exc:
             raise ConfigurationError(f"{file}: cannot read: {exc.strerror}") from exc
         data = _resolve_paths(data, file.parent.resolve())
@@ -273,6 +282,10 @@ def load_settings(
             data.setdefault(section, {}).update(values)
     try:
         return Settings(**data)
+    except RecursionError:
+        raise ConfigurationError(
+            f"invalid configuration in {source}: a value is nested too deeply"
+        ) from None
     except ValidationError as exc:
         raise ConfigurationError(_describe(exc, source)) from None
     except SettingsError as exc:

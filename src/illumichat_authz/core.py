@@ -55,8 +55,10 @@ Flow = Generator[Query, Any, Decision]
 # RFC 9110 §5.6.2 token; methods are case-sensitive, so "get" is simply undeclared.
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]{1,256}\Z")
-_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\]{1,256}\Z")
+# Controls (but tab), DEL, and lone surrogates (no UTF-8 form: they cannot be logged,
+# compared or sent on, so nothing downstream could agree on what they were).
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+_WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\\ud800-\udfff]{1,256}\Z")
 _REALM = "illumichat"
 _FROM_RESOURCE = ("resource",)
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -391,7 +393,7 @@ def _workspace_from(
             if len(values) > 1:
                 raise BadRequestError(f"more than one {src[7:]} header", reason=Reason.BAD_HEADER)
             if values:
-                value = values[0].strip()
+                value = values[0].strip(" \t")  # RFC 9110 OWS only, not all of Unicode
                 if not _WORKSPACE_ID.match(value):
                     raise BadRequestError(f"malformed {src[7:]} header", reason=Reason.BAD_HEADER)
         if value:

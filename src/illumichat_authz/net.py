@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from illumichat_authz.errors import BadRequestError, ConfigurationError
 from illumichat_authz.reasons import Reason
 
+from .request import is_decimal
+
 __all__ = [
     "MAX_FORWARDED_HOPS",
     "IPNetwork",
@@ -62,12 +64,12 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
     if text.startswith("["):
         inner, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+        if not sep or (rest and not (rest.startswith(":") and is_decimal(rest[1:]))):
             return None
         text = inner
     elif text.count(":") == 1:
         text, _, port = text.partition(":")
-        if not port.isdigit():
+        if not is_decimal(port):
             return None
     if "%" in text:  # scoped IPv6 (fe80::1%eth0) never comes from the Internet
         return None

@@ -70,10 +70,11 @@ def canonical_segments(raw_path: str, *, max_length: int = 2048) -> tuple[str, .
         raise _fail("must start with '/'")
     if not _RAW_OK.match(raw_path):
         raise _fail("contains a character that must not appear in a path")
-    if _PCT.search(raw_path):
-        raise _fail("invalid percent-encoding")
-    if _BAD_ESCAPE.search(raw_path):
-        raise _fail("encoded '.', '/', '\\' or control character")
+    if "%" in raw_path:
+        if _PCT.search(raw_path):
+            raise _fail("invalid percent-encoding")
+        if _BAD_ESCAPE.search(raw_path):
+            raise _fail("encoded '.', '/', '\\' or control character")
     if raw_path == "/":
         return ()
     parts = raw_path[1:].split("/")

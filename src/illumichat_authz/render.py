@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from http import HTTPStatus
+from urllib.parse import quote
 
 from .decision import Decision
 from .reasons import Reason
@@ -66,20 +67,37 @@ def render_denial(decision: Decision, *, request_id: str | None = None) -> Rende
 
 
 def identity_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
-    """Headers a forward-auth server adds on allow, for upstreams in any language."""
+    """Headers a forward-auth server adds on allow, for upstreams in any language.
+
+    Ids may be any Unicode (a workspace ``ws_日本``), but a header value is Latin-1 on
+    the wire and must hold no control characters: values are percent-encoded UTF-8
+    wherever they contain ``%``, a control character or anything outside printable ASCII
+    (``unquote`` restores them); plain ids such as ``auth0|abc`` go as they are.
+    """
     out: list[tuple[str, str]] = [("x-authz-reason", decision.reason.value)]
     if decision.route:
-        out.append(("x-authz-route", decision.route))
+        out.append(("x-authz-route", header_safe(decision.route)))
     if decision.action:
-        out.append(("x-authz-action", decision.action))
+        out.append(("x-authz-action", header_safe(decision.action)))
     p = decision.principal
     if p is not None and decision.reason is not Reason.PUBLIC:
-        out.append(("x-authz-user-id", p.user_id))
+        out.append(("x-authz-user-id", header_safe(p.user_id)))
         out.append(("x-authz-credential", p.kind.value))
         if decision.resource and decision.resource.workspace:
-            out.append(("x-authz-workspace", decision.resource.workspace))
+            out.append(("x-authz-workspace", header_safe(decision.resource.workspace)))
         elif p.workspace:
-            out.append(("x-authz-workspace", p.workspace))
+            out.append(("x-authz-workspace", header_safe(p.workspace)))
         if decision.role:
-            out.append(("x-authz-role", decision.role))
+            out.append(("x-authz-role", header_safe(decision.role)))
     return tuple(out)
+
+
+# Printable ASCII less '%' (the escape character itself) stays as it is.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_safe(value: str) -> str:
+    """``value`` as a header value: percent-encoded UTF-8 where it is not plain ASCII."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value
+    return quote(value, safe=_HEADER_SAFE, errors="surrogatepass")

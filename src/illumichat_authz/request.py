@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["MAX_HEADER_BYTES", "RequestFacts"]
+__all__ = ["MAX_HEADER_BYTES", "RequestFacts", "is_decimal"]
 
 #: Total header bytes we look at; more is 400 ``bad_header`` (servers cap lower anyway).
 MAX_HEADER_BYTES = 64 * 1024
@@ -65,3 +65,9 @@ class RequestFacts:
             if k == name:
                 return v
         return None
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only (Content-Length, ports): ``str.isdigit`` also accepts "²" and
+    "٣", which ``int`` refuses or reads as a number nobody sent."""
+    return text.isascii() and text.isdigit()

@@ -303,4 +303,6 @@ def load_routes(path: str | Path) -> RouteTable:
         raise ConfigurationError(f"route table not found: {file}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{file}: TOML syntax error: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{file}: not valid UTF-8 (TOML files are UTF-8)") from None
     return routes_from_document(data, source=str(file))

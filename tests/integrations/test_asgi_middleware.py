@@ -325,6 +325,18 @@ def test_declared_length_over_limit_is_413_without_reading() -> None:
     assert sent[0]["status"] == 413
 
 
+@pytest.mark.parametrize("declared", ["\u00b2", "\u0663", "1_0", " ", "-1"])
+def test_unreadable_declared_length_is_413_never_a_503(declared: str) -> None:
+    # "²".isdigit() is True but int("²") raises: that must not look like an outage.
+    app = Recorder()
+    mw = AuthzMiddleware(app, authorizer=make_authorizer())
+    sc = webhook_scope(b"", {})
+    sc["headers"] = [*sc["headers"], (b"content-length", declared.encode("latin-1", "replace"))]
+    sent = asyncio.run(call(mw, sc, []))
+    assert sent[0]["status"] == 413
+    assert app.scopes == []
+
+
 def test_lifespan_passes_through() -> None:
     app = Recorder()
     mw = AuthzMiddleware(app, authorizer=make_authorizer())

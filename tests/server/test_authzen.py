@@ -236,6 +236,18 @@ def test_malformed_requests_are_400(
         assert set(response.json()) == {"error"}
 
 
+@pytest.mark.parametrize("content", [b"[" * 60_000, b'{"a":' * 10_000])
+def test_deeply_nested_json_is_400_not_a_crash(authorizer: Authorizer, content: bytes) -> None:
+    response = post(
+        authorizer,
+        "/access/v1/evaluation",
+        headers={**AUTH, "content-type": "application/json"},
+        content=content,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "the body is not JSON"}
+
+
 def test_limits(seeded: FactsBuilder, authorizer: Authorizer) -> None:
     big = b'{"pad": "' + b"x" * 70_000 + b'"}'
     response = post(authorizer, "/access/v1/evaluation", headers=AUTH, content=big)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.errors import BadRequestError
+from illumichat_authz.render import header_safe
 from illumichat_authz.server import create_app, forwarded_request
 from illumichat_authz.testing.fixtures import FactsBuilder
 from illumichat_authz.testing.strategies import malformed_credentials, paths
@@ -191,6 +193,39 @@ def test_allow_carries_identity_headers(
     assert response.headers["x-authz-role"] == "admin"
     assert response.headers["x-authz-action"] == "assistant:update"
     assert response.headers["x-authz-credential"] == "session"
+
+
+def test_identity_headers_carry_any_unicode_id_percent_encoded(
+    authz_facts: FactsBuilder, authorizer: Authorizer, mint_session: Mint
+) -> None:
+    authz_facts.workspace("ws_日本").member("auth0|日本", role="member")
+    response = ask(
+        authorizer,
+        "GET",
+        "/auth",
+        headers={
+            "x-original-uri": "/api/workspaces/ws_%E6%97%A5%E6%9C%AC",
+            "cookie": mint_session("auth0|日本", workspace="ws_日本"),
+        },
+    )
+    assert response.status_code == 200
+    assert unquote(response.headers["x-authz-user-id"]) == "auth0|日本"
+    assert unquote(response.headers["x-authz-workspace"]) == "ws_日本"
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("auth0|abc-123", "auth0|abc-123"),  # plain ids go as they are
+        ("ws 1", "ws 1"),
+        ("100%", "100%25"),  # the escape character is escaped, so unquote is exact
+        ("a\r\nx-injected: 1", "a%0D%0Ax-injected: 1"),
+        ("日本", "%E6%97%A5%E6%9C%AC"),
+    ],
+)
+def test_header_safe(value: str, sent: str) -> None:
+    assert header_safe(value) == sent
+    assert unquote(header_safe(value)) == value
 
 
 def test_public_route_has_no_identity(authorizer: Authorizer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -129,6 +130,9 @@ def decide_lines(
 
 def _open(path: str) -> contextlib.AbstractContextManager[TextIO]:
     if path == "-":
+        # As for files: bytes that are not UTF-8 reach the parser as an error line.
+        if isinstance(sys.stdin, io.TextIOWrapper):
+            sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
         return contextlib.nullcontext(sys.stdin)
     return open(path, encoding="utf-8", errors="surrogateescape")
 
@@ -144,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
         with source as fh:
             for result in decide_lines(authorizer, fh, explain=args.explain):
-                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+                out.write(json.dumps(result) + "\n")
                 out.flush()
         return 0
     request = request_from_flags(args)
     decision = authorizer.decide(request, read_body=_body_reader(request))
-    out.write(json.dumps(_output(decision, args.explain), ensure_ascii=False) + "\n")
+    out.write(json.dumps(_output(decision, args.explain)) + "\n")
     return 0 if decision.allowed else 1

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
 from illumichat_authz.reasons import Reason
+from illumichat_authz.request import is_decimal
 
 __all__ = [
     "SUPPORTED_ALGORITHMS",
@@ -149,7 +150,7 @@ class UrllibJwksFetcher:
             if response.status != 200:
                 raise ValueError(f"JWKS endpoint answered {response.status}, not 200")
             declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
+            if declared is not None and is_decimal(declared) and int(declared) > self._max_bytes:
                 raise ValueError("JWKS response too large")
             body: bytes = response.read(self._max_bytes + 1)
         if len(body) > self._max_bytes:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..authorizer import Authorizer
 from ..decision import Decision
-from ..request import RequestFacts
+from ..request import RequestFacts, is_decimal
 from ._common import ANONYMOUS, check_host, internal_error, log, quote_path, render, request_id
 
 __all__ = ["AuthzMiddleware", "facts_from_scope"]
@@ -71,7 +71,7 @@ class _Body:
     async def read(self, max_bytes: int) -> bytes | None:
         if self._content_length is not None:
             declared = self._content_length.strip()
-            if not declared.isdigit() or int(declared) > max_bytes:
+            if not is_decimal(declared) or int(declared) > max_bytes:
                 return None  # over the limit (or unreadable): 413 without reading
         chunks: list[bytes] = []
         size = 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..request import is_decimal
 from ._common import missing_extra
 
 try:
@@ -124,7 +125,7 @@ def decide_request(authorizer: Authorizer, request: HttpRequest) -> tuple[Decisi
 
     def read_body(max_bytes: int) -> bytes | None:
         declared = str(request.META.get("CONTENT_LENGTH") or "0").strip()
-        if not declared.isdigit() or int(declared) > max_bytes:
+        if not is_decimal(declared) or int(declared) > max_bytes:
             return None
         try:
             body = request.body  # Django caches it, so the view reads it again

@@ -13,6 +13,7 @@ cookie and ``Authorization: Bearer``.
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+from ..request import is_decimal
 from ._common import missing_extra
 
 try:
@@ -79,7 +80,7 @@ async def _decide(request: Request, authorizer: Authorizer) -> Decision:
 
     async def read_body(max_bytes: int) -> bytes | None:
         declared = facts.header("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        if declared is not None and (not is_decimal(declared) or int(declared) > max_bytes):
             return None
         chunks: list[bytes] = []
         size = 0

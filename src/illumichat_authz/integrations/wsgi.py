@@ -14,7 +14,7 @@ from typing import Any
 
 from ..authorizer import Authorizer
 from ..decision import Decision
-from ..request import RequestFacts
+from ..request import RequestFacts, is_decimal
 from ._common import check_host, internal_error, log, quote_path, render, request_id
 from ._common import split_request_uri as _split
 
@@ -72,7 +72,7 @@ def read_environ_body(environ: Environ, max_bytes: int) -> bytes | None:
     we return ``None`` (413) without reading.
     """
     declared = str(environ.get("CONTENT_LENGTH") or "0").strip()
-    if not declared.isdigit() or int(declared) > max_bytes:
+    if not is_decimal(declared) or int(declared) > max_bytes:
         return None
     body = environ["wsgi.input"].read(int(declared)) if int(declared) else b""
     environ["wsgi.input"] = io.BytesIO(body)

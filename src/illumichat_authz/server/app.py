@@ -40,7 +40,7 @@ from ..errors import BadRequestError, SignatureError
 from ..integrations._common import render, request_id, split_request_uri
 from ..reasons import Reason
 from ..render import identity_headers
-from ..request import RequestFacts
+from ..request import RequestFacts, is_decimal
 from . import authzen
 
 __all__ = ["AUTH_PREFIX", "create_app", "forwarded_request"]
@@ -235,7 +235,7 @@ def _authzen_endpoint(
         if not _bearer_ok(request, token):
             return _authzen_error(401, "a valid bearer token is required", rid)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > authzen.MAX_BODY_BYTES:
+        if is_decimal(declared) and int(declared) > authzen.MAX_BODY_BYTES:
             return _authzen_error(413, "request body too large", rid)
         body = b""
         async for chunk in request.stream():
@@ -244,7 +244,7 @@ def _authzen_endpoint(
                 return _authzen_error(413, "request body too large", rid)
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _authzen_error(400, "the body is not JSON", rid)
         if not isinstance(doc, dict):
             return _authzen_error(400, "the body must be a JSON object", rid)
