@@ -11,6 +11,7 @@ and a literal segment beats a parameter.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import pytest
@@ -19,10 +20,13 @@ from hypothesis import strategies as st
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import load_settings
+from illumichat_authz.core import _HEADER_VALUE_BAD, _header_value_ok
+from illumichat_authz.errors import BadRequestError
 from illumichat_authz.facts import Assistant, InMemoryFacts, Membership
 from illumichat_authz.paths import canonical_segments
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.request import RequestFacts
+from illumichat_authz.routes import RouteMatch
 from illumichat_authz.vocab import Role
 from oracle import AUTHENTICATED_ENDPOINTS, PUBLIC_ENDPOINTS, WEBHOOK_ENDPOINTS, Endpoint, encode_id
 
@@ -363,3 +367,74 @@ def test_facts_are_not_consulted_for_non_canonical_paths() -> None:
         RequestFacts.build(method="GET", path="/api/assistants/a/../b"), principal=OWNER
     )
     assert (decision.status, decision.reason.value) == (400, "non_canonical_path")
+
+
+# --- the fast paths equal the slow ones ----------------------------------------------------
+
+_PATH_ALPHABET = st.sampled_from(
+    [
+        "/",
+        "api",
+        "widget",
+        "assistants",
+        "tickets",
+        "create",
+        "a1",
+        "%2e",
+        "%2F",
+        "%41",
+        "..",
+        ".",
+        ";",
+        "\\",
+        "%",
+        "%E6%97%A5",
+        "%C0%AE",
+        "x",
+        "",
+        "%0a",
+        "~",
+    ]
+)
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]),
+    parts=st.lists(_PATH_ALPHABET, max_size=8),
+    max_length=st.sampled_from([8, 30, 2048]),
+)
+def test_remembered_classification_equals_a_fresh_one(
+    method: str, parts: list[str], max_length: int, authz: Authorizer
+) -> None:
+    routes = authz.core.routes
+    path = "/" + "/".join(parts)
+
+    def fresh() -> object:
+        try:
+            return routes.match(method, canonical_segments(path, max_length=max_length))
+        except BadRequestError as exc:
+            return exc.reason
+
+    def remembered() -> object:
+        try:
+            match = routes.classify(method, path, max_length)
+        except BadRequestError as exc:
+            return exc.reason
+        return None if match is None else RouteMatch(match.route, dict(match.params))
+
+    expected = fresh()
+    if isinstance(expected, RouteMatch):
+        expected = RouteMatch(expected.route, dict(expected.params))
+    assert remembered() == expected  # first time: computed
+    assert remembered() == expected  # second time: from the memo
+    # A longer cap elsewhere never lets a too-long path through from the memo.
+    with contextlib.suppress(BadRequestError):
+        routes.classify(method, path, 10_000)
+    assert remembered() == expected
+
+
+@FUZZ
+@given(value=st.text(max_size=80) | st.binary(max_size=80).map(lambda b: b.decode("latin-1")))
+def test_header_value_fast_check_equals_the_regex(value: str) -> None:
+    assert _header_value_ok(value) == (_HEADER_VALUE_BAD.search(value) is None)

@@ -8,7 +8,7 @@ canonicality can only be judged on the raw form.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["MAX_HEADER_BYTES", "RequestFacts", "is_decimal"]
 
@@ -16,8 +16,10 @@ __all__ = ["MAX_HEADER_BYTES", "RequestFacts", "is_decimal"]
 MAX_HEADER_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
+    """Immutable; a tuple, because one is built per request on the hot path (a frozen
+    dataclass costs a ``object.__setattr__`` per field). Build it with keywords."""
+
     method: str
     #: The raw path, percent-encoded, without the query string.
     path: str
@@ -49,7 +51,7 @@ class RequestFacts:
             method=method,
             path=path,
             query=query,
-            headers=tuple((str(k).lower(), str(v)) for k, v in pairs),
+            headers=tuple((_text(k).lower(), _text(v)) for k, v in pairs),
             body=body,
             peer=peer,
             scheme=scheme,
@@ -65,6 +67,13 @@ class RequestFacts:
             if k == name:
                 return v
         return None
+
+
+def _text(value: object) -> str:
+    # Servers hand over bytes (ASGI, WSGI on Python 2 lines): Latin-1 is HTTP's byte view.
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("latin-1")
+    return str(value)
 
 
 def is_decimal(text: str) -> bool:

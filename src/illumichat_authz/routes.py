@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
+from .paths import canonical_segments
 from .vocab import ResourceKind
 
 __all__ = [
@@ -28,6 +30,9 @@ __all__ = [
 ]
 
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
+_MISSING = object()
+#: Paths whose classification RouteTable.classify remembers.
+_MEMO_SIZE = 4096
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}\Z")
 _LITERAL = re.compile(r"[A-Za-z0-9\-._~]+\Z")
 _RATE = re.compile(r"\s*(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?\s*\Z")
@@ -91,6 +96,7 @@ class RouteTable:
         self._root = _Node()
         for route in routes:
             self._insert(route)
+        self._memo: dict[tuple[str, str], RouteMatch | None] = {}
 
     def _insert(self, route: Route) -> None:
         node = self._root
@@ -115,6 +121,26 @@ class RouteTable:
                 "the second can never match"
             )
         node.routes[route.method] = route
+
+    def classify(self, method: str, raw_path: str, max_length: int) -> RouteMatch | None:
+        """:func:`canonical_segments` then :meth:`match`, remembered per (method, path).
+
+        Routes never change after load, so a path's match is a pure function of the path:
+        recent ones are kept (bounded; the whole memo is dropped when full, so a flood of
+        distinct paths costs each its own work and no more). Non-canonical paths raise
+        ``BadRequestError`` every time and are never kept.
+        """
+        key = (method, raw_path)
+        found = self._memo.get(key, _MISSING)
+        if found is not _MISSING and len(raw_path) <= max_length:
+            return found  # type: ignore[return-value]
+        match = self.match(method, canonical_segments(raw_path, max_length=max_length))
+        if match is not None:
+            match = RouteMatch(match.route, MappingProxyType(match.params))
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = match
+        return match
 
     def match(self, method: str, segments: tuple[str, ...]) -> RouteMatch | None:
         """The route for ``method`` and decoded ``segments``, or ``None`` if undeclared."""
