@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .credentials.apikeys import looks_like_api_key, parse_api_key, verify_api_key
 from .credentials.auth0 import Auth0BearerVerifier
@@ -23,7 +23,7 @@ from .queries import NeedApiKey, NeedJwk, NeedSession, Query
 from .reasons import Reason
 from .request import RequestFacts
 
-__all__ = ["Authenticators", "authenticate"]
+__all__ = ["Authenticators", "Presented", "authenticate", "cached", "presented", "verify"]
 
 #: Longest Authorization header value we look at (a JWT with many claims is ~2-4 KB).
 MAX_AUTHORIZATION_CHARS = 16 * 1024
@@ -56,6 +56,48 @@ def _bearer_token(value: str) -> str:
     return token
 
 
+class Presented(NamedTuple):
+    """The credential a request carries, before anything is verified."""
+
+    #: ``b"A"``: the Authorization header; ``b"C"``: the Cookie header(s).
+    source: bytes
+    values: tuple[str, ...]
+    #: SHA-256 of what was presented (the credential cache's key); ``b""``: no cache.
+    cache_key: bytes
+
+
+def presented(request: RequestFacts, authn: Authenticators) -> Presented | None:
+    """Which credential ``request`` carries (one pass over its headers); ``None``: none.
+
+    Raises :class:`CredentialError` for two ``Authorization`` headers.
+    """
+    authorization: str | None = None
+    cookies: list[str] = []
+    for name, value in request.headers:
+        if name == "authorization":
+            if authorization is not None:
+                raise CredentialError(
+                    "more than one Authorization header", reason=Reason.AMBIGUOUS_CREDENTIAL
+                )
+            authorization = value
+        elif name == "cookie":
+            cookies.append(value)
+    cache = authn.cache
+    if authorization is not None:
+        key = cache.key(b"A", authorization) if cache is not None else b""
+        return Presented(b"A", (authorization,), key)
+    if not cookies or authn.session is None:
+        return None
+    key = cache.key(b"C", "\n".join(cookies)) if cache is not None else b""
+    return Presented(b"C", tuple(cookies), key)
+
+
+def cached(found: Presented, authn: Authenticators, *, now: float) -> Principal | None:
+    """The principal this very credential verified as recently, if still cached."""
+    cache = authn.cache
+    return cache.get(found.cache_key, now=now) if cache is not None else None
+
+
 def authenticate(
     request: RequestFacts, authn: Authenticators, *, now: float
 ) -> Generator[Query, Any, Principal | None]:
@@ -63,33 +105,35 @@ def authenticate(
 
     Raises :class:`CredentialError` for a credential that is present but not valid.
     """
-    authorization = request.header_values("authorization")
-    if len(authorization) > 1:
-        raise CredentialError(
-            "more than one Authorization header", reason=Reason.AMBIGUOUS_CREDENTIAL
-        )
-    cache = authn.cache
-    if authorization:
-        key = cache.key(b"A", authorization[0]) if cache is not None else b""
-        if cache is not None and (hit := cache.get(key, now=now)) is not None:
-            return hit
-        principal = yield from _bearer(authorization[0], authn, now)
-        if cache is not None:
-            cache.put(key, principal, now=now, revocable=principal.kind is CredentialKind.API_KEY)
-        return principal
-
-    cookies = request.header_values("cookie")
-    if not cookies or authn.session is None:
+    found = presented(request, authn)
+    if found is None:
         return None
-    key = cache.key(b"C", "\n".join(cookies)) if cache is not None else b""
-    if cache is not None and (hit := cache.get(key, now=now)) is not None:
+    hit = cached(found, authn, now=now)
+    if hit is not None:
         return hit
-    cookie = authn.session.find_cookie(cookies)
+    return (yield from verify(found, authn, now=now))
+
+
+def verify(
+    found: Presented, authn: Authenticators, *, now: float
+) -> Generator[Query, Any, Principal | None]:
+    """Verify a presented credential (I/O as queries) and cache what verifies."""
+    cache = authn.cache
+    if found.source == b"A":
+        principal = yield from _bearer(found.values[0], authn, now)
+        if cache is not None:
+            revocable = principal.kind is CredentialKind.API_KEY
+            cache.put(found.cache_key, principal, now=now, revocable=revocable)
+        return principal
+    session = authn.session
+    if session is None:
+        return None
+    cookie = session.find_cookie(found.values)
     if cookie is None:
         return None
-    database = not authn.session.is_jwt(cookie)
+    database = not session.is_jwt(cookie)
     if not database:
-        principal = authn.session.decode(cookie, now=now)
+        principal = session.decode(cookie, now=now)
     elif not authn.session_database:
         raise CredentialError("invalid session", reason=Reason.INVALID_CREDENTIAL)
     else:
@@ -97,7 +141,7 @@ def authenticate(
         record = yield NeedSession(cookie.value)
         principal = principal_from_session_record(record, now=now)
     if cache is not None:
-        cache.put(key, principal, now=now, revocable=database)
+        cache.put(found.cache_key, principal, now=now, revocable=database)
     return principal
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .authn import Authenticators, authenticate
+from .authn import Authenticators, cached, presented, verify
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision, ResourceRef
 from .errors import AuthzError, BadRequestError, CredentialError, DependencyUnavailableError
@@ -354,7 +354,13 @@ def _decide(
 
     principal = given
     if principal is None:
-        principal = yield from authenticate(request, core.authenticators, now=now)
+        # authenticate(), unrolled so that a cached credential costs no generator.
+        authn = core.authenticators
+        found = presented(request, authn)
+        if found is not None:
+            principal = cached(found, authn, now=now)
+            if principal is None:
+                principal = yield from verify(found, authn, now=now)
     if principal is None:
         reason = Reason.AUTHENTICATION_REQUIRED if match else Reason.UNDECLARED_ROUTE
         return trace.decision(

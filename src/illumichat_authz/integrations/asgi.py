@@ -31,23 +31,26 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
     if isinstance(raw, bytes | bytearray):
         # ASGI: raw_path is "the original HTTP path component, unmodified from the bytes
         # that were received"; some servers leave the query on it.
-        path = bytes(raw).split(b"?", 1)[0].decode("latin-1")
+        path = (raw if b"?" not in raw else raw.split(b"?", 1)[0]).decode("latin-1")
     else:
         path = quote_path(str(scope.get("path", "")))
     websocket = scope["type"] == "websocket"
     scheme = str(scope.get("scheme", "ws" if websocket else "http"))
     client = scope.get("client")
+    query = scope.get("query_string", b"")
+    # ASGI header names are lower-cased bytes already; lower() again for lax servers.
+    headers = [
+        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())
+    ]
     return RequestFacts(
         # A websocket handshake is a GET and is classified like one.
-        method="GET" if websocket else str(scope.get("method", "")),
-        path=path,
-        query=bytes(scope.get("query_string", b"")).decode("latin-1"),
-        # ASGI header names are lower-cased bytes already; lower() again for lax servers.
-        headers=tuple(
-            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())
-        ),
-        peer=str(client[0]) if client else None,
-        scheme=_SCHEMES.get(scheme, scheme),
+        "GET" if websocket else str(scope.get("method", "")),
+        path,
+        query.decode("latin-1") if query else "",
+        tuple(headers),
+        None,
+        str(client[0]) if client else None,
+        _SCHEMES.get(scheme, scheme),
     )
 
 
@@ -61,16 +64,17 @@ class _ClientGone(Exception):
 class _Body:
     """Reads the body only if the core asks (webhooks), then replays it to the app."""
 
-    def __init__(self, receive: Receive, content_length: str | None) -> None:
+    def __init__(self, receive: Receive, facts: RequestFacts) -> None:
         self._receive = receive
-        self._content_length = content_length
+        self._facts = facts
         self.body: bytes | None = None
         self.disconnected = False
         self._replayed = False
 
     async def read(self, max_bytes: int) -> bytes | None:
-        if self._content_length is not None:
-            declared = self._content_length.strip()
+        content_length = self._facts.header("content-length")
+        if content_length is not None:
+            declared = content_length.strip()
             if not is_decimal(declared) or int(declared) > max_bytes:
                 return None  # over the limit (or unreadable): 413 without reading
         chunks: list[bytes] = []
@@ -113,7 +117,7 @@ class AuthzMiddleware:
         body: _Body | None = None
         try:
             facts = facts_from_scope(scope)
-            body = _Body(receive, facts.header("content-length"))
+            body = _Body(receive, facts)
             http = scope["type"] == "http"
             decision = check_host(facts, http_version=scope.get("http_version"))
             if decision is None:
@@ -131,7 +135,10 @@ class AuthzMiddleware:
             # The request id is only needed when we answer ourselves.
             await self._deny(scope, send, decision, request_id(facts.headers))
             return
-        await self.app(_with_auth(scope, decision), body.replay if body else receive, send)
+        # Only a body we read must be replayed; otherwise the app reads the real channel.
+        await self.app(
+            _with_auth(scope, decision), body.replay if body.body is not None else receive, send
+        )
 
     async def _deny(self, scope: Scope, send: Send, decision: Decision, rid: str) -> None:
         rendered = render(decision, rid)
