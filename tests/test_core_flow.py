@@ -684,9 +684,14 @@ def test_a_bug_in_the_policy_is_500_never_allow(
     def boom(self: Policy, attributes: Any) -> Any:
         raise ZeroDivisionError("bug")
 
+    class BrokenTable(dict[Any, Any]):
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            raise ZeroDivisionError("bug")
+
     monkeypatch.setattr(Policy, "evaluate", boom)
-    # The per-request fast path, where the policy has one (it falls back to evaluate).
+    # The per-request fast paths: the compiled table and verdict() in front of evaluate().
     monkeypatch.setattr(Policy, "verdict", boom, raising=False)
+    monkeypatch.setattr(authz.core.policy, "table", BrokenTable())
     decision = authz.decide(req(headers=[cookie(session())]))
     assert outcome(decision) == (500, "internal_error")
     assert "bug" not in decision.message

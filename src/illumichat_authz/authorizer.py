@@ -14,7 +14,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .authn import Authenticators
 from .config import Settings, load_settings
@@ -29,7 +29,15 @@ from .credentials.sessions_db import SessionStore, SqliteSessionStore
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision
 from .errors import AuthzError, ConfigurationError, DependencyUnavailableError
-from .facts import AsyncFacts, Facts, InMemoryFacts, load_facts_file
+from .facts import (
+    Assistant,
+    AsyncFacts,
+    Chat,
+    Facts,
+    InMemoryFacts,
+    Membership,
+    load_facts_file,
+)
 from .net import parse_trusted
 from .policy import Policy
 from .principal import Principal
@@ -50,9 +58,10 @@ from .reasons import Reason
 from .request import RequestFacts
 from .routes import RouteClass, RouteTable, load_routes
 
-__all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "build_core"]
+__all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "GuardedFacts", "build_core"]
 
 _log = logging.getLogger("illumichat_authz")
+_T = TypeVar("_T")
 
 #: Reads at most ``max_bytes`` of the body; ``None`` when the body is larger.
 BodyReader = Callable[[int], bytes | None]
@@ -266,7 +275,15 @@ class Authorizer:
         }
         # Synchronous facts are called by the core itself (no generator round trip per
         # lookup); async ones are awaited by adecide and refused by decide.
-        self._inline_facts: Facts | None = None if self._facts_async else facts
+        # InMemoryFacts cannot fail (dict lookups); any other store is guarded so that
+        # its failures are 503s, as they are when answered through the driver.
+        self._inline_facts: Facts | None = (
+            None
+            if self._facts_async
+            else facts
+            if type(facts) is InMemoryFacts
+            else GuardedFacts(facts)
+        )
         if self._facts_async:
             for kind in _FACT_QUERIES:
                 answers[kind] = _needs_adecide
@@ -354,6 +371,37 @@ class Authorizer:
 
 
 _FACT_QUERIES = frozenset({NeedMembership, NeedAssistant, NeedChat, NeedGrant})
+
+
+class GuardedFacts:
+    """A synchronous facts store whose failures are 503 ``facts_unavailable``."""
+
+    def __init__(self, facts: Facts) -> None:
+        self._facts = facts
+
+    def membership(self, user: str, workspace: str) -> Membership | None:
+        return self._guard("membership", self._facts.membership, user, workspace)
+
+    def assistant(self, assistant_id: str) -> Assistant | None:
+        return self._guard("assistant", self._facts.assistant, assistant_id)
+
+    def chat(self, chat_id: str) -> Chat | None:
+        return self._guard("chat", self._facts.chat, chat_id)
+
+    def has_grant(self, user: str, assistant_id: str) -> bool:
+        return self._guard("grant", self._facts.has_grant, user, assistant_id)
+
+    @staticmethod
+    def _guard(which: str, lookup: Callable[..., _T], *args: str) -> _T:
+        try:
+            return lookup(*args)
+        except AuthzError:
+            raise
+        except Exception as exc:
+            _log.warning("%s lookup failed: %s", which, type(exc).__name__)
+            raise DependencyUnavailableError(
+                f"{which} lookup is unavailable; retry later", reason=Reason.FACTS_UNAVAILABLE
+            ) from None
 
 
 def _no_body_reader(query: Query) -> Any:

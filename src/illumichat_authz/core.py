@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from typing import Any, Literal
 from .authn import Authenticators, cached, presented, verify
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision, ResourceRef
-from .errors import AuthzError, BadRequestError, CredentialError, DependencyUnavailableError
+from .errors import AuthzError, BadRequestError, CredentialError
 from .facts import Assistant, Chat, Facts, Membership
 from .net import IPNetwork, client_ip, public_url
 from .policy import Policy
@@ -104,20 +104,19 @@ class Core:
 class _Trace:
     """What is known so far, so that a failure anywhere still reports its context.
 
-    A plain class with class-level defaults: one is made per decision, and setting only
-    what is known is cheaper than a dataclass ``__init__`` on the per-request path.
+    One is made per decision: a slotted class with a plain ``__init__`` is the cheapest
+    mutable record Python has (cheaper than a dataclass or class-level defaults).
     """
 
-    route: Route | None = None
-    params: Mapping[str, str] = _NO_PARAMS
-    principal: Principal | None = None
-    resource: ResourceRef | None = None
-    role: str | None = None
-    explanation: tuple[str, ...] = ()
+    __slots__ = ("explanation", "params", "principal", "resource", "role", "route")
 
     def __init__(self, principal: Principal | None = None) -> None:
-        if principal is not None:
-            self.principal = principal
+        self.route: Route | None = None
+        self.params: Mapping[str, str] = _NO_PARAMS
+        self.principal: Principal | None = principal
+        self.resource: ResourceRef | None = None
+        self.role: str | None = None
+        self.explanation: tuple[str, ...] = ()
 
     def decision(
         self,
@@ -176,11 +175,65 @@ def decide(
     The generator yields queries; the value it returns is the :class:`Decision`.
     ``facts``: a synchronous store to call directly instead of yielding facts queries
     (in-memory facts answer in well under a microsecond: a generator round trip per
-    lookup would cost more than the lookup). Its failures are 503s all the same.
+    lookup would cost more than the lookup). It must report an outage as an
+    ``AuthzError`` (``Authorizer`` wraps stores in ``GuardedFacts`` for that); any other
+    exception is a 500. Either way a deny.
     """
     trace = _Trace()
     try:
-        return (yield from _decide(request, core, now, principal, trace, facts))
+        _check_envelope(request)
+        method = request.method
+        # Raises 400 for a non-canonical path, before anything else looks at it.
+        match = core.routes.classify(method, request.path, core.max_path_length)
+        if (
+            core.allow_preflight
+            and method == "OPTIONS"
+            and request.header("access-control-request-method") is not None
+        ):
+            return trace.decision(Reason.PREFLIGHT, "CORS preflight passes through unauthenticated")
+
+        if match is not None:
+            route = trace.route = match.route
+            trace.params = match.params
+            spec = core.rate_limits.get(route.id)
+            if spec is not None:
+                limited = yield from _rate_limit(request, core, route, spec)
+                if limited is not None:
+                    return trace.decision(
+                        Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
+                    )
+            route_class = route.route_class
+            if route_class is _PUBLIC:
+                return trace.decision(Reason.PUBLIC, "public endpoint")
+            if route_class is _WEBHOOK_TWILIO:
+                return (yield from _twilio_webhook(request, core, match, trace))
+
+        if principal is None:
+            # authenticate(), unrolled so that a cached credential costs no generator.
+            authn = core.authenticators
+            found = presented(request, authn)
+            if found is not None:
+                principal = cached(found, authn, now=now)
+                if principal is None:
+                    principal = yield from verify(found, authn, now=now)
+        if principal is None:
+            reason = Reason.AUTHENTICATION_REQUIRED if match else Reason.UNDECLARED_ROUTE
+            return trace.decision(
+                reason,
+                "authentication required; sign in and retry",
+                status=401,
+                headers=_www_authenticate(None),
+            )
+        trace.principal = principal
+        if match is None:
+            if core.undeclared == "authenticated":
+                return trace.decision(
+                    Reason.ALLOWED, "undeclared route; any authenticated caller may use it"
+                )
+            return trace.decision(
+                Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403
+            )
+        return (yield from _authorize(request, core, match, principal, trace, facts))
     except CredentialError as exc:
         trace.principal = None
         return trace.decision(
@@ -317,68 +370,6 @@ def _header_value_ok(value: str) -> bool:
     return len(raw.translate(None, _BAD_VALUE_BYTES)) == len(raw)
 
 
-def _decide(
-    request: RequestFacts,
-    core: Core,
-    now: float,
-    given: Principal | None,
-    trace: _Trace,
-    facts: Facts | None,
-) -> Flow:
-    _check_envelope(request)
-    method = request.method
-    # Raises 400 for a non-canonical path, before anything else looks at it.
-    match = core.routes.classify(method, request.path, core.max_path_length)
-    if (
-        core.allow_preflight
-        and method == "OPTIONS"
-        and request.header("access-control-request-method") is not None
-    ):
-        return trace.decision(Reason.PREFLIGHT, "CORS preflight passes through unauthenticated")
-
-    if match is not None:
-        route = trace.route = match.route
-        trace.params = match.params
-        spec = core.rate_limits.get(route.id)
-        if spec is not None:
-            limited = yield from _rate_limit(request, core, route, spec)
-            if limited is not None:
-                return trace.decision(
-                    Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
-                )
-        route_class = route.route_class
-        if route_class is _PUBLIC:
-            return trace.decision(Reason.PUBLIC, "public endpoint")
-        if route_class is _WEBHOOK_TWILIO:
-            return (yield from _twilio_webhook(request, core, match, trace))
-
-    principal = given
-    if principal is None:
-        # authenticate(), unrolled so that a cached credential costs no generator.
-        authn = core.authenticators
-        found = presented(request, authn)
-        if found is not None:
-            principal = cached(found, authn, now=now)
-            if principal is None:
-                principal = yield from verify(found, authn, now=now)
-    if principal is None:
-        reason = Reason.AUTHENTICATION_REQUIRED if match else Reason.UNDECLARED_ROUTE
-        return trace.decision(
-            reason,
-            "authentication required; sign in and retry",
-            status=401,
-            headers=_www_authenticate(None),
-        )
-    trace.principal = principal
-    if match is None:
-        if core.undeclared == "authenticated":
-            return trace.decision(
-                Reason.ALLOWED, "undeclared route; any authenticated caller may use it"
-            )
-        return trace.decision(Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403)
-    return (yield from _authorize(request, core, match, principal, trace, facts))
-
-
 def _rate_limit(
     request: RequestFacts, core: Core, route: Route, spec: RateLimitSpec
 ) -> Generator[Query, Any, tuple[tuple[str, str], ...] | None]:
@@ -493,9 +484,9 @@ def _authorize(
                         NeedAssistant(resource_id) if kind is _ASSISTANT else NeedChat(resource_id)
                     )
                 elif kind is _ASSISTANT:
-                    found = _ask(facts.assistant, "assistant", resource_id)
+                    found = facts.assistant(resource_id)
                 else:
-                    found = _ask(facts.chat, "chat", resource_id)
+                    found = facts.chat(resource_id)
                 if found is None:
                     trace.resource = _new_tuple(ResourceRef, (kind, resource_id, None))
                     return _not_found(trace, kind)
@@ -508,10 +499,10 @@ def _authorize(
                     vis is not None
                     and (
                         (action, vis) in policy.grant_sensitive
-                        or _concealed_grant_matters(core, vis)
+                        or (core.conceal_hidden and _concealed_grant_matters(core, vis))
                     )
                     and (
-                        _ask(facts.has_grant, "grant", user, found.id)
+                        facts.has_grant(user, found.id)
                         if facts is not None
                         else (yield NeedGrant(user, found.id))
                     )
@@ -538,7 +529,7 @@ def _authorize(
             )
 
         membership: Membership | None = (
-            _ask(facts.membership, "membership", user, workspace)
+            facts.membership(user, workspace)
             if facts is not None
             else (yield NeedMembership(user, workspace))
         )
@@ -553,7 +544,7 @@ def _authorize(
         if kind is _MEMBER and resource_id is not None and membership is not None:
             # Only members learn about other members (no target lookup for outsiders).
             target: Membership | None = (
-                _ask(facts.membership, "membership", resource_id, workspace)
+                facts.membership(resource_id, workspace)
                 if facts is not None
                 else (yield NeedMembership(resource_id, workspace))
             )
@@ -562,7 +553,9 @@ def _authorize(
             if target.role is _OWNER:
                 rel = _REL_TARGET_OWNER
 
-        verdict = policy.verdict(role, status, action, rel, vis)
+        verdict = policy.table.get((role, status, action, rel, vis)) or policy.verdict(
+            role, status, action, rel, vis
+        )
         trace.explanation = verdict.explanation
         if verdict.allowed:
             return trace.decision(_ALLOWED, verdict.message)
@@ -585,25 +578,10 @@ def _authorize(
         return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
 
 
-def _ask(lookup: Callable[..., Any], which: str, *args: str) -> Any:
-    """Call a synchronous facts lookup; its failure is a 503, as through the driver."""
-    try:
-        return lookup(*args)
-    except AuthzError:
-        raise
-    except Exception as exc:
-        _log.warning("%s lookup failed: %s", which, type(exc).__name__)
-        raise DependencyUnavailableError(
-            f"{which} lookup is unavailable; retry later", reason=Reason.FACTS_UNAVAILABLE
-        ) from None
-
-
 def _concealed_grant_matters(core: Core, vis: str) -> bool:
     # A grant is looked up only where it can change the verdict (policy.grant_sensitive)
     # or, when hidden resources are concealed, whether the caller may read the assistant.
-    return core.conceal_hidden and core.policy.grant_matters(
-        core.routes.read_actions.get(_ASSISTANT, ""), vis
-    )
+    return core.policy.grant_matters(core.routes.read_actions.get(_ASSISTANT, ""), vis)
 
 
 def _not_found(trace: _Trace, kind: str) -> Decision:

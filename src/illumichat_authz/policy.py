@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -84,7 +84,8 @@ class Policy:
         self.top_role = _top_role(self.roles, g_rules)
         self._relations_used = frozenset(r[3] for r in (*p_rules, *p2_rules))
         try:
-            self._table = self._compile()
+            #: (role, status, act, rel, vis) -> Verdict over the whole attribute space.
+            self.table: Mapping[tuple[str, str, str, str, str | None], Verdict] = self._compile()
         except Exception as exc:  # matcher syntax errors surface on the first enforce
             raise ConfigurationError(f"{model_path}: cannot evaluate the model: {exc!r}") from None
         # (action, visibility) pairs whose verdict can change when the caller holds a grant;
@@ -92,12 +93,12 @@ class Policy:
         none, grantee = Relation.NONE.value, Relation.GRANTEE.value
         self.grant_sensitive: frozenset[tuple[str, str | None]] = frozenset(
             (act, vis)
-            for (role, status, act, rel, vis), verdict in self._table.items()
+            for (role, status, act, rel, vis), verdict in self.table.items()
             if rel == grantee
             and (verdict.allowed, verdict.reason)
             != (
-                self._table[(role, status, act, none, vis)].allowed,
-                self._table[(role, status, act, none, vis)].reason,
+                self.table[(role, status, act, none, vis)].allowed,
+                self.table[(role, status, act, none, vis)].reason,
             )
         )
 
@@ -132,7 +133,7 @@ class Policy:
     # --- the fast path -------------------------------------------------------------
     def evaluate(self, a: Attributes) -> Verdict:
         """The verdict for ``a``; unknown attribute values are a deny, never an error."""
-        verdict = self._table.get((a.role, a.status, a.act, a.rel, a.vis))
+        verdict = self.table.get((a.role, a.status, a.act, a.rel, a.vis))
         if verdict is None:
             return Verdict(
                 False,
@@ -144,7 +145,7 @@ class Policy:
 
     def verdict(self, role: str, status: str, act: str, rel: str, vis: str | None) -> Verdict:
         """:meth:`evaluate` without building an :class:`Attributes` (the per-request path)."""
-        found = self._table.get((role, status, act, rel, vis))
+        found = self.table.get((role, status, act, rel, vis))
         return (
             found if found is not None else self.evaluate(Attributes(role, status, act, rel, vis))
         )
