@@ -243,7 +243,10 @@ class Authorizer:
             workspace=workspace,
             facts=self._inline_facts,
         )
-        return await self._arun(flow, None)
+        step = _first_step(flow)
+        if isinstance(step, Decision):
+            return step
+        return await self._arun(flow, None, step)
 
     @property
     def facts(self) -> Facts | AsyncFacts:
@@ -300,12 +303,14 @@ class Authorizer:
         flow = decide(
             request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
         )
-        return await self._arun(flow, read_body)
+        step = _first_step(flow)
+        if isinstance(step, Decision):
+            return step
+        return await self._arun(flow, read_body, step)
 
-    async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None) -> Decision:
-        # The async twin of _drive: every query that reaches here is awaited.
+    async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None, query: Query) -> Decision:
+        # The async twin of _drive, from the first query on: each one is awaited.
         try:
-            query = next(flow)
             while True:
                 try:
                     answer = await self._aanswer(query, read_body)
@@ -437,6 +442,19 @@ class _Everything(dict[type, Callable[[Any], Any]]):
 
     def __missing__(self, kind: type) -> Callable[[Any], Any]:
         return self._answer
+
+
+def _first_step(flow: Flow) -> Decision | Query:
+    """The decision if ``flow`` needs nothing, else its first query.
+
+    Most decisions need no await at all (in-memory facts, a cached credential): the async
+    driver starts its loop, a coroutine, only for a real query.
+    """
+    try:
+        return next(flow)
+    except StopIteration as done:
+        decided: Decision = done.value
+        return decided
 
 
 def _drive(flow: Flow, answers: Mapping[type, Callable[[Any], Any]]) -> Decision:
