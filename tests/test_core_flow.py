@@ -897,3 +897,60 @@ def test_decisions_are_reported_with_their_context(authz: Authorizer) -> None:
     assert dict(decision.params) == {"assistantId": "a-1"}
     assert cast(Principal, decision.principal).user_id == "u-bob"
     assert decision.explanation
+
+
+# --- Facts from a database: plain strings, not our enums ----------------------------------
+
+
+class _DatabaseFacts:
+    """A host's store: rows come back as plain strings, as a database column gives them."""
+
+    def __init__(self, rows: dict[tuple[str, str], tuple[str, str]]) -> None:
+        self.rows = rows
+
+    def membership(self, user: str, workspace: str) -> Membership | None:
+        row = self.rows.get((user, workspace))
+        if row is None:
+            return None
+        role, status = row
+        return Membership(user=user, workspace=workspace, role=role, status=status)  # type: ignore[arg-type]
+
+    def assistant(self, assistant_id: str) -> Assistant | None:
+        if assistant_id != "a-str":
+            return None
+        return Assistant(id="a-str", workspace="ws-1", visibility="private", creator="u-alice")  # type: ignore[arg-type]
+
+    def chat(self, chat_id: str) -> Any:
+        return None
+
+    def has_grant(self, user: str, assistant_id: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_an_admin_never_changes_an_owner_whose_role_is_a_plain_string(
+    shared: Authorizer, method: str
+) -> None:
+    facts = _DatabaseFacts(
+        {("u-bob", "ws-1"): ("admin", "active"), ("u-alice", "ws-1"): ("owner", "active")}
+    )
+    authz = sibling(shared, facts=facts)
+    path = "/api/workspaces/ws-1/members/u-alice"
+    decision = authz.decide(req(path, method=method, headers=[cookie(session("u-bob"))]))
+    assert outcome(decision) == (403, "insufficient_role")
+    owner = authz.decide(req(path, method=method, headers=[cookie(session("u-alice"))]))
+    assert outcome(owner) == (200, "allowed")
+
+
+def test_string_visibility_and_status_from_a_database_decide_like_enums(
+    shared: Authorizer,
+) -> None:
+    facts = _DatabaseFacts(
+        {("u-bob", "ws-1"): ("member", "active"), ("u-carol", "ws-1"): ("admin", "suspended")}
+    )
+    authz = sibling(shared, facts=facts)
+    path = "/api/assistants/a-str"
+    bob = authz.decide(req(path, headers=[cookie(session("u-bob"))]))
+    assert outcome(bob) == (403, "not_visible")
+    carol = authz.decide(req(path, headers=[cookie(session("u-carol"))]))
+    assert outcome(carol) == (403, "membership_inactive")

@@ -550,7 +550,7 @@ def _authorize(
             )
             if target is None:
                 return _not_found(trace, kind)
-            if target.role is _OWNER:
+            if target.role == _OWNER:  # a plain "owner" from a database is an owner too
                 rel = _REL_TARGET_OWNER
 
         verdict = policy.table.get((role, status, action, rel, vis)) or policy.verdict(
