@@ -216,3 +216,49 @@ def test_a_missing_table_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: P
     code, _, err = run(capsys, "policy", "test", str(tmp_path / "absent.yaml"))
     assert code == 2
     assert "not found" in err
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        # A misspelt key must not fall back to a default that makes a wrong line pass.
+        (("member: { role: member }", "member: { rol: member }"), "principals.member"),
+        (
+            (
+                "private_assistant: { kind: assistant, visibility: private }",
+                "private_assistant: { kind: assistant, visibilty: private }",
+            ),
+            "resources.private_assistant",
+        ),
+        (("granted: [member, guest]", "granted: [member, nobody]"), "granted"),
+        (("creator: member }", "creator: membr }"), "creator"),
+        (
+            ("the_workspace: { kind: workspace }", "the_workspace: { kind: workspace, role: x }"),
+            "resources.the_workspace",
+        ),
+    ],
+)
+def test_a_table_that_says_something_it_cannot_mean_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, edit: tuple[str, str], named: str
+) -> None:
+    text = SHIPPED_TABLE.read_text(encoding="utf-8")
+    assert edit[0] in text
+    table = tmp_path / "typo.yaml"
+    table.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    code, _, err = run(capsys, "policy", "test", str(table))
+    assert code == 2, err
+    assert named in err
+    assert "Traceback" not in err
+
+
+def test_an_allow_that_could_never_be_checked_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # chat:read never applies to the workspace resource: the line could never fail.
+    text = SHIPPED_TABLE.read_text(encoding="utf-8")
+    text += "\n  - { principal: guest, resource: the_workspace, actions: [chat:read] }\n"
+    table = tmp_path / "never.yaml"
+    table.write_text(text, encoding="utf-8")
+    code, _, err = run(capsys, "policy", "test", str(table))
+    assert code == 2
+    assert "does not apply" in err

@@ -308,6 +308,16 @@ BAD_ROUTES: dict[str, tuple[str, str]] = {
         '[[route]]\nmethods = ["GET"]\npath = "/api/a b"\nclass = "public"\naction = "x:y"\n',
         "bad path segment",
     ),
+    "dot segment (unreachable)": (
+        '[[route]]\nmethods = ["GET"]\npath = "/api/../secret"\nclass = "public"\n'
+        'action = "x:y"\n',
+        "no request can ever match it",
+    ),
+    "trailing dot segment (unreachable)": (
+        '[[route]]\nmethods = ["GET"]\npath = "/api/widget/{assistantId}/config/."\n'
+        'class = "public"\naction = "x:y"\n',
+        "no request can ever match it",
+    ),
 }
 
 

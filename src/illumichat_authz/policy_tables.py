@@ -65,13 +65,45 @@ def _applicable(core: Core) -> dict[ResourceKind, set[str]]:
     return out
 
 
+# What each entry may say: a misspelt key ("visibilty") must fail, not fall back to a
+# default that makes a wrong expectation pass.
+_PRINCIPAL_KEYS = frozenset({"role", "status"})
+_RESOURCE_KEYS = {
+    ResourceKind.ASSISTANT: frozenset({"kind", "visibility", "creator", "granted"}),
+    ResourceKind.CHAT: frozenset({"kind", "creator"}),
+    ResourceKind.MEMBER: frozenset({"kind", "role"}),
+    ResourceKind.WORKSPACE: frozenset({"kind"}),
+}
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{where} must be a mapping")
+    return value
+
+
+def _only(spec: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _principal_name(value: Any, names: dict[str, Principal], where: str) -> str:
+    if not isinstance(value, str) or value not in names:
+        raise ConfigurationError(f"{where}: {value!r} is not one of the principals")
+    return value
+
+
 def _build(
     data: dict[str, Any], source: str
 ) -> tuple[InMemoryFacts, dict[str, Principal], dict[str, tuple[ResourceKind, str]]]:
     facts = InMemoryFacts()
     principals: dict[str, Principal] = {}
-    for name, spec in dict(data["principals"]).items():
-        spec = spec or {}
+    for name, raw in _mapping(data["principals"], f"{source}: principals").items():
+        spec = _mapping(raw, f"{source}: principals.{name}")
+        _only(spec, _PRINCIPAL_KEYS, f"{source}: principals.{name}")
         user = f"user-{name}"
         principals[name] = Principal(user_id=user, kind=CredentialKind.SESSION, workspace=_WS)
         if "role" in spec:
@@ -87,14 +119,19 @@ def _build(
                 )
             )
     resources: dict[str, tuple[ResourceKind, str]] = {}
-    for name, spec in dict(data["resources"]).items():
+    for name, raw in _mapping(data["resources"], f"{source}: resources").items():
+        where = f"{source}: resources.{name}"
+        spec = _mapping(raw, where)
         try:
             kind = ResourceKind(spec["kind"])
         except (KeyError, TypeError, ValueError):
             raise ConfigurationError(
-                f"{source}: resources.{name}.kind must be one of {[k.value for k in ResourceKind]}"
+                f"{where}.kind must be one of {[k.value for k in ResourceKind]}"
             ) from None
-        creator = f"user-{spec['creator']}" if spec.get("creator") else "user-nobody"
+        _only(spec, _RESOURCE_KEYS[kind], where)
+        creator = "user-nobody"
+        if spec.get("creator") is not None:
+            creator = "user-" + _principal_name(spec["creator"], principals, f"{where}.creator")
         rid = f"res-{name}"
         if kind is ResourceKind.ASSISTANT:
             try:
@@ -104,7 +141,11 @@ def _build(
                     f"{source}: resources.{name}.visibility is unknown"
                 ) from None
             facts.add(Assistant(id=rid, workspace=_WS, visibility=vis, creator=creator))
-            for grantee in spec.get("granted", []) or []:
+            granted = spec.get("granted") or []
+            if not isinstance(granted, list):
+                raise ConfigurationError(f"{where}.granted must be a list of principals")
+            for grantee in granted:
+                grantee = _principal_name(grantee, principals, f"{where}.granted")
                 facts.add(Grant(user=f"user-{grantee}", assistant=rid))
         elif kind is ResourceKind.CHAT:
             facts.add(
@@ -118,7 +159,11 @@ def _build(
             facts.add(Chat(id=rid, workspace=_WS, assistant=f"{rid}-assistant", creator=creator))
         elif kind is ResourceKind.MEMBER:
             rid = f"user-target-{name}"
-            facts.add(Membership(user=rid, workspace=_WS, role=Role(spec.get("role", "member"))))
+            try:
+                target_role = Role(spec.get("role", "member"))
+            except ValueError:
+                raise ConfigurationError(f"{where}.role: unknown role {spec['role']!r}") from None
+            facts.add(Membership(user=rid, workspace=_WS, role=target_role))
         else:
             rid = _WS
         resources[name] = (kind, rid)
@@ -133,6 +178,7 @@ def _answer(facts: InMemoryFacts, query: Query) -> Any:
 
 def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> TableResult:
     facts, principals, resources = _build(data, source)
+    applicable = _applicable(core)
     expected: set[tuple[str, str, str]] = set()
     for i, entry in enumerate(data["allow"] or []):
         try:
@@ -143,11 +189,19 @@ def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> Tab
             ) from None
         if p not in principals or r not in resources:
             raise ConfigurationError(f"{source}: allow[{i}]: unknown principal or resource")
+        if not isinstance(actions, list):
+            raise ConfigurationError(f"{source}: allow[{i}].actions must be a list")
         for action in actions:
             if action not in core.policy.actions:
                 raise ConfigurationError(f"{source}: allow[{i}]: unknown action {action!r}")
+            kind = resources[r][0]
+            if action not in applicable[kind]:
+                # It would never be checked, so the line could never fail: refuse it.
+                raise ConfigurationError(
+                    f"{source}: allow[{i}]: {action} does not apply to a {kind.value} "
+                    f"resource ({r}); applicable: {sorted(applicable[kind])}"
+                )
             expected.add((p, r, action))
-    applicable = _applicable(core)
     result = TableResult()
     for pname, principal in principals.items():
         for rname, (kind, rid) in resources.items():

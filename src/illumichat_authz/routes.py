@@ -233,6 +233,11 @@ def _route_from(raw: Any, origin: str) -> list[Route]:
             names.append(pm.group(1))
         elif not _LITERAL.match(seg):
             raise ConfigurationError(f"{origin}: bad path segment {seg!r} in {path!r}")
+        elif seg in (".", ".."):
+            # Canonical paths never hold dot segments (they are a 400): unreachable.
+            raise ConfigurationError(
+                f"{origin}: dot segment {seg!r} in {path!r}: no request can ever match it"
+            )
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{origin}: repeated parameter name in {path!r}")
     try:
