@@ -401,10 +401,20 @@ def test_no_workspace_anywhere_is_missing_workspace(authz: Authorizer) -> None:
     assert outcome(decision) == (400, "missing_workspace")
 
 
-@pytest.mark.parametrize("method", ["GE T", "", "G\x00T", "GET\r\n", "X" * 33, "ПОСТ"])
-def test_malformed_methods_are_400(authz: Authorizer, method: str) -> None:
-    decision = authz.decide(req(method=method, headers=[cookie(session())]))
-    assert outcome(decision) == (400, "bad_method")
+@pytest.mark.parametrize(
+    "method", ["GE T", "", "G\x00T", "GET\r\n", "X" * 33, "ПОСТ", "get", "BREW", "PROPFIND"]
+)
+def test_malformed_and_unknown_methods_are_400(authz: Authorizer, method: str) -> None:
+    for headers in ([cookie(session())], []):
+        decision = authz.decide(req(method=method, headers=headers))
+        assert outcome(decision) == (400, "bad_method")
+
+
+@pytest.mark.parametrize("method", ["PUT", "TRACE", "CONNECT", "OPTIONS"])
+def test_standard_methods_no_route_declares_are_undeclared(authz: Authorizer, method: str) -> None:
+    assert outcome(authz.decide(req(method=method))) == (401, "undeclared_route")
+    signed_in = authz.decide(req(method=method, headers=[cookie(session())]))
+    assert outcome(signed_in) == (403, "undeclared_route")
 
 
 @pytest.mark.parametrize(

@@ -309,8 +309,7 @@ BAD_ROUTES: dict[str, tuple[str, str]] = {
         "bad path segment",
     ),
     "dot segment (unreachable)": (
-        '[[route]]\nmethods = ["GET"]\npath = "/api/../secret"\nclass = "public"\n'
-        'action = "x:y"\n',
+        '[[route]]\nmethods = ["GET"]\npath = "/api/../secret"\nclass = "public"\naction = "x:y"\n',
         "no request can ever match it",
     ),
     "trailing dot segment (unreachable)": (

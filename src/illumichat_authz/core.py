@@ -181,7 +181,7 @@ def decide(
     """
     trace = _Trace()
     try:
-        _check_envelope(request)
+        _check_envelope(request, core)
         method = request.method
         # Raises 400 for a non-canonical path, before anything else looks at it.
         match = core.routes.classify(method, request.path, core.max_path_length)
@@ -317,9 +317,13 @@ def _access_route(action: str, resource_kind: str | None) -> Route:
     )
 
 
-def _check_envelope(request: RequestFacts) -> None:
-    if not _METHOD.match(request.method):
-        raise BadRequestError("malformed request method", reason=Reason.BAD_METHOD)
+def _check_envelope(request: RequestFacts, core: Core) -> None:
+    method = request.method
+    if method not in _STANDARD_METHODS and method not in core.routes.methods:
+        if not _METHOD.match(method):
+            raise BadRequestError("malformed request method", reason=Reason.BAD_METHOD)
+        # Methods are case-sensitive (RFC 9110 §9.1): "get" or "BREW" is no method of ours.
+        raise BadRequestError(f"unknown request method {method!r}", reason=Reason.BAD_METHOD)
     total = 0
     for name, value in request.headers:
         total += len(name) + len(value)
@@ -331,6 +335,10 @@ def _check_envelope(request: RequestFacts) -> None:
         raise BadRequestError("request headers too large", reason=Reason.BAD_HEADER)
 
 
+# RFC 9110 §9.3 and RFC 5789 (PATCH); a route table may declare others (e.g. WebDAV).
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 # Names every browser sends: a set lookup instead of a regex match for each of them.
 _COMMON_HEADER_NAMES = frozenset(
     {

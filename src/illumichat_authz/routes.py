@@ -97,6 +97,8 @@ class RouteTable:
         for route in routes:
             self._insert(route)
         self._memo: dict[tuple[str, str], RouteMatch | None] = {}
+        #: Every method some route declares.
+        self.methods: frozenset[str] = frozenset(r.method for r in self.routes)
 
     def _insert(self, route: Route) -> None:
         node = self._root
