@@ -312,3 +312,20 @@ def test_a_bad_rate_limit_storage_is_refused_at_start_up() -> None:
     settings = load_settings(overrides={"rate_limits": {"storage": "carrier-pigeon://"}})
     with pytest.raises(ConfigurationError, match=r"rate_limits\.storage"):
         Authorizer.from_settings(settings)
+
+
+def test_a_missing_facts_file_or_policy_dir_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"^facts\.file: "):
+        Authorizer.from_settings(load_settings(overrides={"facts": {"file": str(tmp_path / "x")}}))
+    with pytest.raises(ConfigurationError, match=r"^policies\.dir"):
+        Authorizer.from_settings(load_settings(overrides={"policies": {"dir": str(tmp_path)}}))
+
+
+def test_a_bad_value_from_the_environment_is_blamed_on_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text('[routes]\nundeclared = "deny"\n', encoding="utf-8")
+    monkeypatch.setenv("ILLUMICHAT_AUTHZ_ROUTES__UNDECLARED", "bogus")
+    with pytest.raises(ConfigurationError, match=r"ILLUMICHAT_AUTHZ_ROUTES__UNDECLARED"):
+        load_settings(path)

@@ -164,7 +164,6 @@ UNDECLARED = [
     ("GET", "/api/unknown"),
     ("GET", "/"),
     ("PUT", "/api/assistants"),
-    ("get", "/api/assistants"),
     ("POST", "/api/widget/a/config"),
     ("GET", "/api/widget/a/chat"),
     ("GET", "/api/assistants/a/b/c"),
@@ -193,6 +192,15 @@ def test_undeclared_routes_can_be_opened_to_authenticated_callers(method: str, p
     assert _ask(authz, method, path, principal=USER).status == 200
     anonymous = _ask(authz, method, path)
     assert (anonymous.status, anonymous.reason.value) == (401, "undeclared_route")
+
+
+@pytest.mark.parametrize("undeclared", ["deny", "authenticated"])
+def test_an_unknown_method_is_400_even_where_undeclared_routes_are_open(undeclared: str) -> None:
+    # Methods are case-sensitive: "get" is no method of ours, whatever the route mode.
+    authz = _authz(routes={"undeclared": undeclared})
+    for method in ("get", "BREW"):
+        decision = _ask(authz, method, "/api/assistants", principal=USER)
+        assert (decision.status, decision.reason.value) == (400, "bad_method")
 
 
 def test_opening_undeclared_routes_does_not_open_declared_ones() -> None:

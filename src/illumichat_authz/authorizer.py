@@ -10,10 +10,11 @@ exist once. A store that fails makes the decision a 503, never an allow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from .authn import Authenticators
@@ -73,8 +74,10 @@ def build_core(
 ) -> Core:
     """Compile the routes, the policy and the credential verifiers; fail fast on mistakes."""
     pol = settings.policies
-    routes = routes or load_routes(pol.dir / pol.routes)
-    policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
+    with _setting("policies.dir / policies.routes"):
+        routes = routes or load_routes(pol.dir / pol.routes)
+    with _setting("policies.dir / policies.model / policies.policy"):
+        policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
     for route in routes.routes:
         if route.route_class is RouteClass.AUTHENTICATED and route.action not in policy.actions:
             raise ConfigurationError(
@@ -117,6 +120,15 @@ def build_core(
         max_body_bytes=twilio_cfg.max_body_bytes,
         rate_limits=specs,
     )
+
+
+@contextlib.contextmanager
+def _setting(key: str) -> Iterator[None]:
+    """Name the setting behind a file that cannot be loaded (``facts.file: ...``)."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{key}: {exc}") from None
 
 
 def _dependency_error(query: Query, exc: BaseException) -> AuthzError:
@@ -169,7 +181,8 @@ class Authorizer:
         settings = settings or load_settings(config_file)
         core = build_core(settings)
         if facts is None and settings.facts.file is not None:
-            facts = load_facts_file(settings.facts.file)
+            with _setting("facts.file"):
+                facts = load_facts_file(settings.facts.file)
         if "api_keys" not in stores and settings.api_keys.database is not None:
             stores["api_keys"] = SqliteApiKeyStore(settings.api_keys.database)
         if "sessions" not in stores and settings.session.database is not None:

@@ -9,6 +9,7 @@ resolved against the configuration file's directory.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,8 @@ __all__ = [
     "default_policies_dir",
     "load_settings",
 ]
+
+_ENV_PREFIX = "ILLUMICHAT_AUTHZ_"
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -199,7 +202,7 @@ class Settings(BaseSettings):
     """All settings. Build with :func:`load_settings`; the sections are frozen."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ILLUMICHAT_AUTHZ_",
+        env_prefix=_ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
@@ -247,7 +250,10 @@ def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"  {key}: {err['msg']}")
+        # The environment overrides the file key by key: say where a bad value came from.
+        env = _ENV_PREFIX + "__".join(str(p) for p in err["loc"][:2]).upper()
+        origin = f" (from {env})" if err["loc"] and env in os.environ else ""
+        lines.append(f"  {key}{origin}: {err['msg']}")
     return "\n".join(lines)
 
 
