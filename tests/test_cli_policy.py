@@ -139,6 +139,20 @@ def test_explain_attribute_mode_needs_both_flags(capsys: pytest.CaptureFixture[s
     assert "--role and --action" in err
 
 
+@pytest.mark.parametrize("action", ["assistant:read", "chat:create", "assistant:update"])
+def test_explain_an_assistant_action_needs_the_visibility(
+    capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    # Without it only the role table would speak: ALLOW for an inactive member's read,
+    # which a real request on a workspace or private assistant does not get.
+    code, out, err = run(
+        capsys, "policy", "explain", "--role", "member", "--status", "inactive", "--action", action
+    )
+    assert code == 2
+    assert out == ""
+    assert "--visibility" in err
+
+
 def test_explain_a_request(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "policy", "explain", "--path", "/api/chats")
     assert code == 1

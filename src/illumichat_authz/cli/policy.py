@@ -11,6 +11,7 @@ from ..authorizer import Authorizer, build_core
 from ..policy import Attributes
 from ..policy_check import check_policy
 from ..policy_tables import load_table, run_table
+from ..vocab import ResourceKind
 from ._common import add_config_flag, add_request_flags, request_from_flags, settings_from
 
 __all__ = ["register"]
@@ -66,7 +67,21 @@ def _explain(args: argparse.Namespace) -> int:
         if not (args.role and args.action):
             print("illumichat-authz: attribute mode needs --role and --action", file=sys.stderr)
             return 2
-        policy = build_core(settings).policy
+        core = build_core(settings)
+        policy = core.policy
+        on_assistant = any(
+            r.action == args.action and r.resource and r.resource.kind is ResourceKind.ASSISTANT
+            for r in core.routes.routes
+        )
+        if on_assistant and not args.visibility:
+            # Without it only the role table would be consulted: an ALLOW that a real
+            # request on a private assistant would not get.
+            print(
+                f"illumichat-authz: {args.action} acts on an assistant: give --visibility "
+                "public|workspace|private",
+                file=sys.stderr,
+            )
+            return 2
         status = "active" if args.status == "active" else "inactive"
         verdict = policy.evaluate(
             Attributes(args.role, status, args.action, args.relation, args.visibility)
