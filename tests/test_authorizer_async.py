@@ -130,6 +130,9 @@ def test_adecide_with_a_real_api_key(shared: Authorizer) -> None:
         method="POST", path="/api/assistants", headers={"authorization": f"Bearer {token}"}
     )
     assert run(authz.adecide(listing)).reason.value == "allowed"
+    used = store.get(record.key_id)
+    assert used is not None
+    assert used.last_used_at is not None  # recorded off the event loop
     assert run(authz.adecide(creating)).reason.value == "scope_not_granted"
     # Revocation through the authorizer is immediate (the credential cache forgets it).
     assert authz.revoke_api_key(record.key_id)

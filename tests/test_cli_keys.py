@@ -43,7 +43,7 @@ def test_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]) ->
     code, out, err = _run(
         capsys,
         *("keys", "create", "--config", str(config), "--user", "u1", "--workspace", "ws_a"),
-        *("--scope", "chats:read", "--scope", "assistants:use", "--name", "ci bot"),
+        *("--scope", "chat:read", "--scope", "chat:create", "--name", "ci bot"),
         *("--expires-in", "3600"),
     )
     assert code == 0, err
@@ -53,7 +53,7 @@ def test_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]) ->
     assert match is not None  # the key alone on the first line
     key_id = match["key_id"]
     assert f"key_id: {key_id}" in lines
-    assert "scopes: assistants:use chats:read" in lines
+    assert "scopes: chat:create chat:read" in lines
     assert "name: ci bot" in lines
     assert "cannot be shown again" in err
 
@@ -61,7 +61,7 @@ def test_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]) ->
     store = SqliteApiKeyStore(config.parent / "keys.sqlite3")
     principal = authenticate_api_key(token, store, now=time.time())
     assert principal.workspace == "ws_a"
-    assert principal.scopes == frozenset({"chats:read", "assistants:use"})
+    assert principal.scopes == frozenset({"chat:read", "chat:create"})
 
     _run(capsys, "keys", "create", "--config", str(config), "--user", "u2", "--workspace", "ws_b")
     code, out, _ = _run(capsys, "keys", "list", "--config", str(config), "--json")
@@ -138,6 +138,18 @@ def test_bad_create_arguments_exit_2(
     assert not (config.parent / "keys.sqlite3").exists()
 
 
+def test_a_scope_the_policy_does_not_have_exits_2(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Well-formed, but no action of the policy: such a key could never do anything.
+    argv = ["keys", "create", "--config", str(config), "--user", "u", "--workspace", "w"]
+    assert main([*argv, "--scope", "chat:read", "--scope", "chats:read"]) == 2
+    err = capsys.readouterr().err
+    assert "chats:read" in err
+    assert "chat:read'" not in err
+    assert not (config.parent / "keys.sqlite3").exists()
+
+
 def test_unusable_database_is_a_message_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,7 +187,7 @@ def test_installed_console_script(config: Path) -> None:
             check=False,
         )
 
-    created = run("create", "--user", "u1", "--workspace", "ws_a", "--scope", "chats:read")
+    created = run("create", "--user", "u1", "--workspace", "ws_a", "--scope", "chat:read")
     assert created.returncode == 0, created.stderr
     token = created.stdout.splitlines()[0]
     match = API_KEY_PATTERN.fullmatch(token)

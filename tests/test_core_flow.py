@@ -296,6 +296,34 @@ def test_api_key_revoked_in_the_store_takes_effect_within_the_cache_ttl(
     assert outcome(later.decide(req(headers=[bearer(key)]))) == (401, "api_key_revoked")
 
 
+def test_a_verified_api_key_records_its_last_use(
+    authz: Authorizer, store: MemoryApiKeyStore
+) -> None:
+    key = api_key(store)
+    key_id = key.split("_")[1]
+    record = store.get(key_id)
+    assert record is not None
+    assert record.last_used_at is None
+    assert outcome(authz.decide(req(headers=[bearer(key)]))) == (200, "allowed")
+    record = store.get(key_id)
+    assert record is not None
+    assert record.last_used_at == NOW
+
+
+def test_a_store_that_cannot_record_last_use_still_decides(
+    shared: Authorizer, store: MemoryApiKeyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    class NoTouch(MemoryApiKeyStore):
+        def touch(self, key_id: str, *, now: float) -> None:
+            raise OSError("read-only disk")
+
+    readonly = NoTouch()
+    authz = sibling(shared, facts=_world(), api_keys=readonly)
+    key = api_key(readonly)
+    assert outcome(authz.decide(req(headers=[bearer(key)]))) == (200, "allowed")
+    assert "could not record last use" in caplog.text
+
+
 def test_api_key_expired(authz: Authorizer, store: MemoryApiKeyStore) -> None:
     key = api_key(store, now=NOW - 7200, expires_at=NOW - 1)
     assert outcome(authz.decide(req(headers=[bearer(key)]))) == (401, "api_key_expired")

@@ -19,7 +19,7 @@ from .credentials.cache import CredentialCache
 from .credentials.sessions_db import check_session_token, principal_from_session_record
 from .errors import CredentialError
 from .principal import CredentialKind, Principal
-from .queries import NeedApiKey, NeedJwk, NeedSession, Query
+from .queries import NeedApiKey, NeedJwk, NeedSession, Query, RecordApiKeyUse
 from .reasons import Reason
 from .request import RequestFacts
 
@@ -152,7 +152,9 @@ def _bearer(value: str, authn: Authenticators, now: float) -> Generator[Query, A
             raise CredentialError("API keys are not accepted here", reason=Reason.API_KEY_INVALID)
         parsed_key = parse_api_key(token)  # checksum first: garbage never reaches a store
         record = yield NeedApiKey(parsed_key.key_id)
-        return verify_api_key(parsed_key, record, now=now)
+        principal = verify_api_key(parsed_key, record, now=now)
+        yield RecordApiKeyUse(parsed_key.key_id)
+        return principal
     if authn.auth0 is None:
         raise CredentialError("bearer tokens are not accepted here", reason=Reason.INVALID_TOKEN)
     parsed_jwt = authn.auth0.parse(token)

@@ -53,6 +53,7 @@ from .queries import (
     NeedRateLimit,
     NeedSession,
     Query,
+    RecordApiKeyUse,
 )
 from .ratelimit import RateLimiter, RateLimitSpec
 from .reasons import Reason
@@ -285,6 +286,7 @@ class Authorizer:
             NeedChat: lambda q: chat(*q),
             NeedGrant: lambda q: has_grant(*q),
             NeedApiKey: lambda q: self._api_keys().get(q.key_id),
+            RecordApiKeyUse: self._record_api_key_use,
             NeedJwk: lambda q: self._jwks().get_key(q.kid, q.alg),
             NeedSession: lambda q: self._sessions().get_session(q.session_token),
             NeedRateLimit: lambda q: self._limiter().hit(q.key, q.spec),
@@ -342,6 +344,9 @@ class Authorizer:
         if isinstance(query, NeedApiKey):
             # SQLite is a blocking call: keep it off the event loop.
             return await asyncio.to_thread(self._api_keys().get, query.key_id)
+        if isinstance(query, RecordApiKeyUse):
+            # A throttled write at most: off the event loop like the lookup.
+            return await asyncio.to_thread(self._record_api_key_use, query)
         if isinstance(query, NeedJwk):
             return await self._jwks().aget_key(query.kid, query.alg)
         if isinstance(query, NeedSession):
@@ -353,6 +358,15 @@ class Authorizer:
                 raise RuntimeError("the adapter supplied no way to read the body")
             return await read_body(query.max_bytes)
         raise TypeError(f"unknown query {query!r}")
+
+    def _record_api_key_use(self, query: RecordApiKeyUse) -> None:
+        """Last-used time (throttled by the store); a failure never changes the decision."""
+        try:
+            self._api_keys().touch(query.key_id, now=self.clock())
+        except Exception as exc:
+            _log.warning(
+                "API key %s: could not record last use: %s", query.key_id, type(exc).__name__
+            )
 
     def revoke_api_key(self, key_id: str) -> bool:
         """Revoke in the store and drop the key from the credential cache, at once."""

@@ -24,6 +24,7 @@ __all__ = [
     "NeedRateLimit",
     "NeedSession",
     "Query",
+    "RecordApiKeyUse",
 ]
 
 
@@ -55,6 +56,16 @@ class NeedApiKey(NamedTuple):
     key_id: str
 
 
+class RecordApiKeyUse(NamedTuple):
+    """Not a question: the key verified, so record its last use (answered with ``None``).
+
+    A store that cannot record it is logged and ignored: bookkeeping never changes a
+    decision that is already made.
+    """
+
+    key_id: str
+
+
 class NeedJwk(NamedTuple):
     kid: str
     alg: str
@@ -80,6 +91,7 @@ Query = (
     | NeedChat
     | NeedGrant
     | NeedApiKey
+    | RecordApiKeyUse
     | NeedJwk
     | NeedSession
     | NeedRateLimit

@@ -24,6 +24,7 @@ from illumichat_authz.credentials.apikeys import (
     validate_scope,
 )
 from illumichat_authz.errors import ConfigurationError, DependencyUnavailableError
+from illumichat_authz.policy import Policy
 
 __all__ = ["register"]
 
@@ -78,7 +79,11 @@ def register(subparsers: Any) -> None:
     list_.add_argument("--json", action="store_true", help="one JSON array on stdout")
     list_.set_defaults(handler=_list)
 
-    revoke = sub.add_parser("revoke", help="revoke a key; takes effect on the next request")
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke a key: refused by new lookups at once, by running processes that "
+        "verified it within [api_keys] cache_ttl_s",
+    )
     common(revoke)
     revoke.add_argument("key_id", metavar="KEY_ID")
     revoke.set_defaults(handler=_revoke)
@@ -120,8 +125,20 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _unknown_scopes(args: argparse.Namespace) -> list[str]:
+    """Scopes that name no action of the configured policy (a key that could do nothing)."""
+    if not args.scope:
+        return []
+    pol = load_settings(args.config).policies
+    actions = Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy).actions
+    return sorted(set(args.scope) - actions)
+
+
 def _create(args: argparse.Namespace) -> int:
     now = time.time()
+    unknown = _unknown_scopes(args)
+    if unknown:
+        return _fail(f"unknown scope(s) {unknown}: scopes are actions of the policy", 2)
     store = _store(args)
     try:
         token, record = issue_api_key(
