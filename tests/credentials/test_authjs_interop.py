@@ -171,10 +171,20 @@ def test_gcm_and_kidless_tokens_from_jose() -> None:
     ]
     tokens = peer(*requests)
     dec = AuthjsSessionDecoder(secrets=["s1", "s0"])
-    for token in tokens:
-        assert (
-            dec.decode(SessionCookie(name=NAME, value=token), now=time.time()).user_id == "user-1"
-        )
+    # What @auth/core's own decode says of each token with the same two secrets: a kid
+    # picks its secret; without one only the newest is tried.
+    verdicts = peer(
+        *({"op": "decode", "token": t, "secret": ["s1", "s0"], "salt": NAME} for t in tokens)
+    )
+    for request, token, theirs in zip(requests, tokens, verdicts, strict=True):
+        expect = bool(request["kid"]) or request["secret"] == "s1"
+        assert (theirs is not None) == expect, request
+        cookie = SessionCookie(name=NAME, value=token)
+        if expect:
+            assert dec.decode(cookie, now=time.time()).user_id == "user-1"
+        else:
+            with pytest.raises(CredentialError):
+                dec.decode(cookie, now=time.time())
 
 
 def test_nextauth_v4_tokens() -> None:

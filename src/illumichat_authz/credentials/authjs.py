@@ -275,13 +275,13 @@ class AuthjsSessionDecoder:
             if key is None or key.enc != parts.enc:
                 raise JweError("unknown kid")
             return key, _jwe.decrypt(parts, key)
-        # No kid (NextAuth v4, or a hand-made token): secrets newest first.
-        for key in ring.ordered[parts.enc]:
-            try:
-                return key, _jwe.decrypt(parts, key)
-            except JweError:
-                continue
-        raise JweError("no secret decrypts the token")
+        # No kid (NextAuth v4, or a hand-made token): the newest secret only, as
+        # @auth/core's decode does ("if (kid === undefined) return encryptionSecret" for
+        # the first secret). Trying the older ones would accept what Auth.js refuses.
+        keys = ring.ordered[parts.enc]
+        if not keys:
+            raise JweError("no secret for this enc")
+        return keys[0], _jwe.decrypt(parts, keys[0])
 
     def _claims(self, payload: bytes, *, now: float) -> dict[str, Any]:
         try:
