@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 _ENV_PREFIX = "ILLUMICHAT_AUTHZ_"
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?\Z")
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -126,6 +128,17 @@ class Auth0Settings(_Section):
     #: How long fetched keys are fresh, and how long stale keys serve during an outage.
     jwks_ttl_s: float = Field(default=600.0, gt=0)
     jwks_max_stale_s: float = Field(default=86400.0, ge=0)
+    #: Client ids (``azp``) whose tokens are accepted; unset: any client of the tenant.
+    authorized_parties: list[str] | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _bare_host(cls, value: str | None) -> str | None:
+        # The issuer is built as https://{domain}/: a scheme or a slash here would make
+        # every token fail (https://https://...), so refuse it at start-up instead.
+        if value is not None and not _DOMAIN.match(value):
+            raise ValueError("domain must be a bare host name such as 'tenant.eu.auth0.com'")
+        return value
 
     @field_validator("algorithms")
     @classmethod

@@ -215,6 +215,26 @@ def test_accepts_each_configured_algorithm(key: Any, alg: str, kid: str) -> None
     assert check(mint(key=key, alg=alg, kid=kid)).user_id == "auth0|user-1"
 
 
+@pytest.mark.parametrize(
+    "domain", ["https://t.auth0.com", "t.auth0.com/", "t.auth0.com/x", "", "t auth0.com"]
+)
+def test_a_domain_that_is_not_a_bare_host_fails_at_start_up(domain: str) -> None:
+    with pytest.raises(ValueError, match="bare host"):
+        Auth0Settings(domain=domain, audience=AUDIENCE)
+
+
+def test_authorized_parties_limit_which_clients_tokens_are_accepted() -> None:
+    token = mint()  # azp: client-abc
+    assert check(token, verifier(authorized_parties=["client-abc"])).user_id
+    for allowed in (["client-other"], []):
+        with pytest.raises(CredentialError, match="azp"):
+            check(token, verifier(authorized_parties=allowed))
+    no_azp = mint(claims(azp=None))
+    with pytest.raises(CredentialError, match="azp"):
+        check(no_azp, verifier(authorized_parties=["client-abc"]))
+    assert check(no_azp).user_id  # unset: any client of the tenant
+
+
 def test_audience_as_string_and_custom_user_claim() -> None:
     token = mint(claims(aud=AUDIENCE, email="a@b.c", uid="u-9"))
     principal = check(token, verifier(user_id_claim="uid"))

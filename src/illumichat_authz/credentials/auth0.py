@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -172,6 +172,7 @@ class Auth0BearerVerifier:
         user_id_claim: str = "sub",
         workspace_claim: str | None = None,
         clock_tolerance_s: float = 15.0,
+        authorized_parties: Iterable[str] | None = None,
     ) -> None:
         if not issuer or not audience:
             raise ConfigurationError("auth0: issuer and audience are required")
@@ -190,6 +191,10 @@ class Auth0BearerVerifier:
         self.user_id_claim = user_id_claim
         self.workspace_claim = workspace_claim
         self.clock_tolerance_s = float(clock_tolerance_s)
+        #: Client ids whose tokens are accepted (``azp``); ``None``: any client of the tenant.
+        self.authorized_parties = (
+            None if authorized_parties is None else frozenset(authorized_parties)
+        )
 
     @classmethod
     def from_settings(cls, settings: Auth0Settings) -> Auth0BearerVerifier:
@@ -203,6 +208,7 @@ class Auth0BearerVerifier:
             user_id_claim=settings.user_id_claim,
             workspace_claim=settings.workspace_claim,
             clock_tolerance_s=settings.clock_tolerance_s,
+            authorized_parties=settings.authorized_parties,
         )
 
     # --- step 1: shape and header -----------------------------------------------------------
@@ -315,6 +321,11 @@ class Auth0BearerVerifier:
         azp = claims.get("azp")
         if azp is not None and not isinstance(azp, str):
             raise _invalid("token azp claim is not a string")
+        # OpenID Connect Core §3.1.3.7: "If an azp (authorized party) Claim is present, the
+        # Client SHOULD verify that its client_id is the Claim Value". Here: one of the
+        # configured clients, and a token naming no client is refused too.
+        if self.authorized_parties is not None and azp not in self.authorized_parties:
+            raise _invalid("token was issued to a client this API does not accept (azp)")
 
     @staticmethod
     def _text_claim(claims: Mapping[str, Any], name: str) -> str:
