@@ -214,9 +214,18 @@ def test_two_authorization_headers_are_ambiguous(
     assert decision.principal is None
 
 
-@pytest.mark.parametrize("scheme", ["Basic dXNlcjpwYXNz", "Token abc", "Digest x=1", "bearer"])
-def test_a_non_bearer_scheme_is_invalid_token(authz: Authorizer, scheme: str) -> None:
+@pytest.mark.parametrize("scheme", ["Basic dXNlcjpwYXNz", "Token abc", "Digest x=1"])
+def test_a_non_bearer_scheme_is_401_with_the_bare_challenge(authz: Authorizer, scheme: str) -> None:
+    # RFC 6750 §3.1: a request using another scheme "lacks any authentication information"
+    # of ours: the challenge SHOULD NOT carry an error code.
     decision = authz.decide(req(headers=[("Authorization", scheme)]))
+    assert outcome(decision) == (401, "invalid_token")
+    assert www_authenticate(decision) == [CHALLENGE]
+
+
+@pytest.mark.parametrize("value", ["bearer", "Bearer ", "Bearer a b"])
+def test_a_malformed_bearer_token_is_invalid_token(authz: Authorizer, value: str) -> None:
+    decision = authz.decide(req(headers=[("Authorization", value)]))
     assert outcome(decision) == (401, "invalid_token")
     [challenge] = www_authenticate(decision)
     assert challenge.startswith(CHALLENGE + ", ")

@@ -49,7 +49,9 @@ def _bearer_token(value: str) -> str:
     token = token.strip(" ")
     if scheme.lower() != "bearer":
         raise CredentialError(
-            "unsupported Authorization scheme; use 'Bearer <token>'", reason=Reason.INVALID_TOKEN
+            "unsupported Authorization scheme; use 'Bearer <token>'",
+            reason=Reason.INVALID_TOKEN,
+            token_error=False,
         )
     if not token or " " in token:
         raise CredentialError("malformed bearer token", reason=Reason.INVALID_TOKEN)

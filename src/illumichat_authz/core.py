@@ -151,7 +151,7 @@ class _Trace:
 def _www_authenticate(exc: CredentialError | None) -> tuple[tuple[str, str], ...]:
     # RFC 6750 §3: a request without credentials gets the bare challenge; an invalid or
     # expired token gets error="invalid_token". RFC 9110 §15.5.2: a 401 MUST carry one.
-    if exc is None:
+    if exc is None or not exc.token_error:
         return (("WWW-Authenticate", f'Bearer realm="{_REALM}"'),)
     desc = exc.message.replace("\\", "").replace('"', "'")
     return (

@@ -51,6 +51,15 @@ class BadRequestError(AuthzError):
 class CredentialError(AuthzError):
     default_reason = Reason.INVALID_CREDENTIAL
 
+    def __init__(
+        self, message: str, *, reason: Reason | None = None, token_error: bool = True
+    ) -> None:
+        super().__init__(message, reason=reason)
+        #: RFC 6750 §3.1: whether the challenge carries ``error="invalid_token"``. Not
+        #: for a scheme we do not support: "the resource server SHOULD NOT include an
+        #: error code or other error information" when the request lacks our credential.
+        self.token_error = token_error
+
 
 class SignatureError(AuthzError):
     default_reason = Reason.INVALID_SIGNATURE
