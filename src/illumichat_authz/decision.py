@@ -51,6 +51,18 @@ class Decision(NamedTuple):
     def allowed(self) -> bool:
         return self.status == 200
 
+    @property
+    def scopes(self) -> list[str]:
+        """Starlette's ``request.auth.scopes`` (``@requires("authenticated")`` reads it).
+
+        ``"authenticated"`` when a credential was verified, then the credential's own
+        scopes (API key actions), if it has any.
+        """
+        p = self.principal
+        if p is None:
+            return []
+        return ["authenticated", *sorted(p.scopes or ())]
+
     @classmethod
     def of(cls, reason: Reason, message: str, **kwargs: Any) -> Decision:
         """A decision whose status is the one ``reason`` implies."""

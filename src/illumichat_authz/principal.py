@@ -48,6 +48,16 @@ class Principal:
         """For frameworks (Starlette, Django) that ask the user object this."""
         return True
 
+    @property
+    def display_name(self) -> str:
+        """Starlette's ``BaseUser.display_name``: the name, else the email, else the id."""
+        return self.name or self.email or self.user_id
+
+    @property
+    def identity(self) -> str:
+        """Starlette's ``BaseUser.identity``: the user id."""
+        return self.user_id
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON-safe view used in decisions, logs and identity headers."""
         return {

@@ -22,8 +22,9 @@ from conftest import (
     twilio_request,
 )
 from starlette.applications import Starlette
+from starlette.authentication import requires
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -107,6 +108,41 @@ async def test_allow_passes_principal(
     assert resp.status_code == 200
     assert resp.json() == {"user": "u1", "authenticated": True, "reason": "allowed", "body": ""}
     assert seen[0]["state"] is seen[0]["user"]
+
+
+async def test_starlette_requires_and_base_user_conventions_work() -> None:
+    # Starlette's own decorator reads request.auth.scopes; its templates and logs read
+    # request.user.display_name / .identity.
+    @requires("authenticated", status_code=418)
+    async def private(request: Request) -> JSONResponse:
+        user = request.user
+        return JSONResponse({"name": user.display_name, "id": user.identity})
+
+    async def stream(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for part in (b"one,", b"two,", b"three"):
+                yield part
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    app = Starlette(
+        routes=[
+            Route("/api/chats", private),
+            Route("/api/widget/{assistant}/config", private),
+            Route("/api/widget/{assistant}/history", stream),
+        ]
+    )
+    app.add_middleware(AuthzMiddleware, authorizer=make_authorizer())
+    async with asgi_client(app) as c:
+        signed_in = await c.get("/api/chats", headers=cookie_header("u1"))
+        assert signed_in.status_code == 200, signed_in.text
+        assert signed_in.json() == {"name": "u1@example.com", "id": "u1"}  # no name claim
+        # A public route lets anonymous callers through; @requires still says no.
+        anonymous = await c.get("/api/widget/a1/config")
+        assert anonymous.status_code == 418
+        streamed = await c.get("/api/widget/a1/history")
+        assert streamed.status_code == 200
+        assert streamed.text == "one,two,three"
 
 
 async def test_public_route_user_is_anonymous(

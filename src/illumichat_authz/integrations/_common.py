@@ -51,6 +51,10 @@ class Anonymous:
     def display_name(self) -> str:
         return ""
 
+    @property
+    def identity(self) -> str:
+        return ""
+
 
 ANONYMOUS = Anonymous()
 
