@@ -128,6 +128,13 @@ def test_allow_sets_request_user(use: Any, authorizer: Authorizer) -> None:
     assert resp.json() == {"pk": "u1", "username": "u1", "auth": True}
     assert SEEN[0].principal.workspace == "w1"
     assert not SEEN[0].is_anonymous
+    # Django's permission API answers "no" (the policy decides), never AttributeError.
+    user = SEEN[0]
+    assert not user.has_perm("app.change_thing")
+    assert not user.has_perms(["app.view_thing"])
+    assert not user.has_module_perms("app")
+    assert user.get_all_permissions() == set()
+    assert list(user.groups.all()) == []
 
 
 def test_public_route_anonymous_user(use: Any, authorizer: Authorizer) -> None:
@@ -178,6 +185,8 @@ def test_config_path_setting(use: Any, tmp_path: Any) -> None:
     config.write_text('[routes]\nundeclared = "authenticated"\n')
     with override_settings(ILLUMICHAT_AUTHZ=str(config)):
         assert get_authorizer().core.undeclared == "authenticated"
+        # One per file and process: rate-limit counters and caches outlive a request.
+        assert get_authorizer() is get_authorizer()
     from django.core.exceptions import ImproperlyConfigured
 
     with override_settings(ILLUMICHAT_AUTHZ=None), pytest.raises(ImproperlyConfigured):

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +45,44 @@ __all__ = [
 ]
 
 
+class _EmptyManager:
+    """Stands in for ``user.groups`` / ``user.user_permissions``: always empty."""
+
+    def all(self) -> list[object]:
+        return []
+
+    def exists(self) -> bool:
+        return False
+
+
+_EMPTY_MANAGER = _EmptyManager()
+
+
+class _NoModelPermissions:
+    """Django's permission API, answered "no": what a user may do is the policy's call
+    (``decide_access``), not ``auth.Permission`` rows that do not exist for these users.
+    ``permission_required``, the admin and ``DjangoModelPermissions`` then deny cleanly
+    instead of failing with ``AttributeError``."""
+
+    __slots__ = ()
+    groups = _EMPTY_MANAGER
+    user_permissions = _EMPTY_MANAGER
+
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        return False
+
+    def has_perms(self, perm_list: Iterable[str], obj: object = None) -> bool:
+        return False
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return False
+
+    def get_all_permissions(self, obj: object = None) -> set[str]:
+        return set()
+
+
 @dataclass(frozen=True, slots=True)
-class PrincipalUser:
+class PrincipalUser(_NoModelPermissions):
     """A ``request.user`` for a verified principal; there is no database row behind it."""
 
     principal: Principal
@@ -69,7 +107,7 @@ class PrincipalUser:
 
 
 @dataclass(frozen=True, slots=True)
-class AnonymousPrincipalUser:
+class AnonymousPrincipalUser(_NoModelPermissions):
     """``request.user`` on public and webhook routes (unless Django's auth set one)."""
 
     is_authenticated = False
@@ -91,8 +129,15 @@ def get_authorizer() -> Authorizer:
     if isinstance(value, Authorizer):
         return value
     if isinstance(value, str | Path):
-        return Authorizer.from_settings(config_file=str(value))
+        return _authorizer_for(str(value))
     raise ImproperlyConfigured("ILLUMICHAT_AUTHZ must be an Authorizer or a config file path")
+
+
+@functools.lru_cache(maxsize=4)
+def _authorizer_for(config_file: str) -> Authorizer:
+    # One per configuration file and process: building one compiles the policy, and its
+    # rate-limit counters and credential cache must outlive a request.
+    return Authorizer.from_settings(config_file=config_file)
 
 
 def facts_from_request(request: HttpRequest) -> RequestFacts:
