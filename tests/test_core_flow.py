@@ -1001,3 +1001,16 @@ def test_string_visibility_and_status_from_a_database_decide_like_enums(
     assert outcome(bob) == (403, "not_visible")
     carol = authz.decide(req(path, headers=[cookie(session("u-carol"))]))
     assert outcome(carol) == (403, "membership_inactive")
+
+
+def test_identify_says_who_calls_without_a_route(authz: Authorizer) -> None:
+    # For endpoints that name their resource themselves: any path, no policy.
+    known = authz.identify(req("/anything/at/all", headers=[cookie(session())]))
+    assert outcome(known) == (200, "allowed")
+    assert known.principal is not None
+    assert known.principal.user_id == "u-alice"
+    assert outcome(authz.identify(req("/x"))) == (401, "authentication_required")
+    bad = authz.identify(req("/x", headers=[cookie("garbage")]))
+    assert outcome(bad) == (401, "invalid_credential")
+    assert bad.principal is None
+    assert outcome(authz.identify(req("/x", method="BREW"))) == (400, "bad_method")

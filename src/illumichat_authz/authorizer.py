@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .authn import Authenticators
 from .config import Settings, load_settings
-from .core import Core, Flow, decide, decide_access
+from .core import Core, Flow, decide, decide_access, identify
 from .credentials.apikey_store import SqliteApiKeyStore
 from .credentials.apikeys import ApiKeyStore
 from .credentials.auth0 import Auth0BearerVerifier
@@ -237,6 +237,18 @@ class Authorizer:
             facts=self._inline_facts,
         )
         return _drive(flow, self._sync_answers)
+
+    def identify(self, request: RequestFacts) -> Decision:
+        """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""
+        return _drive(identify(request, self.core, now=self.clock()), self._sync_answers)
+
+    async def aidentify(self, request: RequestFacts) -> Decision:
+        """The async twin of :meth:`identify`."""
+        flow = identify(request, self.core, now=self.clock())
+        step = _first_step(flow)
+        if isinstance(step, Decision):
+            return step
+        return await self._arun(flow, None, step)
 
     async def adecide_access(
         self,

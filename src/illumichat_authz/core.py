@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .authn import Authenticators, cached, presented, verify
+from .authn import Authenticators, authenticate, cached, presented, verify
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision, ResourceRef
 from .errors import AuthzError, BadRequestError, CredentialError
@@ -45,7 +45,7 @@ from .request import MAX_HEADER_BYTES, RequestFacts
 from .routes import ResourceSpec, Route, RouteClass, RouteMatch, RouteTable
 from .vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Role
 
-__all__ = ["Core", "Flow", "decide", "decide_access"]
+__all__ = ["Core", "Flow", "decide", "decide_access", "identify"]
 
 _log = logging.getLogger("illumichat_authz")
 
@@ -234,18 +234,48 @@ def decide(
                 Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403
             )
         return (yield from _authorize(request, core, match, principal, trace, facts))
-    except CredentialError as exc:
+    except Exception as exc:
+        return _failure(exc, trace)
+
+
+def identify(request: RequestFacts, core: Core, *, now: float) -> Flow:
+    """Only who is calling, for endpoints that name their resource themselves.
+
+    200 ``allowed`` ("authenticated") with the principal; 401 with a challenge when no
+    credential or a bad one was presented; 400 for a malformed request. No route, no
+    policy: follow it with :func:`decide_access`.
+    """
+    trace = _Trace()
+    try:
+        _check_envelope(request, core)
+        principal = yield from authenticate(request, core.authenticators, now=now)
+        if principal is None:
+            return trace.decision(
+                Reason.AUTHENTICATION_REQUIRED,
+                "authentication required; sign in and retry",
+                status=401,
+                headers=_www_authenticate(None),
+            )
+        trace.principal = principal
+        return trace.decision(_ALLOWED, "authenticated")
+    except Exception as exc:
+        return _failure(exc, trace)
+
+
+def _failure(exc: Exception, trace: _Trace) -> Decision:
+    """The deny an exception means: a challenge for a bad credential, the error's own
+    status for ours, a logged 500 for anything else. Never an allow."""
+    if isinstance(exc, CredentialError):
         trace.principal = None
         return trace.decision(
             exc.reason, f"{exc.message}; sign in again", headers=_www_authenticate(exc)
         )
-    except AuthzError as exc:
+    if isinstance(exc, AuthzError):
         if exc.status >= 500:
             _log.warning("denied with %s: %s", exc.reason.value, exc.message)
         return trace.decision(exc.reason, exc.message)
-    except Exception:
-        _log.exception("internal error while deciding; the request is denied")
-        return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+    _log.error("internal error while deciding; the request is denied", exc_info=exc)
+    return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
 
 
 def decide_access(
@@ -577,13 +607,8 @@ def _authorize(
         return trace.decision(verdict.reason, verdict.message)
     except CredentialError:
         raise  # decide() answers these with a challenge
-    except AuthzError as exc:
-        if exc.status >= 500:
-            _log.warning("denied with %s: %s", exc.reason.value, exc.message)
-        return trace.decision(exc.reason, exc.message)
-    except Exception:
-        _log.exception("internal error while authorizing; the request is denied")
-        return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+    except Exception as exc:
+        return _failure(exc, trace)
 
 
 def _concealed_grant_matters(core: Core, vis: str) -> bool:

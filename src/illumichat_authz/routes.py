@@ -99,6 +99,10 @@ class RouteTable:
         self._memo: dict[tuple[str, str], RouteMatch | None] = {}
         #: Every method some route declares.
         self.methods: frozenset[str] = frozenset(r.method for r in self.routes)
+        #: The kind of resource each action acts on, where its routes name one.
+        self.action_kinds: Mapping[str, ResourceKind] = {
+            r.action: r.resource.kind for r in self.routes if r.resource is not None
+        }
 
     def _insert(self, route: Route) -> None:
         node = self._root

@@ -128,3 +128,49 @@ def test_openapi_shows_cookie_and_bearer(authorizer: Authorizer) -> None:
     security = doc["paths"]["/api/chats"]["get"]["security"]
     assert {"authjsSession": []} in security
     assert {"bearer": []} in security
+
+
+async def test_require_resolves_the_resource_from_path_parameters(
+    authorizer: Authorizer,
+) -> None:
+    # Paths the route table does not know: the endpoint names its resource itself.
+    app = FastAPI()
+    install(app, authorizer=authorizer)
+
+    @app.patch("/v2/bots/{assistant_id}")
+    async def update(
+        assistant_id: str,
+        user: Annotated[Principal, Depends(require("assistant:update", resource="assistant_id"))],
+    ) -> dict[str, Any]:
+        return {"user": user.user_id, "assistant": assistant_id}
+
+    @app.get("/v2/spaces/{ws}/billing")
+    async def billing(
+        ws: str, user: Annotated[Principal, Depends(require("billing:read", workspace="ws"))]
+    ) -> dict[str, Any]:
+        return {"user": user.user_id, "workspace": ws}
+
+    async with client(app) as http:
+        owner = await http.patch("/v2/bots/a1", headers=cookie_header("boss"))
+        assert owner.json() == {"user": "boss", "assistant": "a1"}
+        member = await http.patch("/v2/bots/a1", headers=cookie_header("u1"))
+        assert (member.status_code, member.json()["reason"]) == (403, "insufficient_role")
+        missing = await http.patch("/v2/bots/nope", headers=cookie_header("boss"))
+        assert (missing.status_code, missing.json()["reason"]) == (404, "not_found")
+        anonymous = await http.patch("/v2/bots/a1")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == 'Bearer realm="illumichat"'
+        bad = await http.patch("/v2/bots/a1", headers={"cookie": "authjs.session-token=junk"})
+        assert (bad.status_code, bad.json()["reason"]) == (401, "invalid_credential")
+
+        paid = await http.get("/v2/spaces/w1/billing", headers=cookie_header("boss"))
+        assert paid.json() == {"user": "boss", "workspace": "w1"}
+        not_owner = await http.get("/v2/spaces/w1/billing", headers=cookie_header("u1"))
+        assert (not_owner.status_code, not_owner.json()["reason"]) == (403, "insufficient_role")
+        elsewhere = await http.get("/v2/spaces/w9/billing", headers=cookie_header("boss"))
+        assert (elsewhere.status_code, elsewhere.json()["reason"]) == (403, "not_a_member")
+
+
+def test_require_with_a_resource_needs_an_action() -> None:
+    with pytest.raises(ValueError, match="needs an action"):
+        require(resource="assistant_id")

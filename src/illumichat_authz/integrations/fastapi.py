@@ -139,10 +139,25 @@ def authorized(
 
 
 def require(
-    action: str | None = None, *, authorizer: Authorizer | None = None
+    action: str | None = None,
+    *,
+    resource: str | None = None,
+    workspace: str | None = None,
+    authorizer: Authorizer | None = None,
 ) -> Callable[..., Awaitable[Principal]]:
-    """A dependency returning the verified Principal: :func:`authorized`, and a 401 when
-    the route was public (no credential was verified)."""
+    """A dependency returning the verified Principal.
+
+    Without ``resource``/``workspace``: :func:`authorized` (the route table classifies
+    the request), and a 401 when the route was public. With them, the endpoint names its
+    resource itself, whatever its path: ``require("assistant:update",
+    resource="assistant_id")`` takes the id from that path parameter (the kind from the
+    route table's routes for the action) and ``workspace="workspace_id"`` the workspace;
+    the caller is identified and ``decide_access`` applies the same rules.
+    """
+    if resource is not None or workspace is not None:
+        if action is None:
+            raise ValueError("require(resource=... or workspace=...) needs an action")
+        return _require_access(action, resource, workspace, authorizer)
     decided = authorized(action, authorizer=authorizer)
 
     async def dependency(
@@ -161,3 +176,60 @@ def require(
         return decision.principal
 
     return dependency
+
+
+def _require_access(
+    action: str, resource: str | None, workspace: str | None, authorizer: Authorizer | None
+) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request,
+        _cookie: Annotated[str | None, Security(session_cookie)] = None,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+    ) -> Principal:
+        rid = request_id(facts_from_scope(request.scope).headers)
+        try:
+            chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
+            if chosen is None:
+                raise LookupError("no authorizer: call install(app, authorizer=...)")
+            decision = await _access(request, chosen, action, resource, workspace)
+        except Exception:
+            log.exception("authorization dependency failed; request %s denied", rid)
+            decision = internal_error()
+        if not decision.allowed or decision.principal is None:
+            raise AuthzDenied(decision, rid)
+        return decision.principal
+
+    return dependency
+
+
+async def _access(
+    request: Request,
+    authorizer: Authorizer,
+    action: str,
+    resource: str | None,
+    workspace: str | None,
+) -> Decision:
+    # Who: the middleware's verified principal, else identify the request here.
+    seen = request.scope.get("auth")
+    principal = seen.principal if isinstance(seen, Decision) else None
+    if principal is None:
+        identified = await authorizer.aidentify(facts_from_scope(request.scope))
+        if not identified.allowed:
+            return identified
+        principal = identified.principal
+    assert principal is not None
+    kind = None
+    if resource is not None:
+        kind = authorizer.core.routes.action_kinds.get(action)
+        if kind is None:
+            return Decision.of(
+                Reason.POLICY_DENIED, f"{action} acts on no resource kind the routes name"
+            )
+    params = request.path_params
+    return await authorizer.adecide_access(
+        principal=principal,
+        action=action,
+        resource_kind=kind,
+        resource_id=str(params.get(resource, "")) if resource is not None else None,
+        workspace=str(params[workspace]) if workspace in params else principal.workspace,
+    )
