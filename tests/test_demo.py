@@ -124,3 +124,23 @@ def test_printed_curl_commands_give_the_promised_statuses(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_taken_port_prints_no_cookies_and_exits_1() -> None:
+    # Cookies and curl commands are printed only for a server that is listening: never
+    # for another process on the port, which would answer them with 401.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CLI, "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "export " not in result.stdout
+    assert "Serving" not in result.stdout
+    assert "try --port" in result.stderr

@@ -139,7 +139,7 @@ def _self_test(demo: Any, port: int) -> int:
     from ..demo import SCENARIOS
 
     failures = 0
-    print(f"Self-test against http://{_HOST}:{port}")
+    print(f"Self-test against http://{_HOST}:{port} (the curl commands of `demo`, sent here)")
     for scenario in SCENARIOS:
         cookie = demo.cookie_for(scenario.user)
         try:
@@ -181,8 +181,21 @@ def _demo(args: argparse.Namespace) -> int:
             server.should_exit = True
             thread.join(timeout=10)
             demo.authorizer.rate_limiter.close()
-    port = args.port or _DEFAULT_PORT
+    # Bind first: cookies and commands are printed only for a server that is listening.
+    try:
+        server, thread, port = _start(app, uvicorn, args.port or _DEFAULT_PORT)
+    except (RuntimeError, OSError) as exc:
+        print(f"illumichat-authz: {exc} (is another demo running? try --port)", file=sys.stderr)
+        return 1
     _print_intro(demo, f"http://{_HOST}:{port}")
     print("\nServing; Ctrl-C to stop.", flush=True)
-    uvicorn.run(app, host=_HOST, port=port, log_level="warning")
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        demo.authorizer.rate_limiter.close()
     return 0

@@ -1,20 +1,24 @@
 """The demo: an IllumiChat-shaped API on embedded defaults, guarded by the real policy.
 
-``illumichat-authz demo`` builds everything in memory (the shipped policy, seeded facts, an
-in-memory rate limiter, a freshly generated development session secret), serves the API
-on 127.0.0.1 and prints ``curl`` commands; ``--self-test`` runs them itself.
+``illumichat-authz demo`` runs on the embedded defaults (the shipped policy files, the seed
+read through the JSON facts file store, an in-memory rate limiter, a freshly generated
+development session secret), serves the API on 127.0.0.1 and prints ``curl`` commands;
+``--self-test`` runs them itself.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..authorizer import Authorizer, build_core
 from ..config import Settings
 from ..credentials.authjs import encode_session_token
-from ..facts import InMemoryFacts, facts_from_document
+from ..facts import InMemoryFacts, load_facts_file
 from ..ratelimit import RateLimiter
 from .scenarios import SCENARIOS, Scenario
 from .seed import SEED, USERS, WORKSPACE
@@ -46,7 +50,12 @@ def build_demo(*, now: float | None = None) -> Demo:
     settings = Settings.model_validate(
         {"session": {"secrets": [secret], "workspace_claim": _WORKSPACE_CLAIM}}
     )
-    facts = facts_from_document(SEED, source="demo seed")
+    # Through the file store a deployment uses ([facts] file): the seed is written as a
+    # facts file and read back by the same validating loader.
+    with tempfile.TemporaryDirectory(prefix="illumichat-authz-demo-") as tmp:
+        path = Path(tmp) / "facts.json"
+        path.write_text(json.dumps(SEED, indent=2), encoding="utf-8")
+        facts = load_facts_file(path)
     authorizer = Authorizer(
         core=build_core(settings), facts=facts, rate_limiter=RateLimiter(storage_uri="memory://")
     )
