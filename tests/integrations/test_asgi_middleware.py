@@ -474,3 +474,27 @@ def test_real_uvicorn(live_server: str, seen: list[dict[str, Any]]) -> None:
         assert_problem(http.get("/api/widget/a%2F..%2Fx/config"), 400, "non_canonical_path")
         codes = [http.post("/api/widget/tickets/create").status_code for _ in range(6)]
         assert codes[-1] == 429
+
+
+async def test_an_outage_is_503_and_logged_with_the_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Down:
+        def membership(self, user: str, workspace: str) -> None:
+            raise ConnectionError("db down")
+
+        assistant = chat = has_grant = membership
+
+    authorizer = make_authorizer()
+    authorizer.facts = Down()  # type: ignore[assignment]
+    app = Starlette(routes=[Route("/api/chats", lambda r: JSONResponse({}))])
+    app.add_middleware(AuthzMiddleware, authorizer=authorizer)
+    async with asgi_client(app) as c:
+        resp = await c.get("/api/chats", headers={"x-request-id": "req-42", **cookie_header()})
+    assert resp.status_code == 503
+    assert resp.json()["reason"] == "facts_unavailable"
+    assert "db down" not in resp.text
+    logged = [r.getMessage() for r in caplog.records if "req-42" in r.getMessage()]
+    assert logged == [
+        "request req-42 denied: facts_unavailable (membership lookup is unavailable; retry later)"
+    ]

@@ -114,6 +114,12 @@ def internal_error() -> Decision:
 
 
 def render(decision: Decision, rid: str) -> Rendered:
-    """:func:`render_denial` plus the request id header, so logs and clients can meet."""
+    """:func:`render_denial` plus the request id header, so logs and clients can meet.
+
+    Every adapter answers its denials through here, so this is where a 5xx (our failure
+    or a dependency outage) is logged with the request id the client was given.
+    """
+    if decision.status >= 500:
+        log.warning("request %s denied: %s (%s)", rid, decision.reason.value, decision.message)
     rendered = render_denial(decision, request_id=rid)
     return Rendered(rendered.status, (*rendered.headers, ("x-request-id", rid)), rendered.body)
