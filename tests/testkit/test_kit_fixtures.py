@@ -175,6 +175,20 @@ def test_assert_decision_reports_what_was_decided(
         assert_decision(object(), 200)
 
 
+def test_the_assert_decision_fixture_decides_requests_itself(
+    request: pytest.FixtureRequest, seeded: FactsBuilder, mint_session: Mint
+) -> None:
+    # The issue's own example: assert_decision(request, status=..., reason=...).
+    check = request.getfixturevalue("assert_decision")
+    check(
+        make_request("GET", "/api/assistants/a-pub"), status=401, reason="authentication_required"
+    )
+    member = mint_session("bob", workspace="w1")
+    check(make_request("DELETE", "/api/workspaces/w1", cookie=member), 403, "insufficient_role")
+    with pytest.raises(AssertionError, match="status 403 != expected 200"):
+        check(make_request("DELETE", "/api/workspaces/w1", cookie=member), status=200)
+
+
 def test_public_surface_resolves() -> None:
     import illumichat_authz.server as server
     import illumichat_authz.testing as testing

@@ -251,6 +251,18 @@ def authorizer(
         authz.rate_limiter.close()
 
 
+@pytest.fixture(name="assert_decision")
+def assert_decision_fixture(authorizer: Authorizer) -> Callable[..., None]:
+    """``assert_decision(request, status=403, reason="not_visible")``, decided by the
+    ``authorizer`` fixture (the importable function needs ``authorizer=`` for requests)."""
+    from .assertions import assert_decision
+
+    def check(outcome: Any, status: int | None = None, reason: str | None = None) -> None:
+        assert_decision(outcome, status, reason, authorizer=authorizer)
+
+    return check
+
+
 @pytest.fixture
 def mint_session(authz_settings: Settings) -> Callable[..., str]:
     """``mint_session("alice", workspace="w1") -> "authjs.session-token=..."`` (a Cookie value)."""

@@ -8,6 +8,7 @@ every fixture imports what it needs when a test first asks for it. Disable it wi
 from __future__ import annotations
 
 from .fixtures import (
+    assert_decision_fixture,
     authorizer,
     authz_api_keys,
     authz_facts,
@@ -20,6 +21,7 @@ from .fixtures import (
 )
 
 __all__ = [
+    "assert_decision_fixture",
     "authorizer",
     "authz_api_keys",
     "authz_facts",
