@@ -219,7 +219,11 @@ def parse_jwks(body: bytes, *, max_keys: int = 64) -> Mapping[str, JwkKey]:
     """
     if len(body) > DEFAULT_MAX_JWKS_BYTES:
         raise ValueError("JWKS document too large")
-    document = json.loads(body)
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        # The parser has one error type (the cache catches more, other callers may not).
+        raise ValueError("JWKS is nested too deeply") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("JWKS is not an object with a 'keys' array")
     keys: dict[str, JwkKey] = {}
