@@ -230,6 +230,7 @@ def test_secrets_are_not_echoed_in_errors(tmp_path: Path) -> None:
         "http://127.0.0.1:8080/jwks.json",
         "http://localhost:9000/jwks",
         "http://[::1]:9000/jwks",
+        "http://127.0.0.2:8080/jwks.json",  # all of 127.0.0.0/8 is loopback
     ],
 )
 def test_jwks_url_https_or_loopback_http(url: str) -> None:

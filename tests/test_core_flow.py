@@ -640,6 +640,16 @@ def test_the_sixth_ticket_in_a_minute_is_429(authz: Authorizer) -> None:
     assert outcome(authz.decide(ticket(fresh_ip()))) == (200, "public")
 
 
+def test_an_ipv6_client_is_counted_per_64(authz: Authorizer) -> None:
+    # A new address per request inside one /64 does not buy more tickets...
+    prefix = f"2001:db8:{next(_ip_counter):x}:1"
+    decisions = [authz.decide(ticket(f"{prefix}::{i:x}")) for i in range(1, 7)]
+    assert [d.status for d in decisions] == [200] * 5 + [429]
+    # ...while the neighbouring /64 is another subscriber.
+    neighbour = f"2001:db8:{next(_ip_counter):x}:2::1"
+    assert outcome(authz.decide(ticket(neighbour))) == (200, "public")
+
+
 def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(authz: Authorizer) -> None:
     ip = fresh_ip()
     decisions = [

@@ -49,6 +49,16 @@ _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or any loopback address (127.0.0.0/8, ::1), as the fetcher allows."""
+    if host in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def default_policies_dir() -> Path:
     """The IllumiChat policy shipped with the package (the repository's ``policies/``)."""
     return (Path(__file__).parent / "_default_policies").resolve()
@@ -167,7 +177,7 @@ class Auth0Settings(_Section):
         parts = urlsplit(value)
         if parts.scheme == "https":
             return value
-        if parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS:
+        if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
             return value
         raise ValueError("jwks_url must be https (plain http only for loopback hosts)")
 

@@ -27,7 +27,7 @@ from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision, ResourceRef
 from .errors import AuthzError, BadRequestError, CredentialError
 from .facts import Assistant, Chat, Facts, Membership
-from .net import IPNetwork, client_ip, public_url
+from .net import IPNetwork, client_ip, public_url, rate_limit_subject
 from .policy import Policy
 from .principal import Principal
 from .queries import (
@@ -412,7 +412,7 @@ def _rate_limit(
     request: RequestFacts, core: Core, route: Route, spec: RateLimitSpec
 ) -> Generator[Query, Any, tuple[tuple[str, str], ...] | None]:
     ip = client_ip(peer=request.peer, headers=request.headers, trusted=core.trusted_proxies)
-    outcome: RateLimitOutcome = yield NeedRateLimit(f"{route.id}|{ip or 'unknown'}", spec)
+    outcome: RateLimitOutcome = yield NeedRateLimit(f"{route.id}|{rate_limit_subject(ip)}", spec)
     if outcome.allowed:
         return None
     return tuple(rate_limit_headers(outcome, spec))

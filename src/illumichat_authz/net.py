@@ -29,6 +29,7 @@ __all__ = [
     "is_trusted",
     "parse_trusted",
     "public_url",
+    "rate_limit_subject",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -171,3 +172,20 @@ def public_url(
     if scheme not in ("http", "https"):
         raise BadRequestError("request scheme is not http(s)", reason=Reason.BAD_HEADER)
     return f"{scheme}://{host}{suffix}"
+
+
+def rate_limit_subject(ip: str | None) -> str:
+    """Who a rate limit counts: the IPv4 address, or the IPv6 /64 it lies in.
+
+    One IPv6 subscriber is usually given a whole /64 (RFC 6177 and common practice), so a
+    per-address limit would let it use a new address per request.
+    """
+    if ip is None:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # not an IP (a unix socket, a test transport): counted as it is
+    if address.version == 6:
+        return ipaddress.ip_network(f"{address}/64", strict=False).compressed
+    return address.compressed
