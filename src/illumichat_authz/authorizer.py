@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .authn import Authenticators
 from .config import Settings, load_settings
-from .core import Core, Flow, decide, decide_access, identify
+from .core import Core, Flow, access_decision, decide, decide_access, identify
 from .credentials.apikey_store import SqliteApiKeyStore
 from .credentials.apikeys import ApiKeyStore
 from .credentials.auth0 import Auth0BearerVerifier
@@ -227,7 +227,7 @@ class Authorizer:
         workspace: str | None = None,
     ) -> Decision:
         """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``)."""
-        flow = decide_access(
+        decided = access_decision(
             self.core,
             principal=principal,
             action=action,
@@ -236,7 +236,9 @@ class Authorizer:
             workspace=workspace,
             facts=self._inline_facts,
         )
-        return _drive(flow, self._sync_answers)
+        if isinstance(decided, Decision):
+            return decided
+        return _drive(decided, self._sync_answers)
 
     def identify(self, request: RequestFacts) -> Decision:
         """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""

@@ -7,6 +7,11 @@ sends back the answer (``Authorizer`` does this for sync and async hosts alike, 
 rules are written once). ``now`` is passed in. Every exception inside becomes a deny:
 our own errors carry their status; anything else is a logged 500, never an allow.
 
+The role and visibility rules (``_rules``) are a plain function of their facts: a
+synchronous store is called directly (no generator at all: ``access_decision``), and
+for any other the rules are replayed once the driver has answered what they asked for
+(``_Replay``); both run the same code.
+
 Order of checks: method and headers -> canonical path -> CORS preflight -> route ->
 rate limit -> (public: allow | webhook: signature | authenticated: credential ->
 scopes -> resource and workspace -> membership -> casbin policy).
@@ -45,7 +50,7 @@ from .request import MAX_HEADER_BYTES, RequestFacts
 from .routes import ResourceSpec, Route, RouteClass, RouteMatch, RouteTable
 from .vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Role
 
-__all__ = ["Core", "Flow", "decide", "decide_access", "identify"]
+__all__ = ["Core", "Flow", "access_decision", "decide", "decide_access", "identify"]
 
 _log = logging.getLogger("illumichat_authz")
 
@@ -233,7 +238,10 @@ def decide(
             return trace.decision(
                 Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403
             )
-        return (yield from _authorize(request, core, match, principal, trace, facts))
+        decided = _authorize(request, core, match, principal, trace, facts)
+        if isinstance(decided, Decision):
+            return decided
+        return (yield from decided)
     except Exception as exc:
         return _failure(exc, trace)
 
@@ -295,15 +303,40 @@ def decide_access(
     ``workspace`` is needed for list/create actions and member resources; ``facts`` as
     for :func:`decide`.
     """
+    decided = access_decision(
+        core,
+        principal=principal,
+        action=action,
+        resource_kind=resource_kind,
+        resource_id=resource_id,
+        workspace=workspace,
+        facts=facts,
+    )
+    return _finished(decided) if isinstance(decided, Decision) else decided
+
+
+def access_decision(
+    core: Core,
+    *,
+    principal: Principal,
+    action: str,
+    resource_kind: str | None = None,
+    resource_id: str | None = None,
+    workspace: str | None = None,
+    facts: Facts | None = None,
+) -> Decision | Flow:
+    """:func:`decide_access`, with no flow where none is needed: given synchronous
+    ``facts`` it returns the :class:`Decision` itself (a generator would cost more than
+    the decision); otherwise the flow that asks the driver for the facts."""
     trace = _Trace(principal)
     try:
         if action not in core.policy.actions:
-            return _finished(trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}"))
+            return trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}")
         params: dict[str, str] = {}
         if resource_kind is not None:
             if resource_kind not in _KINDS:
-                return _finished(
-                    trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
+                return trace.decision(
+                    Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}"
                 )
             if not resource_id or not _WORKSPACE_ID.match(resource_id):
                 raise BadRequestError("resource id missing or malformed", reason=Reason.BAD_HEADER)
@@ -312,7 +345,7 @@ def decide_access(
             params["workspace"] = workspace
         route = trace.route = _access_route(action, resource_kind)
     except AuthzError as exc:
-        return _finished(trace.decision(exc.reason, exc.message))
+        return trace.decision(exc.reason, exc.message)
     match: RouteMatch = _new_tuple(RouteMatch, (route, params))
     return _authorize(_NO_REQUEST, core, match, principal, trace, facts)
 
@@ -478,6 +511,48 @@ def _workspace_from(
     return None
 
 
+class _Need(BaseException):
+    """Raised by :class:`_Replay` for a fact the driver has not answered yet.
+
+    A ``BaseException`` so that the rules' ``except Exception`` never swallows it.
+    """
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+
+
+class _Replay:
+    """Facts answered so far by the driver; asking for another raises :class:`_Need`.
+
+    The rules are a plain function of their facts, so they can simply be run again once
+    the driver has the missing answer: for synchronous facts (called directly) they run
+    once with no generator at all; for async ones at most once per fact (four at most).
+    """
+
+    __slots__ = ("answers",)
+
+    def __init__(self) -> None:
+        self.answers: dict[Query, Any] = {}
+
+    def _get(self, query: Query) -> Any:
+        try:
+            return self.answers[query]
+        except KeyError:
+            raise _Need(query) from None
+
+    def membership(self, user: str, workspace: str) -> Membership | None:
+        return self._get(NeedMembership(user, workspace))  # type: ignore[no-any-return]
+
+    def assistant(self, assistant_id: str) -> Assistant | None:
+        return self._get(NeedAssistant(assistant_id))  # type: ignore[no-any-return]
+
+    def chat(self, chat_id: str) -> Chat | None:
+        return self._get(NeedChat(chat_id))  # type: ignore[no-any-return]
+
+    def has_grant(self, user: str, assistant_id: str) -> bool:
+        return bool(self._get(NeedGrant(user, assistant_id)))
+
+
 def _authorize(
     request: RequestFacts,
     core: Core,
@@ -485,11 +560,39 @@ def _authorize(
     principal: Principal,
     trace: _Trace,
     facts: Facts | None,
+) -> Decision | Flow:
+    """The rules over ``facts`` when they answer directly, else a flow that asks for them."""
+    if facts is not None:
+        return _rules(request, core, match, principal, trace, facts)
+    return _replayed(request, core, match, principal, trace)
+
+
+def _replayed(
+    request: RequestFacts, core: Core, match: RouteMatch, principal: Principal, trace: _Trace
 ) -> Flow:
+    replay = _Replay()
+    while True:
+        try:
+            return _rules(request, core, match, principal, trace, replay)
+        except _Need as need:
+            try:
+                replay.answers[need.query] = yield need.query
+            except AuthzError as exc:  # the driver's report of a failed lookup
+                return _failure(exc, trace)
+
+
+def _rules(
+    request: RequestFacts,
+    core: Core,
+    match: RouteMatch,
+    principal: Principal,
+    trace: _Trace,
+    facts: Facts | _Replay,
+) -> Decision:
     """Scopes, resource, workspace, membership, then the compiled casbin policy.
 
-    Maps its own failures to a deny (as ``decide`` does), so that ``decide_access`` can
-    hand this generator to the driver without wrapping it in another one.
+    A plain function of its facts (see :class:`_Replay`); maps its own failures to a
+    deny, as ``decide`` does.
     """
     try:
         # The per-request path: enum members come from module constants (see the top).
@@ -516,15 +619,9 @@ def _authorize(
             if kind is _WORKSPACE:
                 resource_ws = resource_id
             elif kind is _ASSISTANT or kind is _CHAT:
-                found: Assistant | Chat | None
-                if facts is None:
-                    found = yield (
-                        NeedAssistant(resource_id) if kind is _ASSISTANT else NeedChat(resource_id)
-                    )
-                elif kind is _ASSISTANT:
-                    found = facts.assistant(resource_id)
-                else:
-                    found = facts.chat(resource_id)
+                found: Assistant | Chat | None = (
+                    facts.assistant(resource_id) if kind is _ASSISTANT else facts.chat(resource_id)
+                )
                 if found is None:
                     trace.resource = _new_tuple(ResourceRef, (kind, resource_id, None))
                     return _not_found(trace, kind)
@@ -539,11 +636,7 @@ def _authorize(
                         (action, vis) in policy.grant_sensitive
                         or (core.conceal_hidden and _concealed_grant_matters(core, vis))
                     )
-                    and (
-                        facts.has_grant(user, found.id)
-                        if facts is not None
-                        else (yield NeedGrant(user, found.id))
-                    )
+                    and facts.has_grant(user, found.id)
                 ):
                     rel = _REL_GRANTEE
 
@@ -566,11 +659,7 @@ def _authorize(
                 Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace"
             )
 
-        membership: Membership | None = (
-            facts.membership(user, workspace)
-            if facts is not None
-            else (yield NeedMembership(user, workspace))
-        )
+        membership: Membership | None = facts.membership(user, workspace)
         if membership is None:
             role: str = NO_ROLE
             status: str = _ACTIVE
@@ -581,11 +670,7 @@ def _authorize(
 
         if kind is _MEMBER and resource_id is not None and membership is not None:
             # Only members learn about other members (no target lookup for outsiders).
-            target: Membership | None = (
-                facts.membership(resource_id, workspace)
-                if facts is not None
-                else (yield NeedMembership(resource_id, workspace))
-            )
+            target: Membership | None = facts.membership(resource_id, workspace)
             if target is None:
                 return _not_found(trace, kind)
             if target.role == _OWNER:  # a plain "owner" from a database is an owner too
