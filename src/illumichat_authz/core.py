@@ -19,7 +19,6 @@ scopes -> resource and workspace -> membership -> casbin policy).
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Generator, Mapping
@@ -104,6 +103,19 @@ class Core:
     max_path_length: int = 2048
     max_body_bytes: int = 64 * 1024
     rate_limits: Mapping[str, RateLimitSpec] = field(default_factory=dict)
+    #: (action, resource kind or None) -> the synthetic route ``decide_access`` evaluates,
+    #: for every action of the policy: one lookup both validates and finds it.
+    access_routes: Mapping[tuple[str, str | None], Route] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        routes = {
+            (action, kind): _access_route(action, kind)
+            for action in self.policy.actions
+            for kind in (None, *_KINDS)
+        }
+        object.__setattr__(self, "access_routes", MappingProxyType(routes))
 
 
 class _Trace:
@@ -238,7 +250,7 @@ def decide(
             return trace.decision(
                 Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403
             )
-        decided = _authorize(request, core, match, principal, trace, facts)
+        decided = _authorize(request, core, match.route, match.params, principal, trace, facts)
         if isinstance(decided, Decision):
             return decided
         return (yield from decided)
@@ -329,25 +341,22 @@ def access_decision(
     ``facts`` it returns the :class:`Decision` itself (a generator would cost more than
     the decision); otherwise the flow that asks the driver for the facts."""
     trace = _Trace(principal)
-    try:
+    route = core.access_routes.get((action, resource_kind))
+    if route is None:  # not one of the policy's actions, or not a resource kind
         if action not in core.policy.actions:
             return trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}")
-        params: dict[str, str] = {}
-        if resource_kind is not None:
-            if resource_kind not in _KINDS:
-                return trace.decision(
-                    Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}"
-                )
-            if not resource_id or not _WORKSPACE_ID.match(resource_id):
-                raise BadRequestError("resource id missing or malformed", reason=Reason.BAD_HEADER)
-            params["id"] = resource_id
-        if workspace is not None:
-            params["workspace"] = workspace
-        route = trace.route = _access_route(action, resource_kind)
-    except AuthzError as exc:
-        return trace.decision(exc.reason, exc.message)
-    match: RouteMatch = _new_tuple(RouteMatch, (route, params))
-    return _authorize(_NO_REQUEST, core, match, principal, trace, facts)
+        return trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
+    trace.route = route
+    params: dict[str, str] = {}
+    if resource_kind is not None:
+        if not resource_id or not _WORKSPACE_ID.match(resource_id):
+            return trace.decision(Reason.BAD_HEADER, "resource id missing or malformed")
+        params["id"] = resource_id
+    if workspace is not None:
+        params["workspace"] = workspace
+    if facts is not None:
+        return _rules(_NO_REQUEST, core, route, params, principal, trace, facts)
+    return _replayed(_NO_REQUEST, core, route, params, principal, trace)
 
 
 def _finished(decision: Decision) -> Flow:
@@ -360,9 +369,8 @@ _KINDS = frozenset(k.value for k in ResourceKind)
 _NO_REQUEST = RequestFacts(method="ACCESS", path="/")
 
 
-@functools.lru_cache(maxsize=256)
 def _access_route(action: str, resource_kind: str | None) -> Route:
-    """The synthetic route ``decide_access`` evaluates (bounded: validated actions x kinds)."""
+    """The synthetic route ``decide_access`` evaluates (``Core.access_routes``)."""
     spec = ResourceSpec(ResourceKind(resource_kind), "id") if resource_kind else None
     sources: tuple[str, ...] = ("param:workspace", "principal")
     if spec is not None and spec.kind is ResourceKind.MEMBER:
@@ -556,24 +564,30 @@ class _Replay:
 def _authorize(
     request: RequestFacts,
     core: Core,
-    match: RouteMatch,
+    route: Route,
+    params: Mapping[str, str],
     principal: Principal,
     trace: _Trace,
     facts: Facts | None,
 ) -> Decision | Flow:
     """The rules over ``facts`` when they answer directly, else a flow that asks for them."""
     if facts is not None:
-        return _rules(request, core, match, principal, trace, facts)
-    return _replayed(request, core, match, principal, trace)
+        return _rules(request, core, route, params, principal, trace, facts)
+    return _replayed(request, core, route, params, principal, trace)
 
 
 def _replayed(
-    request: RequestFacts, core: Core, match: RouteMatch, principal: Principal, trace: _Trace
+    request: RequestFacts,
+    core: Core,
+    route: Route,
+    params: Mapping[str, str],
+    principal: Principal,
+    trace: _Trace,
 ) -> Flow:
     replay = _Replay()
     while True:
         try:
-            return _rules(request, core, match, principal, trace, replay)
+            return _rules(request, core, route, params, principal, trace, replay)
         except _Need as need:
             try:
                 replay.answers[need.query] = yield need.query
@@ -584,7 +598,8 @@ def _replayed(
 def _rules(
     request: RequestFacts,
     core: Core,
-    match: RouteMatch,
+    route: Route,
+    params: Mapping[str, str],
     principal: Principal,
     trace: _Trace,
     facts: Facts | _Replay,
@@ -596,7 +611,6 @@ def _rules(
     """
     try:
         # The per-request path: enum members come from module constants (see the top).
-        route = match.route
         action = route.action
         user = principal.user_id
         scopes = principal.scopes
@@ -614,7 +628,7 @@ def _rules(
         policy = core.policy
         if spec is not None:
             kind = spec.kind
-            resource_id = match.params.get(spec.param)
+            resource_id = params.get(spec.param)
         if resource_id is not None:
             if kind is _WORKSPACE:
                 resource_ws = resource_id
@@ -644,7 +658,7 @@ def _rules(
         if sources == _FROM_RESOURCE:
             workspace = resource_ws
         else:
-            workspace = _workspace_from(sources, request, match.params, principal, resource_ws)
+            workspace = _workspace_from(sources, request, params, principal, resource_ws)
         trace.resource = _new_tuple(
             ResourceRef, (kind, resource_id if spec else workspace, workspace)
         )
