@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,15 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import flask
 import httpx
 import pytest
-from conftest import COOKIE, WEBHOOK, Exploding, cookie_header, session_cookie, twilio_request
+from conftest import (
+    COOKIE,
+    WEBHOOK,
+    Exploding,
+    cookie_header,
+    make_authorizer,
+    session_cookie,
+    twilio_request,
+)
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.integrations.flask import IllumiChatAuthz
@@ -150,3 +159,35 @@ def test_real_server(live: str, seen: list[Any]) -> None:
         body, headers = twilio_request(live)
         assert http.post(WEBHOOK, content=body, headers=headers).status_code == 200
         assert seen[-1] == body
+
+
+def test_require_decides_on_the_named_url_variables() -> None:
+    # A URL the route table does not know, let through to the view by the host's choice.
+    base = make_authorizer()
+    authorizer = Authorizer(
+        core=dataclasses.replace(base.core, undeclared="authenticated"), facts=base.facts
+    )
+    app = flask.Flask("t")
+    authz = IllumiChatAuthz(app, authorizer=authorizer)
+
+    @app.patch("/v2/bots/<assistant_id>")
+    @authz.require("assistant:update", resource="assistant_id")
+    def update(assistant_id: str) -> dict[str, Any]:
+        return {"user": flask.g.principal.user_id, "assistant": assistant_id}
+
+    @app.get("/v2/spaces/<ws>/billing")
+    @authz.require("billing:read", workspace="ws")
+    def billing(ws: str) -> dict[str, Any]:
+        return {"workspace": ws}
+
+    owner, member = signed_in(app, "boss"), signed_in(app, "u1")
+    assert owner.patch("/v2/bots/a1").get_json() == {"user": "boss", "assistant": "a1"}
+    denied = member.patch("/v2/bots/a1")
+    assert (denied.status_code, denied.get_json()["reason"]) == (403, "insufficient_role")
+    missing = owner.patch("/v2/bots/nope")
+    assert (missing.status_code, missing.get_json()["reason"]) == (404, "not_found")
+    assert app.test_client().patch("/v2/bots/a1").status_code == 401
+    assert owner.get("/v2/spaces/w1/billing").get_json() == {"workspace": "w1"}
+    assert member.get("/v2/spaces/w1/billing").status_code == 403
+    with pytest.raises(ValueError, match="needs an action"):
+        authz.require(resource="assistant_id")

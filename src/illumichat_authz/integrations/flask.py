@@ -58,10 +58,22 @@ class IllumiChatAuthz:
         return None
 
     def require(
-        self, action: str | None = None
+        self,
+        action: str | None = None,
+        *,
+        resource: str | None = None,
+        workspace: str | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R | flask.Response]]:
         """Demand a verified principal and, given ``action``, that the route table declares
-        this request as ``action`` (a mismatch is a configuration mistake: 403)."""
+        this request as ``action`` (a mismatch is a configuration mistake: 403).
+
+        With ``resource``/``workspace`` (names of the view's URL variables) the view names
+        its resource itself: ``decide_access`` decides ``action`` on it, whatever the
+        route table says of the URL (which must still be let through, e.g. with
+        ``[routes] undeclared = "authenticated"``).
+        """
+        if (resource is not None or workspace is not None) and action is None:
+            raise ValueError("require(resource=... or workspace=...) needs an action")
 
         def decorate(view: Callable[P, R]) -> Callable[P, R | flask.Response]:
             @functools.wraps(view)
@@ -75,7 +87,11 @@ class IllumiChatAuthz:
                     decision, rid = decide_environ(self.authorizer, flask.request.environ)
                     if not decision.allowed:
                         return _respond(decision, rid)
-                if action is not None and decision.action != action:
+                if resource is not None or workspace is not None:
+                    decision = self._access(decision, action or "", resource, workspace)
+                    if not decision.allowed:
+                        return _respond(decision, rid)
+                elif action is not None and decision.action != action:
                     denied = Decision.of(Reason.POLICY_DENIED, f"this endpoint requires {action}")
                     return _respond(denied, rid)
                 if decision.principal is None:
@@ -92,3 +108,25 @@ class IllumiChatAuthz:
             return wrapper
 
         return decorate
+
+    def _access(
+        self, decision: Decision, action: str, resource: str | None, workspace: str | None
+    ) -> Decision:
+        principal = decision.principal
+        if principal is None:
+            return decision  # the caller below answers 401
+        args = flask.request.view_args or {}
+        kind = None
+        if resource is not None:
+            kind = self.authorizer.core.routes.action_kinds.get(action)
+            if kind is None:
+                return Decision.of(
+                    Reason.POLICY_DENIED, f"{action} acts on no resource kind the routes name"
+                )
+        return self.authorizer.decide_access(
+            principal=principal,
+            action=action,
+            resource_kind=kind,
+            resource_id=str(args.get(resource, "")) if resource is not None else None,
+            workspace=str(args[workspace]) if workspace in args else principal.workspace,
+        )
