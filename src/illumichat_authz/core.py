@@ -7,10 +7,9 @@ sends back the answer (``Authorizer`` does this for sync and async hosts alike, 
 rules are written once). ``now`` is passed in. Every exception inside becomes a deny:
 our own errors carry their status; anything else is a logged 500, never an allow.
 
-The role and visibility rules (``_rules``) are a plain function of their facts: a
-synchronous store is called directly (no generator at all: ``access_decision``), and
-for any other the rules are replayed once the driver has answered what they asked for
-(``_Replay``); both run the same code.
+The role and visibility rules live in ``rules``: a plain function of their facts, called
+directly with a synchronous store (no generator at all: ``access_decision``) and replayed
+as the driver answers otherwise.
 
 Order of checks: method and headers -> canonical path -> CORS preflight -> route ->
 rate limit -> (public: allow | webhook: signature | authenticated: credential ->
@@ -26,28 +25,26 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ._trace import Trace, failure, www_authenticate
 from .authn import Authenticators, authenticate, cached, presented, verify
 from .credentials.twilio import TwilioSignatureVerifier
-from .decision import Decision, ResourceRef
-from .errors import AuthzError, BadRequestError, CredentialError
-from .facts import Assistant, Chat, Facts, Membership
+from .decision import Decision
+from .errors import BadRequestError
+from .facts import Facts
 from .net import IPNetwork, client_ip, public_url, rate_limit_subject
 from .policy import Policy
 from .principal import Principal
 from .queries import (
-    NeedAssistant,
     NeedBody,
-    NeedChat,
-    NeedGrant,
-    NeedMembership,
     NeedRateLimit,
     Query,
 )
 from .ratelimit import RateLimitOutcome, RateLimitSpec, rate_limit_headers
-from .reasons import STATUS_OF, Reason
+from .reasons import Reason
 from .request import MAX_HEADER_BYTES, RequestFacts
 from .routes import ResourceSpec, Route, RouteClass, RouteMatch, RouteTable
-from .vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Role
+from .rules import WORKSPACE_ID, authorize, replayed, rules
+from .vocab import ResourceKind
 
 __all__ = ["Core", "Flow", "access_decision", "decide", "decide_access", "identify"]
 
@@ -55,33 +52,14 @@ _log = logging.getLogger("illumichat_authz")
 
 Flow = Generator[Query, Any, Decision]
 
-# RFC 9110 §5.6.2 token; methods are case-sensitive, so "get" is simply undeclared.
+# RFC 9110 §5.6.2 token (what a method must look like at all).
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]{1,256}\Z")
 # Controls (but tab), DEL, and lone surrogates (no UTF-8 form: they cannot be logged,
 # compared or sent on, so nothing downstream could agree on what they were).
 _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
-_WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\\ud800-\udfff]{1,256}\Z")
-_REALM = "illumichat"
-_FROM_RESOURCE = ("resource",)
-_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
-_new_tuple = tuple.__new__
-
-# Enum members read once: attribute access on an Enum class costs a lookup per use.
-_ASSISTANT = ResourceKind.ASSISTANT
-_CHAT = ResourceKind.CHAT
-_WORKSPACE = ResourceKind.WORKSPACE
-_MEMBER = ResourceKind.MEMBER
-_REL_NONE = Relation.NONE
-_REL_CREATOR = Relation.CREATOR
-_REL_GRANTEE = Relation.GRANTEE
-_REL_TARGET_OWNER = Relation.TARGET_OWNER
-_ACTIVE = MembershipStatus.ACTIVE
-_INACTIVE = MembershipStatus.INACTIVE
-_OWNER = Role.OWNER
 _PUBLIC = RouteClass.PUBLIC
 _WEBHOOK_TWILIO = RouteClass.WEBHOOK_TWILIO
-_ALLOWED = Reason.ALLOWED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,67 +96,6 @@ class Core:
         object.__setattr__(self, "access_routes", MappingProxyType(routes))
 
 
-class _Trace:
-    """What is known so far, so that a failure anywhere still reports its context.
-
-    One is made per decision: a slotted class with a plain ``__init__`` is the cheapest
-    mutable record Python has (cheaper than a dataclass or class-level defaults).
-    """
-
-    __slots__ = ("explanation", "params", "principal", "resource", "role", "route")
-
-    def __init__(self, principal: Principal | None = None) -> None:
-        self.route: Route | None = None
-        self.params: Mapping[str, str] = _NO_PARAMS
-        self.principal: Principal | None = principal
-        self.resource: ResourceRef | None = None
-        self.role: str | None = None
-        self.explanation: tuple[str, ...] = ()
-
-    def decision(
-        self,
-        reason: Reason,
-        message: str,
-        *,
-        status: int | None = None,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> Decision:
-        route = self.route
-        params = self.params
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ (same fields, in order).
-        return _new_tuple(
-            Decision,
-            (
-                STATUS_OF[reason] if status is None else status,
-                reason,
-                message,
-                route.id if route else None,
-                route.route_class if route else None,
-                route.action if route else None,
-                self.resource,
-                self.principal,
-                self.role,
-                headers,
-                self.explanation,
-                tuple(params.items()) if params else (),
-            ),
-        )
-
-
-def _www_authenticate(exc: CredentialError | None) -> tuple[tuple[str, str], ...]:
-    # RFC 6750 §3: a request without credentials gets the bare challenge; an invalid or
-    # expired token gets error="invalid_token". RFC 9110 §15.5.2: a 401 MUST carry one.
-    if exc is None or not exc.token_error:
-        return (("WWW-Authenticate", f'Bearer realm="{_REALM}"'),)
-    desc = exc.message.replace("\\", "").replace('"', "'")
-    return (
-        (
-            "WWW-Authenticate",
-            f'Bearer realm="{_REALM}", error="invalid_token", error_description="{desc}"',
-        ),
-    )
-
-
 def decide(
     request: RequestFacts,
     core: Core,
@@ -196,7 +113,7 @@ def decide(
     ``AuthzError`` (``Authorizer`` wraps stores in ``GuardedFacts`` for that); any other
     exception is a 500. Either way a deny.
     """
-    trace = _Trace()
+    trace = Trace()
     try:
         _check_envelope(request, core)
         method = request.method
@@ -239,7 +156,7 @@ def decide(
                 reason,
                 "authentication required; sign in and retry",
                 status=401,
-                headers=_www_authenticate(None),
+                headers=www_authenticate(None),
             )
         trace.principal = principal
         if match is None:
@@ -250,12 +167,12 @@ def decide(
             return trace.decision(
                 Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403
             )
-        decided = _authorize(request, core, match.route, match.params, principal, trace, facts)
+        decided = authorize(request, core, match.route, match.params, principal, trace, facts)
         if isinstance(decided, Decision):
             return decided
         return (yield from decided)
     except Exception as exc:
-        return _failure(exc, trace)
+        return failure(exc, trace)
 
 
 def identify(request: RequestFacts, core: Core, *, now: float) -> Flow:
@@ -265,7 +182,7 @@ def identify(request: RequestFacts, core: Core, *, now: float) -> Flow:
     credential or a bad one was presented; 400 for a malformed request. No route, no
     policy: follow it with :func:`decide_access`.
     """
-    trace = _Trace()
+    trace = Trace()
     try:
         _check_envelope(request, core)
         principal = yield from authenticate(request, core.authenticators, now=now)
@@ -274,28 +191,12 @@ def identify(request: RequestFacts, core: Core, *, now: float) -> Flow:
                 Reason.AUTHENTICATION_REQUIRED,
                 "authentication required; sign in and retry",
                 status=401,
-                headers=_www_authenticate(None),
+                headers=www_authenticate(None),
             )
         trace.principal = principal
-        return trace.decision(_ALLOWED, "authenticated")
+        return trace.decision(Reason.ALLOWED, "authenticated")
     except Exception as exc:
-        return _failure(exc, trace)
-
-
-def _failure(exc: Exception, trace: _Trace) -> Decision:
-    """The deny an exception means: a challenge for a bad credential, the error's own
-    status for ours, a logged 500 for anything else. Never an allow."""
-    if isinstance(exc, CredentialError):
-        trace.principal = None
-        return trace.decision(
-            exc.reason, f"{exc.message}; sign in again", headers=_www_authenticate(exc)
-        )
-    if isinstance(exc, AuthzError):
-        if exc.status >= 500:
-            _log.warning("denied with %s: %s", exc.reason.value, exc.message)
-        return trace.decision(exc.reason, exc.message)
-    _log.error("internal error while deciding; the request is denied", exc_info=exc)
-    return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+        return failure(exc, trace)
 
 
 def decide_access(
@@ -340,7 +241,7 @@ def access_decision(
     """:func:`decide_access`, with no flow where none is needed: given synchronous
     ``facts`` it returns the :class:`Decision` itself (a generator would cost more than
     the decision); otherwise the flow that asks the driver for the facts."""
-    trace = _Trace(principal)
+    trace = Trace(principal)
     route = core.access_routes.get((action, resource_kind))
     if route is None:  # not one of the policy's actions, or not a resource kind
         if action not in core.policy.actions:
@@ -349,14 +250,14 @@ def access_decision(
     trace.route = route
     params: dict[str, str] = {}
     if resource_kind is not None:
-        if not resource_id or not _WORKSPACE_ID.match(resource_id):
+        if not resource_id or not WORKSPACE_ID.match(resource_id):
             return trace.decision(Reason.BAD_HEADER, "resource id missing or malformed")
         params["id"] = resource_id
     if workspace is not None:
         params["workspace"] = workspace
     if facts is not None:
-        return _rules(_NO_REQUEST, core, route, params, principal, trace, facts)
-    return _replayed(_NO_REQUEST, core, route, params, principal, trace)
+        return rules(_NO_REQUEST, core, route, params, principal, trace, facts)
+    return replayed(_NO_REQUEST, core, route, params, principal, trace)
 
 
 def _finished(decision: Decision) -> Flow:
@@ -459,7 +360,7 @@ def _rate_limit(
     return tuple(rate_limit_headers(outcome, spec))
 
 
-def _twilio_webhook(request: RequestFacts, core: Core, match: RouteMatch, trace: _Trace) -> Flow:
+def _twilio_webhook(request: RequestFacts, core: Core, match: RouteMatch, trace: Trace) -> Flow:
     if core.twilio is None:
         return trace.decision(Reason.INVALID_SIGNATURE, "no Twilio auth token is configured")
     body = request.body
@@ -489,234 +390,3 @@ def _twilio_webhook(request: RequestFacts, core: Core, match: RouteMatch, trace:
         content_type=request.header("content-type"),
     )
     return trace.decision(Reason.WEBHOOK_VERIFIED, "Twilio signature verified")
-
-
-def _workspace_from(
-    sources: tuple[str, ...],
-    request: RequestFacts,
-    params: Mapping[str, str],
-    principal: Principal,
-    resource_ws: str | None,
-) -> str | None:
-    for src in sources:
-        value: str | None = None
-        if src == "resource":
-            value = resource_ws
-        elif src == "principal":
-            value = principal.workspace
-        elif src.startswith("param:"):
-            value = params.get(src[6:])
-        elif src.startswith("header:"):
-            values = request.header_values(src[7:])
-            if len(values) > 1:
-                raise BadRequestError(f"more than one {src[7:]} header", reason=Reason.BAD_HEADER)
-            if values:
-                value = values[0].strip(" \t")  # RFC 9110 OWS only, not all of Unicode
-                if not _WORKSPACE_ID.match(value):
-                    raise BadRequestError(f"malformed {src[7:]} header", reason=Reason.BAD_HEADER)
-        if value:
-            return value
-    return None
-
-
-class _Need(BaseException):
-    """Raised by :class:`_Replay` for a fact the driver has not answered yet.
-
-    A ``BaseException`` so that the rules' ``except Exception`` never swallows it.
-    """
-
-    def __init__(self, query: Query) -> None:
-        self.query = query
-
-
-class _Replay:
-    """Facts answered so far by the driver; asking for another raises :class:`_Need`.
-
-    The rules are a plain function of their facts, so they can simply be run again once
-    the driver has the missing answer: for synchronous facts (called directly) they run
-    once with no generator at all; for async ones at most once per fact (four at most).
-    """
-
-    __slots__ = ("answers",)
-
-    def __init__(self) -> None:
-        self.answers: dict[Query, Any] = {}
-
-    def _get(self, query: Query) -> Any:
-        try:
-            return self.answers[query]
-        except KeyError:
-            raise _Need(query) from None
-
-    def membership(self, user: str, workspace: str) -> Membership | None:
-        return self._get(NeedMembership(user, workspace))  # type: ignore[no-any-return]
-
-    def assistant(self, assistant_id: str) -> Assistant | None:
-        return self._get(NeedAssistant(assistant_id))  # type: ignore[no-any-return]
-
-    def chat(self, chat_id: str) -> Chat | None:
-        return self._get(NeedChat(chat_id))  # type: ignore[no-any-return]
-
-    def has_grant(self, user: str, assistant_id: str) -> bool:
-        return bool(self._get(NeedGrant(user, assistant_id)))
-
-
-def _authorize(
-    request: RequestFacts,
-    core: Core,
-    route: Route,
-    params: Mapping[str, str],
-    principal: Principal,
-    trace: _Trace,
-    facts: Facts | None,
-) -> Decision | Flow:
-    """The rules over ``facts`` when they answer directly, else a flow that asks for them."""
-    if facts is not None:
-        return _rules(request, core, route, params, principal, trace, facts)
-    return _replayed(request, core, route, params, principal, trace)
-
-
-def _replayed(
-    request: RequestFacts,
-    core: Core,
-    route: Route,
-    params: Mapping[str, str],
-    principal: Principal,
-    trace: _Trace,
-) -> Flow:
-    replay = _Replay()
-    while True:
-        try:
-            return _rules(request, core, route, params, principal, trace, replay)
-        except _Need as need:
-            try:
-                replay.answers[need.query] = yield need.query
-            except AuthzError as exc:  # the driver's report of a failed lookup
-                return _failure(exc, trace)
-
-
-def _rules(
-    request: RequestFacts,
-    core: Core,
-    route: Route,
-    params: Mapping[str, str],
-    principal: Principal,
-    trace: _Trace,
-    facts: Facts | _Replay,
-) -> Decision:
-    """Scopes, resource, workspace, membership, then the compiled casbin policy.
-
-    A plain function of its facts (see :class:`_Replay`); maps its own failures to a
-    deny, as ``decide`` does.
-    """
-    try:
-        # The per-request path: enum members come from module constants (see the top).
-        action = route.action
-        user = principal.user_id
-        scopes = principal.scopes
-        if scopes is not None and action not in scopes:
-            return trace.decision(
-                Reason.SCOPE_NOT_GRANTED, f"this credential's scopes do not include {action}"
-            )
-
-        spec = route.resource
-        kind: str = _WORKSPACE
-        resource_id: str | None = None
-        resource_ws: str | None = None
-        vis: str | None = None
-        rel: str = _REL_NONE
-        policy = core.policy
-        if spec is not None:
-            kind = spec.kind
-            resource_id = params.get(spec.param)
-        if resource_id is not None:
-            if kind is _WORKSPACE:
-                resource_ws = resource_id
-            elif kind is _ASSISTANT or kind is _CHAT:
-                found: Assistant | Chat | None = (
-                    facts.assistant(resource_id) if kind is _ASSISTANT else facts.chat(resource_id)
-                )
-                if found is None:
-                    trace.resource = _new_tuple(ResourceRef, (kind, resource_id, None))
-                    return _not_found(trace, kind)
-                resource_ws = found.workspace
-                if kind is _ASSISTANT:
-                    vis = found.visibility  # type: ignore[union-attr]
-                if found.creator == user:
-                    rel = _REL_CREATOR
-                elif (
-                    vis is not None
-                    and (
-                        (action, vis) in policy.grant_sensitive
-                        or (core.conceal_hidden and _concealed_grant_matters(core, vis))
-                    )
-                    and facts.has_grant(user, found.id)
-                ):
-                    rel = _REL_GRANTEE
-
-        sources = route.workspace
-        if sources == _FROM_RESOURCE:
-            workspace = resource_ws
-        else:
-            workspace = _workspace_from(sources, request, params, principal, resource_ws)
-        trace.resource = _new_tuple(
-            ResourceRef, (kind, resource_id if spec else workspace, workspace)
-        )
-        if workspace is None:
-            return trace.decision(
-                Reason.MISSING_WORKSPACE, "no workspace given (X-Workspace-Id) and none is active"
-            )
-        if principal.workspace_bound and workspace != principal.workspace:
-            if core.conceal_hidden and spec is not None:
-                return _not_found(trace, kind)
-            return trace.decision(
-                Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace"
-            )
-
-        membership: Membership | None = facts.membership(user, workspace)
-        if membership is None:
-            role: str = NO_ROLE
-            status: str = _ACTIVE
-        else:
-            role = membership.role
-            status = _ACTIVE if membership.status == _ACTIVE else _INACTIVE
-            trace.role = role
-
-        if kind is _MEMBER and resource_id is not None and membership is not None:
-            # Only members learn about other members (no target lookup for outsiders).
-            target: Membership | None = facts.membership(resource_id, workspace)
-            if target is None:
-                return _not_found(trace, kind)
-            if target.role == _OWNER:  # a plain "owner" from a database is an owner too
-                rel = _REL_TARGET_OWNER
-
-        verdict = policy.table.get((role, status, action, rel, vis)) or policy.verdict(
-            role, status, action, rel, vis
-        )
-        trace.explanation = verdict.explanation
-        if verdict.allowed:
-            return trace.decision(_ALLOWED, verdict.message)
-        if core.conceal_hidden and spec is not None:
-            read_action = core.routes.read_actions.get(spec.kind)
-            if read_action is not None and read_action != action:
-                if not policy.verdict(role, status, read_action, rel, vis).allowed:
-                    return _not_found(trace, kind)
-            elif read_action is not None:
-                return _not_found(trace, kind)
-        return trace.decision(verdict.reason, verdict.message)
-    except CredentialError:
-        raise  # decide() answers these with a challenge
-    except Exception as exc:
-        return _failure(exc, trace)
-
-
-def _concealed_grant_matters(core: Core, vis: str) -> bool:
-    # A grant is looked up only where it can change the verdict (policy.grant_sensitive)
-    # or, when hidden resources are concealed, whether the caller may read the assistant.
-    return core.policy.grant_matters(core.routes.read_actions.get(_ASSISTANT, ""), vis)
-
-
-def _not_found(trace: _Trace, kind: str) -> Decision:
-    # Identical for "missing" and "concealed": the point is that they cannot be told apart.
-    trace.explanation = ()
-    return trace.decision(Reason.NOT_FOUND, f"{kind} not found")

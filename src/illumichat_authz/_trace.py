@@ -1,0 +1,103 @@
+"""What a decision knows so far, and the deny each kind of failure means.
+
+Shared by the request flow (``core``) and the role and visibility rules (``rules``): one
+``Trace`` per decision carries the context, so a failure anywhere still reports the route,
+resource and principal it happened on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from .decision import Decision, ResourceRef
+from .errors import AuthzError, CredentialError
+from .principal import Principal
+from .reasons import STATUS_OF, Reason
+from .routes import Route
+
+__all__ = ["REALM", "Trace", "failure", "www_authenticate"]
+
+_log = logging.getLogger("illumichat_authz")
+
+REALM = "illumichat"
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+_new_tuple = tuple.__new__
+
+
+class Trace:
+    """What is known so far, so that a failure anywhere still reports its context.
+
+    One is made per decision: a slotted class with a plain ``__init__`` is the cheapest
+    mutable record Python has (cheaper than a dataclass or class-level defaults).
+    """
+
+    __slots__ = ("explanation", "params", "principal", "resource", "role", "route")
+
+    def __init__(self, principal: Principal | None = None) -> None:
+        self.route: Route | None = None
+        self.params: Mapping[str, str] = _NO_PARAMS
+        self.principal: Principal | None = principal
+        self.resource: ResourceRef | None = None
+        self.role: str | None = None
+        self.explanation: tuple[str, ...] = ()
+
+    def decision(
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        status: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Decision:
+        route = self.route
+        params = self.params
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (same fields, in order).
+        return _new_tuple(
+            Decision,
+            (
+                STATUS_OF[reason] if status is None else status,
+                reason,
+                message,
+                route.id if route else None,
+                route.route_class if route else None,
+                route.action if route else None,
+                self.resource,
+                self.principal,
+                self.role,
+                headers,
+                self.explanation,
+                tuple(params.items()) if params else (),
+            ),
+        )
+
+
+def www_authenticate(exc: CredentialError | None) -> tuple[tuple[str, str], ...]:
+    # RFC 6750 §3: a request without credentials gets the bare challenge; an invalid or
+    # expired token gets error="invalid_token". RFC 9110 §15.5.2: a 401 MUST carry one.
+    if exc is None or not exc.token_error:
+        return (("WWW-Authenticate", f'Bearer realm="{REALM}"'),)
+    desc = exc.message.replace("\\", "").replace('"', "'")
+    return (
+        (
+            "WWW-Authenticate",
+            f'Bearer realm="{REALM}", error="invalid_token", error_description="{desc}"',
+        ),
+    )
+
+
+def failure(exc: Exception, trace: Trace) -> Decision:
+    """The deny an exception means: a challenge for a bad credential, the error's own
+    status for ours, a logged 500 for anything else. Never an allow."""
+    if isinstance(exc, CredentialError):
+        trace.principal = None
+        return trace.decision(
+            exc.reason, f"{exc.message}; sign in again", headers=www_authenticate(exc)
+        )
+    if isinstance(exc, AuthzError):
+        if exc.status >= 500:
+            _log.warning("denied with %s: %s", exc.reason.value, exc.message)
+        return trace.decision(exc.reason, exc.message)
+    _log.error("internal error while deciding; the request is denied", exc_info=exc)
+    return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")

@@ -1,0 +1,281 @@
+"""The role and visibility rules: scopes, resource, workspace, membership, casbin policy.
+
+``rules`` is a plain function of its facts. A synchronous store is called directly (no
+generator at all); for any other, ``replayed`` runs the rules, yields the query for the
+first fact they are missing (``Replay`` raises ``Need``), and runs them again with the
+answer: the same code either way, at most one run per fact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._trace import Trace, failure
+from .decision import Decision, ResourceRef
+from .errors import AuthzError, BadRequestError, CredentialError
+from .facts import Assistant, Chat, Facts, Membership
+from .principal import Principal
+from .queries import NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
+from .reasons import Reason
+from .request import RequestFacts
+from .routes import Route
+from .vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Role
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from .core import Core
+
+__all__ = ["WORKSPACE_ID", "Need", "Replay", "authorize", "replayed", "rules"]
+
+#: A workspace or resource id: printable, no separators, no lone surrogates.
+WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\\ud800-\udfff]{1,256}\Z")
+_FROM_RESOURCE = ("resource",)
+_new_tuple = tuple.__new__
+
+# Enum members read once: attribute access on an Enum class costs a lookup per use.
+_ASSISTANT = ResourceKind.ASSISTANT
+_CHAT = ResourceKind.CHAT
+_WORKSPACE = ResourceKind.WORKSPACE
+_MEMBER = ResourceKind.MEMBER
+_REL_NONE = Relation.NONE
+_REL_CREATOR = Relation.CREATOR
+_REL_GRANTEE = Relation.GRANTEE
+_REL_TARGET_OWNER = Relation.TARGET_OWNER
+_ACTIVE = MembershipStatus.ACTIVE
+_INACTIVE = MembershipStatus.INACTIVE
+_OWNER = Role.OWNER
+_ALLOWED = Reason.ALLOWED
+
+
+def workspace_from(
+    sources: tuple[str, ...],
+    request: RequestFacts,
+    params: Mapping[str, str],
+    principal: Principal,
+    resource_ws: str | None,
+) -> str | None:
+    for src in sources:
+        value: str | None = None
+        if src == "resource":
+            value = resource_ws
+        elif src == "principal":
+            value = principal.workspace
+        elif src.startswith("param:"):
+            value = params.get(src[6:])
+        elif src.startswith("header:"):
+            values = request.header_values(src[7:])
+            if len(values) > 1:
+                raise BadRequestError(f"more than one {src[7:]} header", reason=Reason.BAD_HEADER)
+            if values:
+                value = values[0].strip(" \t")  # RFC 9110 OWS only, not all of Unicode
+                if not WORKSPACE_ID.match(value):
+                    raise BadRequestError(f"malformed {src[7:]} header", reason=Reason.BAD_HEADER)
+        if value:
+            return value
+    return None
+
+
+class Need(BaseException):
+    """Raised by :class:`Replay` for a fact the driver has not answered yet.
+
+    A ``BaseException`` so that the rules' ``except Exception`` never swallows it.
+    """
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+
+
+class Replay:
+    """Facts answered so far by the driver; asking for another raises :class:`Need`.
+
+    The rules are a plain function of their facts, so they can simply be run again once
+    the driver has the missing answer: for synchronous facts (called directly) they run
+    once with no generator at all; for async ones at most once per fact (four at most).
+    """
+
+    __slots__ = ("answers",)
+
+    def __init__(self) -> None:
+        self.answers: dict[Query, Any] = {}
+
+    def _get(self, query: Query) -> Any:
+        try:
+            return self.answers[query]
+        except KeyError:
+            raise Need(query) from None
+
+    def membership(self, user: str, workspace: str) -> Membership | None:
+        return self._get(NeedMembership(user, workspace))  # type: ignore[no-any-return]
+
+    def assistant(self, assistant_id: str) -> Assistant | None:
+        return self._get(NeedAssistant(assistant_id))  # type: ignore[no-any-return]
+
+    def chat(self, chat_id: str) -> Chat | None:
+        return self._get(NeedChat(chat_id))  # type: ignore[no-any-return]
+
+    def has_grant(self, user: str, assistant_id: str) -> bool:
+        return bool(self._get(NeedGrant(user, assistant_id)))
+
+
+def authorize(
+    request: RequestFacts,
+    core: Core,
+    route: Route,
+    params: Mapping[str, str],
+    principal: Principal,
+    trace: Trace,
+    facts: Facts | None,
+) -> Decision | Generator[Query, Any, Decision]:
+    """The rules over ``facts`` when they answer directly, else a flow that asks for them."""
+    if facts is not None:
+        return rules(request, core, route, params, principal, trace, facts)
+    return replayed(request, core, route, params, principal, trace)
+
+
+def replayed(
+    request: RequestFacts,
+    core: Core,
+    route: Route,
+    params: Mapping[str, str],
+    principal: Principal,
+    trace: Trace,
+) -> Generator[Query, Any, Decision]:
+    replay = Replay()
+    while True:
+        try:
+            return rules(request, core, route, params, principal, trace, replay)
+        except Need as need:
+            try:
+                replay.answers[need.query] = yield need.query
+            except AuthzError as exc:  # the driver's report of a failed lookup
+                return failure(exc, trace)
+
+
+def rules(
+    request: RequestFacts,
+    core: Core,
+    route: Route,
+    params: Mapping[str, str],
+    principal: Principal,
+    trace: Trace,
+    facts: Facts | Replay,
+) -> Decision:
+    """Scopes, resource, workspace, membership, then the compiled casbin policy.
+
+    A plain function of its facts (see :class:`Replay`); maps its own failures to a
+    deny, as ``decide`` does.
+    """
+    try:
+        # The per-request path: enum members come from module constants (see the top).
+        action = route.action
+        user = principal.user_id
+        scopes = principal.scopes
+        if scopes is not None and action not in scopes:
+            return trace.decision(
+                Reason.SCOPE_NOT_GRANTED, f"this credential's scopes do not include {action}"
+            )
+
+        spec = route.resource
+        kind: str = _WORKSPACE
+        resource_id: str | None = None
+        resource_ws: str | None = None
+        vis: str | None = None
+        rel: str = _REL_NONE
+        policy = core.policy
+        if spec is not None:
+            kind = spec.kind
+            resource_id = params.get(spec.param)
+        if resource_id is not None:
+            if kind is _WORKSPACE:
+                resource_ws = resource_id
+            elif kind is _ASSISTANT or kind is _CHAT:
+                found: Assistant | Chat | None = (
+                    facts.assistant(resource_id) if kind is _ASSISTANT else facts.chat(resource_id)
+                )
+                if found is None:
+                    trace.resource = _new_tuple(ResourceRef, (kind, resource_id, None))
+                    return not_found(trace, kind)
+                resource_ws = found.workspace
+                if kind is _ASSISTANT:
+                    vis = found.visibility  # type: ignore[union-attr]
+                if found.creator == user:
+                    rel = _REL_CREATOR
+                elif (
+                    vis is not None
+                    and (
+                        (action, vis) in policy.grant_sensitive
+                        or (core.conceal_hidden and _concealed_grant_matters(core, vis))
+                    )
+                    and facts.has_grant(user, found.id)
+                ):
+                    rel = _REL_GRANTEE
+
+        sources = route.workspace
+        if sources == _FROM_RESOURCE:
+            workspace = resource_ws
+        else:
+            workspace = workspace_from(sources, request, params, principal, resource_ws)
+        trace.resource = _new_tuple(
+            ResourceRef, (kind, resource_id if spec else workspace, workspace)
+        )
+        if workspace is None:
+            return trace.decision(
+                Reason.MISSING_WORKSPACE, "no workspace given (X-Workspace-Id) and none is active"
+            )
+        if principal.workspace_bound and workspace != principal.workspace:
+            if core.conceal_hidden and spec is not None:
+                return not_found(trace, kind)
+            return trace.decision(
+                Reason.WORKSPACE_MISMATCH, "this credential is bound to another workspace"
+            )
+
+        membership: Membership | None = facts.membership(user, workspace)
+        if membership is None:
+            role: str = NO_ROLE
+            status: str = _ACTIVE
+        else:
+            role = membership.role
+            status = _ACTIVE if membership.status == _ACTIVE else _INACTIVE
+            trace.role = role
+
+        if kind is _MEMBER and resource_id is not None and membership is not None:
+            # Only members learn about other members (no target lookup for outsiders).
+            target: Membership | None = facts.membership(resource_id, workspace)
+            if target is None:
+                return not_found(trace, kind)
+            if target.role == _OWNER:  # a plain "owner" from a database is an owner too
+                rel = _REL_TARGET_OWNER
+
+        verdict = policy.table.get((role, status, action, rel, vis)) or policy.verdict(
+            role, status, action, rel, vis
+        )
+        trace.explanation = verdict.explanation
+        if verdict.allowed:
+            return trace.decision(_ALLOWED, verdict.message)
+        if core.conceal_hidden and spec is not None:
+            read_action = core.routes.read_actions.get(spec.kind)
+            if read_action is not None and read_action != action:
+                if not policy.verdict(role, status, read_action, rel, vis).allowed:
+                    return not_found(trace, kind)
+            elif read_action is not None:
+                return not_found(trace, kind)
+        return trace.decision(verdict.reason, verdict.message)
+    except CredentialError:
+        raise  # decide() answers these with a challenge
+    except Exception as exc:
+        return failure(exc, trace)
+
+
+def _concealed_grant_matters(core: Core, vis: str) -> bool:
+    # A grant is looked up only where it can change the verdict (policy.grant_sensitive)
+    # or, when hidden resources are concealed, whether the caller may read the assistant.
+    return core.policy.grant_matters(core.routes.read_actions.get(_ASSISTANT, ""), vis)
+
+
+def not_found(trace: Trace, kind: str) -> Decision:
+    # Identical for "missing" and "concealed": the point is that they cannot be told apart.
+    trace.explanation = ()
+    return trace.decision(Reason.NOT_FOUND, f"{kind} not found")
