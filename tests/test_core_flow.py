@@ -1024,3 +1024,11 @@ def test_identify_says_who_calls_without_a_route(authz: Authorizer) -> None:
     assert outcome(bad) == (401, "invalid_credential")
     assert bad.principal is None
     assert outcome(authz.identify(req("/x", method="BREW"))) == (400, "bad_method")
+
+
+@pytest.mark.parametrize("value", [None, 5, ["x"]])
+def test_request_facts_refuse_header_values_that_are_not_text(value: Any) -> None:
+    with pytest.raises(TypeError, match="str or bytes"):
+        RequestFacts.build(method="GET", path="/", headers=[("x-workspace-id", value)])
+    raw = RequestFacts.build(method="GET", path="/", headers=[(b"Cookie", b"a=\xe9")])
+    assert raw.headers == (("cookie", "a=\xe9"),)  # bytes are HTTP's Latin-1 view

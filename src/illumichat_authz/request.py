@@ -70,10 +70,13 @@ class RequestFacts(NamedTuple):
 
 
 def _text(value: object) -> str:
-    # Servers hand over bytes (ASGI, WSGI on Python 2 lines): Latin-1 is HTTP's byte view.
+    # Servers hand over bytes (ASGI): Latin-1 is HTTP's byte view of them. Anything else
+    # (None, a number) is a caller's mistake, not a header: say so instead of "None".
+    if isinstance(value, str):
+        return value
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("latin-1")
-    return str(value)
+    raise TypeError(f"header names and values must be str or bytes, not {type(value).__name__}")
 
 
 def is_decimal(text: str) -> bool:

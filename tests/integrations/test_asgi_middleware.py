@@ -498,3 +498,17 @@ async def test_an_outage_is_503_and_logged_with_the_request_id(
     assert logged == [
         "request req-42 denied: facts_unavailable (membership lookup is unavailable; retry later)"
     ]
+
+
+def test_a_scope_state_that_is_not_a_mapping_is_our_500_not_a_pass() -> None:
+    app = Recorder()
+    mw = AuthzMiddleware(app, authorizer=make_authorizer())
+    sc = webhook_scope(b"", {})
+    sc.update(method="GET", path="/api/chats", raw_path=b"/api/chats", state=["not", "a", "dict"])
+    sc["headers"] = [
+        *sc["headers"],
+        *((k.encode(), v.encode()) for k, v in cookie_header().items()),
+    ]
+    sent = asyncio.run(call(mw, sc, []))
+    assert sent[0]["status"] == 500
+    assert app.scopes == []

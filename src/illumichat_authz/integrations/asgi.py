@@ -124,6 +124,9 @@ class AuthzMiddleware:
                 decision = await self.authorizer.adecide(
                     facts, read_body=body.read if http else None
                 )
+            # Inside the try: a scope we cannot extend (a "state" that is not a mapping)
+            # is our 500, not the server's.
+            inner = _with_auth(scope, decision) if decision.allowed else scope
         except Exception:
             rid = request_id(facts.headers if facts is not None else [])
             log.exception("authorization middleware failed; request %s denied", rid)
@@ -136,9 +139,7 @@ class AuthzMiddleware:
             await self._deny(scope, send, decision, request_id(facts.headers))
             return
         # Only a body we read must be replayed; otherwise the app reads the real channel.
-        await self.app(
-            _with_auth(scope, decision), body.replay if body.body is not None else receive, send
-        )
+        await self.app(inner, body.replay if body.body is not None else receive, send)
 
     async def _deny(self, scope: Scope, send: Send, decision: Decision, rid: str) -> None:
         rendered = render(decision, rid)
