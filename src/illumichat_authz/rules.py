@@ -57,6 +57,8 @@ def workspace_from(
     principal: Principal,
     resource_ws: str | None,
 ) -> str | None:
+    """The first of the route's workspace sources that names one (a header that is
+    present but unusable is a 400, never a reason to fall through to the next)."""
     for src in sources:
         value: str | None = None
         if src == "resource":
