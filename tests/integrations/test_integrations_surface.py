@@ -15,7 +15,7 @@ import pytest
         ("fastapi", "fastapi", "fastapi"),
         ("flask", "flask", "flask"),
         ("django", "django", "django"),
-        ("_drf", "rest_framework", "django"),
+        ("_drf", "rest_framework", "drf"),
     ],
 )
 def test_missing_framework_names_the_extra(

@@ -17,7 +17,7 @@ try:
     from rest_framework.permissions import BasePermission  # type: ignore[import-untyped]
     from rest_framework.views import exception_handler as drf_exception_handler  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("Django REST framework", "django") from exc
+    raise missing_extra("Django REST framework", "drf") from exc
 
 from ..decision import Decision
 from ..reasons import Reason
