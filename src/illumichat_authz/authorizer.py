@@ -29,7 +29,7 @@ from .credentials.jwks import JwksCache, UrllibJwksFetcher
 from .credentials.sessions_db import SessionStore, SqliteSessionStore
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision
-from .errors import AuthzError, ConfigurationError, DependencyUnavailableError
+from .errors import AuthzError, BadRequestError, ConfigurationError, DependencyUnavailableError
 from .facts import (
     Assistant,
     AsyncFacts,
@@ -135,6 +135,13 @@ def _setting(key: str) -> Iterator[None]:
 def _dependency_error(query: Query, exc: BaseException) -> AuthzError:
     if isinstance(exc, AuthzError):
         return exc
+    if isinstance(query, NeedBody):
+        # Almost always the client hanging up mid-body: its request is incomplete, which
+        # is a 400 (if anyone is left to hear it), not an outage of ours.
+        _log.info("request body could not be read: %s", type(exc).__name__)
+        return BadRequestError(
+            "the request body could not be read", reason=Reason.MALFORMED_REQUEST
+        )
     which = type(query).__name__.removeprefix("Need").lower()
     _log.warning("%s lookup failed: %s", which, type(exc).__name__)
     reason = (

@@ -202,3 +202,21 @@ def test_real_wsgiref_server(live_server: str, app: Recorder) -> None:
         assert http.get("/api/widget/a%2F..%2Fb/config").status_code == 400
         codes = [http.post("/api/widget/tickets/create").status_code for _ in range(6)]
         assert codes[-1] == 429
+
+
+def test_a_body_that_cannot_be_read_is_400_not_an_outage(
+    mw: AuthzWSGIMiddleware, app: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client that hangs up mid-body: its request is incomplete, nothing of ours is down.
+    class HungUp:
+        def read(self, *args: Any) -> bytes:
+            raise ConnectionResetError("client went away")
+
+    body, headers = twilio_request("http://127.0.0.1")
+    env = environ_for("POST", WEBHOOK, headers, body)
+    env["wsgi.input"] = HungUp()
+    status, headers_out, out = call(mw, env)
+    assert status == 400
+    assert problem(status, headers_out, out)["reason"] == "malformed_request"
+    assert app.seen == []
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
