@@ -24,6 +24,7 @@ from illumichat_authz.config import load_settings
 from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
 from illumichat_authz.credentials.apikeys import issue_api_key
 from illumichat_authz.credentials.authjs import encode_session_token
+from illumichat_authz.errors import CredentialError
 from illumichat_authz.facts import Assistant, Membership
 from illumichat_authz.policy import Policy
 from illumichat_authz.principal import CredentialKind, Principal
@@ -1032,3 +1033,30 @@ def test_request_facts_refuse_header_values_that_are_not_text(value: Any) -> Non
         RequestFacts.build(method="GET", path="/", headers=[("x-workspace-id", value)])
     raw = RequestFacts.build(method="GET", path="/", headers=[(b"Cookie", b"a=\xe9")])
     assert raw.headers == (("cookie", "a=\xe9"),)  # bytes are HTTP's Latin-1 view
+
+
+def test_decide_access_never_raises_on_bad_arguments_or_odd_store_errors(
+    shared: Authorizer,
+) -> None:
+    principal = Principal(user_id="u-alice", kind=CredentialKind.SESSION)
+    authz = sibling(shared, facts=_world())
+    odd = authz.decide_access(
+        principal=principal,
+        action="assistant:read",
+        resource_kind="assistant",
+        resource_id=7,  # type: ignore[arg-type]
+    )
+    assert outcome(odd) == (500, "internal_error")
+    assert not odd.allowed
+
+    class RefusingStore:
+        def membership(self, *args: str) -> None:
+            raise CredentialError("session revoked upstream")
+
+        assistant = chat = has_grant = membership
+
+    refused = sibling(shared, facts=RefusingStore()).decide_access(
+        principal=principal, action="assistant:read", resource_kind="assistant", resource_id="a-1"
+    )
+    assert outcome(refused) == (401, "invalid_credential")
+    assert refused.principal is None

@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from .authn import Authenticators
 from .config import Settings, load_settings
@@ -63,7 +63,6 @@ from .routes import RouteClass, RouteTable, load_routes
 __all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "GuardedFacts", "build_core"]
 
 _log = logging.getLogger("illumichat_authz")
-_T = TypeVar("_T")
 
 #: Reads at most ``max_bytes`` of the body; ``None`` when the body is larger.
 BodyReader = Callable[[int], bytes | None]
@@ -427,34 +426,29 @@ _FACT_QUERIES = frozenset({NeedMembership, NeedAssistant, NeedChat, NeedGrant})
 
 
 class GuardedFacts:
-    """A synchronous facts store whose failures are 503 ``facts_unavailable``."""
+    """A synchronous facts store whose failures are 503 ``facts_unavailable``: the same
+    answer a failed lookup gets through the driver (``_dependency_error``)."""
 
     def __init__(self, facts: Facts) -> None:
         self._facts = facts
 
     def membership(self, user: str, workspace: str) -> Membership | None:
-        return self._guard("membership", self._facts.membership, user, workspace)
+        return self._ask(NeedMembership(user, workspace))  # type: ignore[no-any-return]
 
     def assistant(self, assistant_id: str) -> Assistant | None:
-        return self._guard("assistant", self._facts.assistant, assistant_id)
+        return self._ask(NeedAssistant(assistant_id))  # type: ignore[no-any-return]
 
     def chat(self, chat_id: str) -> Chat | None:
-        return self._guard("chat", self._facts.chat, chat_id)
+        return self._ask(NeedChat(chat_id))  # type: ignore[no-any-return]
 
     def has_grant(self, user: str, assistant_id: str) -> bool:
-        return self._guard("grant", self._facts.has_grant, user, assistant_id)
+        return bool(self._ask(NeedGrant(user, assistant_id)))
 
-    @staticmethod
-    def _guard(which: str, lookup: Callable[..., _T], *args: str) -> _T:
+    def _ask(self, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
         try:
-            return lookup(*args)
-        except AuthzError:
-            raise
+            return ask_facts(self._facts, query)
         except Exception as exc:
-            _log.warning("%s lookup failed: %s", which, type(exc).__name__)
-            raise DependencyUnavailableError(
-                f"{which} lookup is unavailable; retry later", reason=Reason.FACTS_UNAVAILABLE
-            ) from None
+            raise _dependency_error(query, exc) from None
 
 
 def _no_body_reader(query: Query) -> Any:

@@ -152,12 +152,7 @@ def decide(
                     principal = yield from verify(found, authn, now=now)
         if principal is None:
             reason = Reason.AUTHENTICATION_REQUIRED if match else Reason.UNDECLARED_ROUTE
-            return trace.decision(
-                reason,
-                "authentication required; sign in and retry",
-                status=401,
-                headers=www_authenticate(None),
-            )
+            return _sign_in(trace, reason)
         trace.principal = principal
         if match is None:
             if core.undeclared == "authenticated":
@@ -187,16 +182,21 @@ def identify(request: RequestFacts, core: Core, *, now: float) -> Flow:
         _check_envelope(request, core)
         principal = yield from authenticate(request, core.authenticators, now=now)
         if principal is None:
-            return trace.decision(
-                Reason.AUTHENTICATION_REQUIRED,
-                "authentication required; sign in and retry",
-                status=401,
-                headers=www_authenticate(None),
-            )
+            return _sign_in(trace, Reason.AUTHENTICATION_REQUIRED)
         trace.principal = principal
         return trace.decision(Reason.ALLOWED, "authenticated")
     except Exception as exc:
         return failure(exc, trace)
+
+
+def _sign_in(trace: Trace, reason: Reason) -> Decision:
+    """No credential at all: 401 with the bare challenge (RFC 6750 §3)."""
+    return trace.decision(
+        reason,
+        "authentication required; sign in and retry",
+        status=401,
+        headers=www_authenticate(None),
+    )
 
 
 def decide_access(
@@ -242,19 +242,22 @@ def access_decision(
     ``facts`` it returns the :class:`Decision` itself (a generator would cost more than
     the decision); otherwise the flow that asks the driver for the facts."""
     trace = Trace(principal)
-    route = core.access_routes.get((action, resource_kind))
-    if route is None:  # not one of the policy's actions, or not a resource kind
-        if action not in core.policy.actions:
-            return trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}")
-        return trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
-    trace.route = route
-    params: dict[str, str] = {}
-    if resource_kind is not None:
-        if not resource_id or not WORKSPACE_ID.match(resource_id):
-            return trace.decision(Reason.BAD_HEADER, "resource id missing or malformed")
-        params["id"] = resource_id
-    if workspace is not None:
-        params["workspace"] = workspace
+    try:
+        route = core.access_routes.get((action, resource_kind))
+        if route is None:  # not one of the policy's actions, or not a resource kind
+            if action not in core.policy.actions:
+                return trace.decision(Reason.POLICY_DENIED, f"unknown action {action!r}")
+            return trace.decision(Reason.POLICY_DENIED, f"unknown resource type {resource_kind!r}")
+        trace.route = route
+        params: dict[str, str] = {}
+        if resource_kind is not None:
+            if not resource_id or not WORKSPACE_ID.match(resource_id):
+                return trace.decision(Reason.BAD_HEADER, "resource id missing or malformed")
+            params["id"] = resource_id
+        if workspace is not None:
+            params["workspace"] = workspace
+    except Exception as exc:  # e.g. arguments of the wrong type from a host: a 500, logged
+        return failure(exc, trace)
     if facts is not None:
         return rules(_NO_REQUEST, core, route, params, principal, trace, facts)
     return replayed(_NO_REQUEST, core, route, params, principal, trace)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._trace import Trace, failure
 from .decision import Decision, ResourceRef
-from .errors import AuthzError, BadRequestError, CredentialError
+from .errors import AuthzError, BadRequestError
 from .facts import Assistant, Chat, Facts, Membership
 from .principal import Principal
 from .queries import NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
@@ -265,8 +265,6 @@ def rules(
             elif read_action is not None:
                 return not_found(trace, kind)
         return trace.decision(verdict.reason, verdict.message)
-    except CredentialError:
-        raise  # decide() answers these with a challenge
     except Exception as exc:
         return failure(exc, trace)
 
