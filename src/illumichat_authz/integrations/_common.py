@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..decision import Decision
@@ -18,9 +20,14 @@ from ..reasons import Reason
 from ..render import Rendered, render_denial
 from ..request import RequestFacts
 
+if TYPE_CHECKING:
+    from ..authorizer import Authorizer
+    from ..principal import Principal
+
 __all__ = [
     "ANONYMOUS",
     "Anonymous",
+    "access_arguments",
     "check_host",
     "internal_error",
     "missing_extra",
@@ -106,6 +113,37 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
     if hosts and not hosts[0].strip():
         return Decision.of(Reason.BAD_HEADER, "empty Host header")
     return None
+
+
+def access_arguments(
+    authorizer: Authorizer,
+    principal: Principal,
+    action: str,
+    resource: str | None,
+    workspace: str | None,
+    params: Mapping[str, Any],
+) -> dict[str, Any] | Decision:
+    """``decide_access``'s arguments for an endpoint that names its resource by path
+    parameter (``require(action, resource=..., workspace=...)`` in FastAPI and Flask), or
+    the deny when the action acts on no resource kind the routes name."""
+    kind = None
+    if resource is not None:
+        kind = authorizer.core.routes.action_kinds.get(action)
+        if kind is None:
+            return Decision.of(
+                Reason.POLICY_DENIED, f"{action} acts on no resource kind the routes name"
+            )
+    return {
+        "principal": principal,
+        "action": action,
+        "resource_kind": kind,
+        "resource_id": str(params.get(resource, "")) if resource is not None else None,
+        "workspace": (
+            str(params[workspace])
+            if workspace is not None and workspace in params
+            else principal.workspace
+        ),
+    }
 
 
 def internal_error() -> Decision:

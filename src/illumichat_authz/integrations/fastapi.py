@@ -28,7 +28,7 @@ from ..authorizer import Authorizer
 from ..decision import Decision
 from ..principal import Principal
 from ..reasons import Reason
-from ._common import internal_error, log, render, request_id
+from ._common import access_arguments, internal_error, log, render, request_id
 from .asgi import facts_from_scope
 
 __all__ = ["AuthzDenied", "authorized", "bearer", "install", "require", "session_cookie"]
@@ -214,22 +214,12 @@ async def _access(
     principal = seen.principal if isinstance(seen, Decision) else None
     if principal is None:
         identified = await authorizer.aidentify(facts_from_scope(request.scope))
-        if not identified.allowed:
-            return identified
         principal = identified.principal
-    assert principal is not None
-    kind = None
-    if resource is not None:
-        kind = authorizer.core.routes.action_kinds.get(action)
-        if kind is None:
-            return Decision.of(
-                Reason.POLICY_DENIED, f"{action} acts on no resource kind the routes name"
-            )
-    params = request.path_params
-    return await authorizer.adecide_access(
-        principal=principal,
-        action=action,
-        resource_kind=kind,
-        resource_id=str(params.get(resource, "")) if resource is not None else None,
-        workspace=str(params[workspace]) if workspace in params else principal.workspace,
+        if not identified.allowed or principal is None:
+            return identified
+    arguments = access_arguments(
+        authorizer, principal, action, resource, workspace, request.path_params
     )
+    if isinstance(arguments, Decision):
+        return arguments
+    return await authorizer.adecide_access(**arguments)

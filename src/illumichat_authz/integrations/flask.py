@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..reasons import Reason
-from ._common import render, request_id
+from ._common import access_arguments, render, request_id
 from .wsgi import decide_environ, facts_from_environ
 
 __all__ = ["IllumiChatAuthz"]
@@ -115,18 +115,9 @@ class IllumiChatAuthz:
         principal = decision.principal
         if principal is None:
             return decision  # the caller below answers 401
-        args = flask.request.view_args or {}
-        kind = None
-        if resource is not None:
-            kind = self.authorizer.core.routes.action_kinds.get(action)
-            if kind is None:
-                return Decision.of(
-                    Reason.POLICY_DENIED, f"{action} acts on no resource kind the routes name"
-                )
-        return self.authorizer.decide_access(
-            principal=principal,
-            action=action,
-            resource_kind=kind,
-            resource_id=str(args.get(resource, "")) if resource is not None else None,
-            workspace=str(args[workspace]) if workspace in args else principal.workspace,
+        arguments = access_arguments(
+            self.authorizer, principal, action, resource, workspace, flask.request.view_args or {}
         )
+        if isinstance(arguments, Decision):
+            return arguments
+        return self.authorizer.decide_access(**arguments)
