@@ -31,18 +31,16 @@ from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision
 from .errors import AuthzError, BadRequestError, ConfigurationError, DependencyUnavailableError
 from .facts import (
-    Assistant,
     AsyncFacts,
-    Chat,
     Facts,
     InMemoryFacts,
-    Membership,
     load_facts_file,
 )
 from .net import parse_trusted
 from .policy import Policy
 from .principal import Principal
 from .queries import (
+    FactsByQuery,
     NeedApiKey,
     NeedAssistant,
     NeedBody,
@@ -425,26 +423,16 @@ class Authorizer:
 _FACT_QUERIES = frozenset({NeedMembership, NeedAssistant, NeedChat, NeedGrant})
 
 
-class GuardedFacts:
+class GuardedFacts(FactsByQuery):
     """A synchronous facts store whose failures are 503 ``facts_unavailable``: the same
     answer a failed lookup gets through the driver (``_dependency_error``)."""
+
+    __slots__ = ("_facts",)
 
     def __init__(self, facts: Facts) -> None:
         self._facts = facts
 
-    def membership(self, user: str, workspace: str) -> Membership | None:
-        return self._ask(NeedMembership(user, workspace))  # type: ignore[no-any-return]
-
-    def assistant(self, assistant_id: str) -> Assistant | None:
-        return self._ask(NeedAssistant(assistant_id))  # type: ignore[no-any-return]
-
-    def chat(self, chat_id: str) -> Chat | None:
-        return self._ask(NeedChat(chat_id))  # type: ignore[no-any-return]
-
-    def has_grant(self, user: str, assistant_id: str) -> bool:
-        return bool(self._ask(NeedGrant(user, assistant_id)))
-
-    def _ask(self, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
+    def ask(self, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
         try:
             return ask_facts(self._facts, query)
         except Exception as exc:

@@ -8,12 +8,14 @@ is down), never an allow.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from .facts import Assistant, Chat, Membership
     from .ratelimit import RateLimitSpec
 
 __all__ = [
+    "FactsByQuery",
     "NeedApiKey",
     "NeedAssistant",
     "NeedBody",
@@ -96,3 +98,28 @@ Query = (
     | NeedSession
     | NeedRateLimit
 )
+
+
+class FactsByQuery:
+    """The ``Facts`` protocol over one method, ``ask(query)``: each lookup is its query.
+
+    For stores that answer queries rather than method calls: the driver's guard around a
+    host's store (``GuardedFacts``) and the rules' replay of answered facts (``Replay``).
+    """
+
+    __slots__ = ()
+
+    def ask(self, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
+        raise NotImplementedError
+
+    def membership(self, user: str, workspace: str) -> Membership | None:
+        return self.ask(NeedMembership(user, workspace))  # type: ignore[no-any-return]
+
+    def assistant(self, assistant_id: str) -> Assistant | None:
+        return self.ask(NeedAssistant(assistant_id))  # type: ignore[no-any-return]
+
+    def chat(self, chat_id: str) -> Chat | None:
+        return self.ask(NeedChat(chat_id))  # type: ignore[no-any-return]
+
+    def has_grant(self, user: str, assistant_id: str) -> bool:
+        return bool(self.ask(NeedGrant(user, assistant_id)))

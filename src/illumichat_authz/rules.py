@@ -17,7 +17,7 @@ from .decision import Decision, ResourceRef
 from .errors import AuthzError, BadRequestError
 from .facts import Assistant, Chat, Facts, Membership
 from .principal import Principal
-from .queries import NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
+from .queries import FactsByQuery, NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
 from .reasons import Reason
 from .request import RequestFacts
 from .routes import Route
@@ -90,7 +90,7 @@ class Need(BaseException):
         self.query = query
 
 
-class Replay:
+class Replay(FactsByQuery):
     """Facts answered so far by the driver; asking for another raises :class:`Need`.
 
     The rules are a plain function of their facts, so they can simply be run again once
@@ -103,23 +103,11 @@ class Replay:
     def __init__(self) -> None:
         self.answers: dict[Query, Any] = {}
 
-    def _get(self, query: Query) -> Any:
+    def ask(self, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
         try:
             return self.answers[query]
         except KeyError:
             raise Need(query) from None
-
-    def membership(self, user: str, workspace: str) -> Membership | None:
-        return self._get(NeedMembership(user, workspace))  # type: ignore[no-any-return]
-
-    def assistant(self, assistant_id: str) -> Assistant | None:
-        return self._get(NeedAssistant(assistant_id))  # type: ignore[no-any-return]
-
-    def chat(self, chat_id: str) -> Chat | None:
-        return self._get(NeedChat(chat_id))  # type: ignore[no-any-return]
-
-    def has_grant(self, user: str, assistant_id: str) -> bool:
-        return bool(self._get(NeedGrant(user, assistant_id)))
 
 
 def authorize(
