@@ -20,7 +20,12 @@ from illumichat_authz.credentials.authjs import encode_session_token
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.ratelimit import RateLimiter
 from illumichat_authz.reasons import STATUS_OF
-from illumichat_authz.render import PROBLEM_CONTENT_TYPE, identity_headers, render_denial
+from illumichat_authz.render import (
+    IDENTITY_HEADERS,
+    PROBLEM_CONTENT_TYPE,
+    identity_headers,
+    render_denial,
+)
 
 _LIMITER = RateLimiter()
 SECRET = "render-test-secret"
@@ -200,9 +205,25 @@ def test_identity_headers_for_an_allowed_request() -> None:
 
 def test_identity_headers_for_a_public_request_name_nobody() -> None:
     decision = Decision.of(Reason.PUBLIC, "public endpoint", route="GET /api/widget/{a}/config")
-    headers = dict(identity_headers(decision))
-    assert "x-authz-user-id" not in headers
-    assert headers["x-authz-reason"] == "public"
+    headers = identity_headers(decision)
+    # Every identity header is present and empty: a proxy that copies only headers the
+    # answer has would otherwise keep a client's forged copy (or a Caddy placeholder).
+    assert [name for name, _ in headers] == list(IDENTITY_HEADERS)
+    assert dict(headers) == {
+        "x-authz-reason": "public",
+        "x-authz-route": "GET /api/widget/{a}/config",
+        "x-authz-action": "",
+        "x-authz-user-id": "",
+        "x-authz-credential": "",
+        "x-authz-workspace": "",
+        "x-authz-role": "",
+    }
+
+
+def test_identity_headers_for_a_principal_on_a_public_route_still_name_nobody() -> None:
+    principal = Principal(user_id="u-1", kind=CredentialKind.SESSION, workspace="ws-1")
+    decision = Decision.of(Reason.PUBLIC, "public endpoint", principal=principal)
+    assert dict(identity_headers(decision))["x-authz-user-id"] == ""
 
 
 def test_rendered_problem_is_compact_json_of_bounded_size() -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from .decision import Decision
 from .reasons import Reason
 
-__all__ = ["PROBLEM_CONTENT_TYPE", "Rendered", "identity_headers", "render_denial"]
+__all__ = ["IDENTITY_HEADERS", "PROBLEM_CONTENT_TYPE", "Rendered", "identity_headers", "render_denial"]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_BASE = "https://docs.illumichat.com/errors/"
@@ -69,27 +69,47 @@ def render_denial(decision: Decision, *, request_id: str | None = None) -> Rende
 def identity_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
     """Headers a forward-auth server adds on allow, for upstreams in any language.
 
+    All of :data:`IDENTITY_HEADERS`, always, empty where nothing applies (a public route
+    names nobody): a proxy that copies a header only when the answer has it would
+    otherwise leave the client's own copy in place, or, like Caddy 2.6, send the
+    unresolved placeholder ``{http.reverse_proxy.header.X-Authz-User-Id}`` on.
+
     Ids may be any Unicode (a workspace ``ws_日本``), but a header value is Latin-1 on
     the wire and must hold no control characters: values are percent-encoded UTF-8
     wherever they contain ``%``, a control character or anything outside printable ASCII
     (``unquote`` restores them); plain ids such as ``auth0|abc`` go as they are.
     """
-    out: list[tuple[str, str]] = [("x-authz-reason", decision.reason.value)]
-    if decision.route:
-        out.append(("x-authz-route", header_safe(decision.route)))
-    if decision.action:
-        out.append(("x-authz-action", header_safe(decision.action)))
+    user = credential = workspace = role = ""
     p = decision.principal
     if p is not None and decision.reason is not Reason.PUBLIC:
-        out.append(("x-authz-user-id", header_safe(p.user_id)))
-        out.append(("x-authz-credential", p.kind.value))
+        user = header_safe(p.user_id)
+        credential = p.kind.value
         if decision.resource and decision.resource.workspace:
-            out.append(("x-authz-workspace", header_safe(decision.resource.workspace)))
+            workspace = header_safe(decision.resource.workspace)
         elif p.workspace:
-            out.append(("x-authz-workspace", header_safe(p.workspace)))
-        if decision.role:
-            out.append(("x-authz-role", header_safe(decision.role)))
-    return tuple(out)
+            workspace = header_safe(p.workspace)
+        role = header_safe(decision.role) if decision.role else ""
+    return (
+        ("x-authz-reason", decision.reason.value),
+        ("x-authz-route", header_safe(decision.route) if decision.route else ""),
+        ("x-authz-action", header_safe(decision.action) if decision.action else ""),
+        ("x-authz-user-id", user),
+        ("x-authz-credential", credential),
+        ("x-authz-workspace", workspace),
+        ("x-authz-role", role),
+    )
+
+
+#: Every header :func:`identity_headers` sets: list them all in a proxy's copy list.
+IDENTITY_HEADERS = (
+    "x-authz-reason",
+    "x-authz-route",
+    "x-authz-action",
+    "x-authz-user-id",
+    "x-authz-credential",
+    "x-authz-workspace",
+    "x-authz-role",
+)
 
 
 # Printable ASCII less '%' (the escape character itself) stays as it is.

@@ -1,0 +1,224 @@
+"""What the real-proxy tests share: a recording upstream, the forward-auth server on
+uvicorn, and helpers to send requests through the proxy.
+
+Each proxy test (nginx, Caddy) starts the real proxy binary with the configuration
+documented in docs/forward-auth.md, between a client and these two servers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from illumichat_authz.authorizer import Authorizer
+from illumichat_authz.config import Settings
+from illumichat_authz.server import create_app
+from illumichat_authz.testing import session_cookie
+from illumichat_authz.testing.minting import LocalIssuer
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "forward-auth.md"
+
+
+def documented_snippet(language: str) -> str:
+    """The fenced ``language`` block of docs/forward-auth.md: CI runs what the docs say."""
+    match = re.search(rf"```{language}\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    assert match, f"docs/forward-auth.md has no {language} block"
+    return match.group(1)
+
+
+@dataclass
+class Upstream:
+    """A stdlib HTTP server that records every request that reaches it."""
+
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    httpd: ThreadingHTTPServer | None = None
+
+    def start(self) -> int:
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                        "body": body,
+                    }
+                )
+                out = b'{"upstream": "ok"}'
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_HEAD = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return int(self.httpd.server_address[1])
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def forward_auth_server(authorizer: Authorizer) -> Iterator[int]:
+    """``illumichat-authz serve``'s app on uvicorn on a free loopback port."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(authorizer=authorizer), host="127.0.0.1", port=0, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def running(
+    argv: list[str], port: int, *, name: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a proxy until the test is done; wait until it accepts connections on ``port``.
+
+    ``env``: variables to add to this process's environment for the proxy.
+    """
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env} if env else None,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"{name} exited: {err}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@dataclass
+class Stack:
+    """A proxy on ``url`` in front of ``upstream``, asking the forward-auth server."""
+
+    url: str
+    upstream: Upstream
+    settings: Settings
+    issuer: LocalIssuer
+
+    def session(self, user: str) -> str:
+        return session_cookie(user, secret=self.settings.session.secrets[0], workspace="w1")
+
+    def fetch(
+        self, method: str, path: str, **kwargs: Any
+    ) -> tuple[httpx.Response, list[dict[str, Any]]]:
+        """The response, and the requests the upstream saw meanwhile."""
+        before = len(self.upstream.seen)
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            response = client.request(method, path, **kwargs)
+        return response, self.upstream.seen[before:]
+
+
+def header(request: dict[str, Any], name: str) -> list[str]:
+    """Every value of ``name`` in a request the upstream recorded."""
+    return [v for k, v in request["headers"] if k == name]
+
+
+#: Requests every proxy must stop (method, path, user, status, reason): each class of deny.
+DENIALS = [
+    ("GET", "/api/assistants/a-pub", None, 401, "authentication_required"),
+    ("GET", "/api/assistants/a-priv", "bob", 403, "not_visible"),
+    ("DELETE", "/api/workspaces/w1", "alice", 403, "insufficient_role"),
+    ("GET", "/api/assistants/nope", "bob", 404, "not_found"),
+    ("GET", "/api/assistants/a%2fb", "bob", 400, "non_canonical_path"),
+    ("POST", "/api/sms/webhook/a-pub", None, 403, "invalid_signature"),
+]
+
+
+def check_denied(
+    stack: Stack, method: str, path: str, who: str | None, status: int, reason: str
+) -> None:
+    """The proxy answers our problem document and the upstream never sees the request."""
+    headers = {"cookie": stack.session(who)} if who else {}
+    response, seen = stack.fetch(method, path, headers=headers)
+    assert seen == []
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["status"], problem["reason"]) == (status, reason)
+    if status == 401:
+        assert response.headers.get_list("www-authenticate") == ['Bearer realm="illumichat"']
+
+
+def check_rate_limited(stack: Stack) -> httpx.Response:
+    """Six ticket requests from one client: five reach the upstream, the sixth is a 429
+    with its headers (the limit is per client IP, which the proxy forwards)."""
+    statuses = []
+    last = None
+    for _ in range(6):
+        last, _seen = stack.fetch(
+            "POST", "/api/widget/tickets/create", content=b"{}", headers={"x-request-id": "t-1"}
+        )
+        statuses.append(last.status_code)
+    assert statuses == [200] * 5 + [429]
+    assert last is not None
+    assert int(last.headers["retry-after"]) >= 1
+    assert last.headers["ratelimit-policy"] == '"default";q=5;w=60'
+    assert last.json()["reason"] == "rate_limited"
+    return last

@@ -1,0 +1,166 @@
+"""A real Caddy (Debian's 2.6) with forward_auth in front of a recording upstream.
+
+The Caddyfile is read from docs/forward-auth.md. Caddy speaks Traefik's dialect
+(``X-Forwarded-Method``/``-Uri``) and passes denials through as they are, so this is also
+the end-to-end test of that header family through a real proxy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from proxy_stack import (
+    DENIALS,
+    Stack,
+    Upstream,
+    check_denied,
+    check_rate_limited,
+    documented_snippet,
+    forward_auth_server,
+    free_port,
+    header,
+    running,
+)
+
+from illumichat_authz.authorizer import Authorizer
+from illumichat_authz.config import Settings
+from illumichat_authz.render import IDENTITY_HEADERS
+from illumichat_authz.testing.minting import LocalIssuer
+
+pytestmark = pytest.mark.interop
+
+CADDY = shutil.which("caddy")
+
+
+def caddy_argv(tmp: Path, *, auth: int, upstream: int, port: int) -> list[str]:
+    caddyfile = tmp / "Caddyfile"
+    caddyfile.write_text(
+        documented_snippet("caddy")
+        .replace("127.0.0.1:9180", f"127.0.0.1:{auth}")
+        .replace("127.0.0.1:8000", f"127.0.0.1:{upstream}")
+        .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    )
+    assert CADDY is not None
+    return [CADDY, "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    module_authorizer: tuple[Authorizer, Settings, LocalIssuer],
+) -> Iterator[Stack]:
+    if CADDY is None:
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    authz, settings, issuer = module_authorizer
+    tmp = tmp_path_factory.mktemp("caddy")
+    home = {"XDG_CONFIG_HOME": str(tmp / "config"), "XDG_DATA_HOME": str(tmp / "data")}
+    upstream = Upstream()
+    up_port = upstream.start()
+    port = free_port()
+    try:
+        with forward_auth_server(authz) as auth_port:
+            argv = caddy_argv(tmp, auth=auth_port, upstream=up_port, port=port)
+            with running(argv, port, name="caddy", env=home):
+                yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer)
+    finally:
+        upstream.stop()
+
+
+def test_allowed_request_reaches_upstream_with_identity_not_the_clients(stack: Stack) -> None:
+    response, seen = stack.fetch(
+        "PATCH",
+        "/api/assistants/a-priv?x=1",
+        headers={
+            "cookie": stack.session("alice"),
+            "x-authz-user-id": "mallory",
+            "x-authz-role": "owner",
+        },
+        content=b'{"name": "new"}',
+    )
+    assert response.status_code == 200
+    assert response.json() == {"upstream": "ok"}
+    assert len(seen) == 1
+    req = seen[0]
+    assert (req["method"], req["path"], req["body"]) == (
+        "PATCH",
+        "/api/assistants/a-priv?x=1",
+        b'{"name": "new"}',
+    )
+    assert header(req, "x-authz-user-id") == ["alice"]
+    assert header(req, "x-authz-role") == ["admin"]
+    assert header(req, "x-authz-workspace") == ["w1"]
+    assert header(req, "x-authz-credential") == ["session"]
+    assert header(req, "x-authz-action") == ["assistant:update"]
+
+
+def test_bearer_token_through_caddy(stack: Stack) -> None:
+    token = stack.issuer.mint("bob", workspace="w1", workspace_claim="workspace")
+    response, seen = stack.fetch(
+        "GET", "/api/assistants/a-pub", headers={"authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    assert header(seen[0], "x-authz-credential") == ["auth0"]
+    assert header(seen[0], "x-authz-user-id") == ["bob"]
+
+
+def test_public_route_carries_no_identity_and_no_placeholder(stack: Stack) -> None:
+    response, seen = stack.fetch(
+        "GET",
+        "/api/widget/a-pub/config",
+        headers={"x-authz-user-id": "mallory", "x-authz-role": "owner"},
+    )
+    assert response.status_code == 200
+    req = seen[0]
+    assert header(req, "x-authz-reason") == ["public"]
+    for name in IDENTITY_HEADERS:
+        values = header(req, name)
+        assert "mallory" not in values
+        assert "owner" not in values
+        assert not any("{http." in value for value in values), (name, values)
+    assert header(req, "x-authz-user-id") in ([], [""])
+
+
+@pytest.mark.parametrize(("method", "path", "who", "status", "reason"), DENIALS)
+def test_denied_requests_never_reach_upstream(
+    stack: Stack, method: str, path: str, who: str | None, status: int, reason: str
+) -> None:
+    check_denied(stack, method, path, who, status, reason)
+
+
+def test_client_cannot_name_another_original_request(stack: Stack) -> None:
+    # Caddy sets X-Forwarded-Uri; a client adds nginx's X-Original-URI naming a public path.
+    response, seen = stack.fetch(
+        "GET",
+        "/api/assistants/a-priv",
+        headers={"x-original-uri": "/api/widget/a-pub/config", "x-original-method": "GET"},
+    )
+    assert seen == []
+    assert response.status_code == 400
+    assert response.json()["reason"] == "bad_header"
+
+
+def test_rate_limit_429_propagates_with_headers(stack: Stack) -> None:
+    last = check_rate_limited(stack)
+    assert last.headers["x-request-id"] == "t-1"
+
+
+def test_auth_server_down_fails_closed(tmp_path: Path) -> None:
+    if CADDY is None:
+        pytest.skip("caddy is not installed")
+    upstream = Upstream()
+    up_port = upstream.start()
+    port = free_port()
+    dead = free_port()  # nothing listens here
+    home = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    try:
+        argv = caddy_argv(tmp_path, auth=dead, upstream=up_port, port=port)
+        with running(argv, port, name="caddy", env=home):
+            response = httpx.get(f"http://127.0.0.1:{port}/api/widget/a1/config", timeout=10)
+        assert response.status_code == 502
+        assert upstream.seen == []
+    finally:
+        upstream.stop()
