@@ -25,6 +25,8 @@ from .request import RequestFacts
 
 __all__ = ["Authenticators", "Presented", "authenticate", "cached", "presented", "verify"]
 
+_new_tuple = tuple.__new__
+
 #: Longest Authorization header value we look at (a JWT with many claims is ~2-4 KB).
 MAX_AUTHORIZATION_CHARS = 16 * 1024
 
@@ -61,11 +63,11 @@ def _bearer_token(value: str) -> str:
 class Presented(NamedTuple):
     """The credential a request carries, before anything is verified."""
 
-    #: ``b"A"``: the Authorization header; ``b"C"``: the Cookie header(s).
-    source: bytes
+    #: ``"A"``: the Authorization header; ``"C"``: the Cookie header(s).
+    source: str
     values: tuple[str, ...]
-    #: SHA-256 of what was presented (the credential cache's key); ``b""``: no cache.
-    cache_key: bytes
+    #: The credential cache's key for what was presented; ``""``: no cache.
+    cache_key: str | bytes
 
 
 def presented(request: RequestFacts, authn: Authenticators) -> Presented | None:
@@ -86,12 +88,12 @@ def presented(request: RequestFacts, authn: Authenticators) -> Presented | None:
             cookies.append(value)
     cache = authn.cache
     if authorization is not None:
-        key = cache.key(b"A", authorization) if cache is not None else b""
-        return Presented(b"A", (authorization,), key)
+        key = cache.key("A", authorization) if cache is not None else ""
+        return _new_tuple(Presented, ("A", (authorization,), key))
     if not cookies or authn.session is None:
         return None
-    key = cache.key(b"C", "\n".join(cookies)) if cache is not None else b""
-    return Presented(b"C", tuple(cookies), key)
+    key = cache.key("C", "\n".join(cookies)) if cache is not None else ""
+    return _new_tuple(Presented, ("C", tuple(cookies), key))
 
 
 def cached(found: Presented, authn: Authenticators, *, now: float) -> Principal | None:
@@ -121,7 +123,7 @@ def verify(
 ) -> Generator[Query, Any, Principal | None]:
     """Verify a presented credential (I/O as queries) and cache what verifies."""
     cache = authn.cache
-    if found.source == b"A":
+    if found.source == "A":
         principal = yield from _bearer(found.values[0], authn, now)
         if cache is not None:
             revocable = principal.kind is CredentialKind.API_KEY

@@ -15,7 +15,13 @@ from urllib.parse import quote
 from .decision import Decision
 from .reasons import Reason
 
-__all__ = ["IDENTITY_HEADERS", "PROBLEM_CONTENT_TYPE", "Rendered", "identity_headers", "render_denial"]
+__all__ = [
+    "IDENTITY_HEADERS",
+    "PROBLEM_CONTENT_TYPE",
+    "Rendered",
+    "identity_headers",
+    "render_denial",
+]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_BASE = "https://docs.illumichat.com/errors/"
