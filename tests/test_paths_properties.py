@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import load_settings
-from illumichat_authz.core import _HEADER_VALUE_BAD, _header_value_ok
+from illumichat_authz.core import _HEADER_VALUE_BAD, _check_envelope
 from illumichat_authz.errors import BadRequestError
 from illumichat_authz.facts import Assistant, InMemoryFacts, Membership
 from illumichat_authz.paths import canonical_segments
@@ -436,5 +436,14 @@ def test_remembered_classification_equals_a_fresh_one(
 
 @FUZZ
 @given(value=st.text(max_size=80) | st.binary(max_size=80).map(lambda b: b.decode("latin-1")))
-def test_header_value_fast_check_equals_the_regex(value: str) -> None:
-    assert _header_value_ok(value) == (_HEADER_VALUE_BAD.search(value) is None)
+def test_envelope_refuses_exactly_the_header_values_the_regex_refuses(
+    authz: Authorizer, value: str
+) -> None:
+    # The envelope's Latin-1 fast path must refuse exactly what the regex refuses.
+    request = RequestFacts(method="GET", path="/", headers=(("x-any", value),))
+    try:
+        _check_envelope(request, authz.core)
+        accepted = True
+    except BadRequestError:
+        accepted = False
+    assert accepted == (_HEADER_VALUE_BAD.search(value) is None)

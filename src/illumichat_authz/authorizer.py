@@ -3,7 +3,7 @@
 One ``Authorizer`` per process: it holds the compiled core and the stores (facts, API
 keys, JWKS, database sessions, rate-limit counters). ``decide`` serves WSGI and other
 sync callers; ``adecide`` serves ASGI, awaiting async facts and never blocking the event
-loop on a network fetch. Both drive the same generator (``core.decide``), so the rules
+loop on a network fetch. Both run the same core (``core.request_decision``), so the rules
 exist once. A store that fails makes the decision a 503, never an allow.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from .authn import Authenticators
 from .config import Settings, load_settings
-from .core import Core, Flow, access_decision, decide, decide_access, identify
+from .core import Core, Flow, access_decision, decide_access, identify, request_decision
 from .credentials.apikey_store import SqliteApiKeyStore
 from .credentials.apikeys import ApiKeyStore
 from .credentials.auth0 import Auth0BearerVerifier
@@ -213,13 +213,15 @@ class Authorizer:
         principal: Principal | None = None,
         read_body: BodyReader | None = None,
     ) -> Decision:
-        flow = decide(
+        decided = request_decision(
             request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
         )
+        if isinstance(decided, Decision):
+            return decided
         answers = self._sync_answers
         if read_body is not None:
             answers = {**answers, NeedBody: lambda query: read_body(query.max_bytes)}
-        return _drive(flow, answers)
+        return _drive(decided, answers)
 
     def decide_access(
         self,
@@ -333,13 +335,15 @@ class Authorizer:
         principal: Principal | None = None,
         read_body: AsyncBodyReader | None = None,
     ) -> Decision:
-        flow = decide(
+        decided = request_decision(
             request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
         )
-        step = _first_step(flow)
+        if isinstance(decided, Decision):
+            return decided
+        step = _first_step(decided)
         if isinstance(step, Decision):
             return step
-        return await self._arun(flow, read_body, step)
+        return await self._arun(decided, read_body, step)
 
     async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None, query: Query) -> Decision:
         # The async twin of _drive, from the first query on: each one is awaited.

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ._trace import Trace, failure, www_authenticate
-from .authn import Authenticators, authenticate, cached, presented, verify
+from .authn import Authenticators, Presented, authenticate, cached, presented, verify
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision
 from .errors import BadRequestError
@@ -46,7 +46,15 @@ from .routes import ResourceSpec, Route, RouteClass, RouteMatch, RouteTable
 from .rules import WORKSPACE_ID, authorize, replayed, rules
 from .vocab import ResourceKind
 
-__all__ = ["Core", "Flow", "access_decision", "decide", "decide_access", "identify"]
+__all__ = [
+    "Core",
+    "Flow",
+    "access_decision",
+    "decide",
+    "decide_access",
+    "identify",
+    "request_decision",
+]
 
 _log = logging.getLogger("illumichat_authz")
 
@@ -59,6 +67,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]{1,256}\Z")
 # compared or sent on, so nothing downstream could agree on what they were).
 _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _PUBLIC = RouteClass.PUBLIC
+_AUTHENTICATED = RouteClass.AUTHENTICATED
 _WEBHOOK_TWILIO = RouteClass.WEBHOOK_TWILIO
 
 
@@ -113,6 +122,23 @@ def decide(
     ``AuthzError`` (``Authorizer`` wraps stores in ``GuardedFacts`` for that); any other
     exception is a 500. Either way a deny.
     """
+    decided = request_decision(request, core, now=now, principal=principal, facts=facts)
+    if isinstance(decided, Decision):
+        return decided
+    return (yield from decided)
+
+
+def request_decision(
+    request: RequestFacts,
+    core: Core,
+    *,
+    now: float,
+    principal: Principal | None = None,
+    facts: Facts | None = None,
+) -> Decision | Flow:
+    """:func:`decide`, with no flow where none is needed: the :class:`Decision` itself
+    when nothing must be asked of the driver (a cached credential and synchronous facts:
+    most requests), else the flow that asks, from the first question on."""
     trace = Trace()
     try:
         _check_envelope(request, core)
@@ -129,18 +155,8 @@ def decide(
         if match is not None:
             route = trace.route = match.route
             trace.params = match.params
-            spec = core.rate_limits.get(route.id)
-            if spec is not None:
-                limited = yield from _rate_limit(request, core, route, spec)
-                if limited is not None:
-                    return trace.decision(
-                        Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
-                    )
-            route_class = route.route_class
-            if route_class is _PUBLIC:
-                return trace.decision(Reason.PUBLIC, "public endpoint")
-            if route_class is _WEBHOOK_TWILIO:
-                return (yield from _twilio_webhook(request, core, match, trace))
+            if route.route_class is not _AUTHENTICATED or route.id in core.rate_limits:
+                return _routed(request, core, match, principal, facts, now, trace)
 
         if principal is None:
             # authenticate(), unrolled so that a cached credential costs no generator.
@@ -149,25 +165,82 @@ def decide(
             if found is not None:
                 principal = cached(found, authn, now=now)
                 if principal is None:
-                    principal = yield from verify(found, authn, now=now)
-        if principal is None:
-            reason = Reason.AUTHENTICATION_REQUIRED if match else Reason.UNDECLARED_ROUTE
-            return _sign_in(trace, reason)
-        trace.principal = principal
-        if match is None:
-            if core.undeclared == "authenticated":
-                return trace.decision(
-                    Reason.ALLOWED, "undeclared route; any authenticated caller may use it"
-                )
-            return trace.decision(
-                Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403
-            )
-        decided = authorize(request, core, match.route, match.params, principal, trace, facts)
-        if isinstance(decided, Decision):
-            return decided
-        return (yield from decided)
+                    return _verified(request, core, match, found, facts, now, trace)
+        return _authorized(request, core, match, principal, trace, facts)
     except Exception as exc:
         return failure(exc, trace)
+
+
+def _routed(
+    request: RequestFacts,
+    core: Core,
+    match: RouteMatch,
+    principal: Principal | None,
+    facts: Facts | None,
+    now: float,
+    trace: Trace,
+) -> Flow:
+    """The rest of a decision on a rate-limited, public or webhook route."""
+    try:
+        route = match.route
+        spec = core.rate_limits.get(route.id)
+        if spec is not None:
+            limited = yield from _rate_limit(request, core, route, spec)
+            if limited is not None:
+                return trace.decision(
+                    Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
+                )
+        route_class = route.route_class
+        if route_class is _PUBLIC:
+            return trace.decision(Reason.PUBLIC, "public endpoint")
+        if route_class is _WEBHOOK_TWILIO:
+            return (yield from _twilio_webhook(request, core, match, trace))
+        if principal is None:
+            principal = yield from authenticate(request, core.authenticators, now=now)
+        decided = _authorized(request, core, match, principal, trace, facts)
+        return decided if isinstance(decided, Decision) else (yield from decided)
+    except Exception as exc:
+        return failure(exc, trace)
+
+
+def _verified(
+    request: RequestFacts,
+    core: Core,
+    match: RouteMatch | None,
+    found: Presented,
+    facts: Facts | None,
+    now: float,
+    trace: Trace,
+) -> Flow:
+    """The rest of a decision whose credential is not cached: verify it (I/O as queries)."""
+    try:
+        principal = yield from verify(found, core.authenticators, now=now)
+        decided = _authorized(request, core, match, principal, trace, facts)
+        return decided if isinstance(decided, Decision) else (yield from decided)
+    except Exception as exc:
+        return failure(exc, trace)
+
+
+def _authorized(
+    request: RequestFacts,
+    core: Core,
+    match: RouteMatch | None,
+    principal: Principal | None,
+    trace: Trace,
+    facts: Facts | None,
+) -> Decision | Flow:
+    """Once the caller is known (or known to be nobody): the route's rules."""
+    if principal is None:
+        reason = Reason.AUTHENTICATION_REQUIRED if match else Reason.UNDECLARED_ROUTE
+        return _sign_in(trace, reason)
+    trace.principal = principal
+    if match is None:
+        if core.undeclared == "authenticated":
+            return trace.decision(
+                Reason.ALLOWED, "undeclared route; any authenticated caller may use it"
+            )
+        return trace.decision(Reason.UNDECLARED_ROUTE, "this endpoint is not declared", status=403)
+    return authorize(request, core, match.route, match.params, principal, trace, facts)
 
 
 def identify(request: RequestFacts, core: Core, *, now: float) -> Flow:
@@ -304,8 +377,18 @@ def _check_envelope(request: RequestFacts, core: Core) -> None:
         total += len(name) + len(value)
         if name not in _COMMON_HEADER_NAMES and not _HEADER_NAME.match(name):
             raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER)
-        if not _header_value_ok(value):
-            raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER)
+        # Most values are Latin-1 (ASGI and WSGI decode them so): deleting the refused
+        # bytes in C is several times faster than a regex scan of a long cookie.
+        try:
+            raw = value.encode("latin-1")
+        except UnicodeEncodeError:
+            if _HEADER_VALUE_BAD.search(value) is not None:
+                raise BadRequestError(
+                    "malformed request header", reason=Reason.BAD_HEADER
+                ) from None
+        else:
+            if len(raw.translate(None, _BAD_VALUE_BYTES)) != len(raw):
+                raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER)
     if total > MAX_HEADER_BYTES:
         raise BadRequestError("request headers too large", reason=Reason.BAD_HEADER)
 
@@ -339,18 +422,8 @@ _COMMON_HEADER_NAMES = frozenset(
         "x-workspace-id",
     }
 )
-# The bytes _HEADER_VALUE_BAD refuses, for the Latin-1 fast path below.
+# The bytes _HEADER_VALUE_BAD refuses, for the Latin-1 fast path in _check_envelope.
 _BAD_VALUE_BYTES = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
-
-
-def _header_value_ok(value: str) -> bool:
-    # Most values are Latin-1 (ASGI and WSGI decode them so): deleting the refused bytes
-    # in C is several times faster than a regex scan of a long cookie.
-    try:
-        raw = value.encode("latin-1")
-    except UnicodeEncodeError:
-        return _HEADER_VALUE_BAD.search(value) is None
-    return len(raw.translate(None, _BAD_VALUE_BYTES)) == len(raw)
 
 
 def _rate_limit(

@@ -69,9 +69,13 @@ class Route:
     origin: str = ""
     #: "METHOD /template": how decisions, logs and rate-limit keys name the route.
     id: str = field(init=False, default="")
+    #: ``workspace`` parsed once: (kind, argument) pairs, e.g. ("header", "x-workspace-id").
+    workspace_plan: tuple[tuple[str, str], ...] = field(init=False, default=(), repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{self.method} {self.template}")
+        plan = tuple((kind, arg) for kind, _, arg in (s.partition(":") for s in self.workspace))
+        object.__setattr__(self, "workspace_plan", plan)
 
 
 class RouteMatch(NamedTuple):

@@ -51,30 +51,35 @@ _ALLOWED = Reason.ALLOWED
 
 
 def workspace_from(
-    sources: tuple[str, ...],
+    plan: tuple[tuple[str, str], ...],
     request: RequestFacts,
     params: Mapping[str, str],
     principal: Principal,
     resource_ws: str | None,
 ) -> str | None:
-    """The first of the route's workspace sources that names one (a header that is
-    present but unusable is a 400, never a reason to fall through to the next)."""
-    for src in sources:
+    """The first of the route's workspace sources (``Route.workspace_plan``) that names
+    one (a header that is present but unusable is a 400, never a reason to fall through
+    to the next)."""
+    for kind, arg in plan:
         value: str | None = None
-        if src == "resource":
-            value = resource_ws
-        elif src == "principal":
+        if kind == "principal":
             value = principal.workspace
-        elif src.startswith("param:"):
-            value = params.get(src[6:])
-        elif src.startswith("header:"):
-            values = request.header_values(src[7:])
-            if len(values) > 1:
-                raise BadRequestError(f"more than one {src[7:]} header", reason=Reason.BAD_HEADER)
-            if values:
-                value = values[0].strip(" \t")  # RFC 9110 OWS only, not all of Unicode
+        elif kind == "header":
+            for name, found in request.headers:
+                if name == arg:
+                    if value is not None:
+                        raise BadRequestError(
+                            f"more than one {arg} header", reason=Reason.BAD_HEADER
+                        )
+                    value = found
+            if value is not None:
+                value = value.strip(" \t")  # RFC 9110 OWS only, not all of Unicode
                 if not WORKSPACE_ID.match(value):
-                    raise BadRequestError(f"malformed {src[7:]} header", reason=Reason.BAD_HEADER)
+                    raise BadRequestError(f"malformed {arg} header", reason=Reason.BAD_HEADER)
+        elif kind == "param":
+            value = params.get(arg)
+        else:  # "resource"
+            value = resource_ws
         if value:
             return value
     return None
@@ -203,11 +208,12 @@ def rules(
                 ):
                     rel = _REL_GRANTEE
 
-        sources = route.workspace
-        if sources == _FROM_RESOURCE:
+        if route.workspace == _FROM_RESOURCE:
             workspace = resource_ws
         else:
-            workspace = workspace_from(sources, request, params, principal, resource_ws)
+            workspace = workspace_from(
+                route.workspace_plan, request, params, principal, resource_ws
+            )
         trace.resource = _new_tuple(
             ResourceRef, (kind, resource_id if spec else workspace, workspace)
         )

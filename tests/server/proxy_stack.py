@@ -26,10 +26,37 @@ import uvicorn
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import Settings
 from illumichat_authz.server import create_app
-from illumichat_authz.testing import session_cookie
-from illumichat_authz.testing.minting import LocalIssuer
+from illumichat_authz.testing import build_test_authorizer, make_test_settings, session_cookie
+from illumichat_authz.testing.fixtures import FactsBuilder
+from illumichat_authz.testing.minting import JwksServer, LocalIssuer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "forward-auth.md"
+
+
+def seeded_authorizer() -> Iterator[tuple[Authorizer, Settings, LocalIssuer]]:
+    """One authorizer per proxy module: alice (admin) and bob (member) of w1, a public and
+    a private assistant, Auth0 tokens from a loopback JWKS, 127.0.0.1 trusted as proxy.
+
+    A module fixture in each proxy test (``pytest.fixture(scope="module")(...)``): a
+    ``conftest.py`` here would shadow the one ``tests/integrations`` imports from.
+    """
+    issuer = LocalIssuer(
+        issuer="https://illumichat-test.auth0.invalid/", audience="https://api.illumichat.test"
+    )
+    jwks = JwksServer(issuer.jwks()).start()
+    settings = make_test_settings(jwks_url=jwks.url, proxies={"trusted": ["127.0.0.1/32"]})
+    facts = FactsBuilder()
+    (
+        facts.workspace("w1")
+        .member("alice", role="admin")
+        .member("bob", role="member")
+        .assistant("a-pub", visibility="public", creator="alice")
+        .assistant("a-priv", visibility="private", creator="alice")
+    )
+    authz = build_test_authorizer(settings, facts=facts.facts)
+    yield authz, settings, issuer
+    authz.rate_limiter.close()
+    jwks.stop()
 
 
 def documented_snippet(language: str) -> str:

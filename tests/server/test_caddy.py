@@ -24,6 +24,7 @@ from proxy_stack import (
     free_port,
     header,
     running,
+    seeded_authorizer,
 )
 
 from illumichat_authz.authorizer import Authorizer
@@ -46,6 +47,9 @@ def caddy_argv(tmp: Path, *, auth: int, upstream: int, port: int) -> list[str]:
     )
     assert CADDY is not None
     return [CADDY, "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+
+
+module_authorizer = pytest.fixture(scope="module", name="module_authorizer")(seeded_authorizer)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from proxy_stack import (
     free_port,
     header,
     running,
+    seeded_authorizer,
 )
 
 from illumichat_authz.authorizer import Authorizer
@@ -81,6 +82,9 @@ def nginx_argv(tmp: Path, conf: Path) -> list[str]:
         "-g",
         "daemon off;",
     ]
+
+
+module_authorizer = pytest.fixture(scope="module", name="module_authorizer")(seeded_authorizer)
 
 
 @pytest.fixture(scope="module")

@@ -105,12 +105,17 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
     that contains more than one Host header field line or a Host header field with an
     invalid field value." HTTP/1.0 may omit Host; it may never repeat it.
     """
-    hosts = facts.header_values("host")
-    if len(hosts) > 1:
-        return Decision.of(Reason.BAD_HEADER, "more than one Host header")
-    if not hosts and http_version != "1.0":
+    host: str | None = None
+    for name, value in facts.headers:
+        if name == "host":
+            if host is not None:
+                return Decision.of(Reason.BAD_HEADER, "more than one Host header")
+            host = value
+    if host is None:
+        if http_version == "1.0":
+            return None
         return Decision.of(Reason.BAD_HEADER, "missing Host header")
-    if hosts and not hosts[0].strip():
+    if not host.strip():
         return Decision.of(Reason.BAD_HEADER, "empty Host header")
     return None
 

@@ -28,32 +28,38 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def facts_from_scope(scope: Scope) -> RequestFacts:
     """The core's view of an ASGI ``http`` or ``websocket`` scope."""
     raw = scope.get("raw_path")
-    if isinstance(raw, bytes | bytearray):
+    if type(raw) is bytes or isinstance(raw, bytearray):
         # ASGI: raw_path is "the original HTTP path component, unmodified from the bytes
         # that were received"; some servers leave the query on it.
         path = (raw if b"?" not in raw else raw.split(b"?", 1)[0]).decode("latin-1")
     else:
         path = quote_path(str(scope.get("path", "")))
     websocket = scope["type"] == "websocket"
-    scheme = str(scope.get("scheme", "ws" if websocket else "http"))
+    scheme = scope.get("scheme") or ("ws" if websocket else "http")
     client = scope.get("client")
-    query = scope.get("query_string", b"")
+    query = scope.get("query_string")
+    method = "GET" if websocket else scope.get("method", "")
     # ASGI header names are lower-cased bytes already; lower() again for lax servers.
-    headers = [
-        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())
-    ]
-    return RequestFacts(
-        # A websocket handshake is a GET and is classified like one.
-        "GET" if websocket else str(scope.get("method", "")),
-        path,
-        query.decode("latin-1") if query else "",
-        tuple(headers),
-        None,
-        str(client[0]) if client else None,
-        _SCHEMES.get(scheme, scheme),
+    headers = tuple(
+        [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+    )
+    # tuple.__new__: the fields in order, without the NamedTuple's Python-level __new__.
+    return _new_tuple(
+        RequestFacts,
+        (
+            # A websocket handshake is a GET and is classified like one.
+            method if type(method) is str else str(method),
+            path,
+            query.decode("latin-1") if query else "",
+            headers,
+            None,
+            str(client[0]) if client else None,
+            _SCHEMES.get(scheme, scheme) if type(scheme) is str else str(scheme),
+        ),
     )
 
 
+_new_tuple = tuple.__new__
 _SCHEMES = {"ws": "http", "wss": "https"}
 
 
