@@ -335,15 +335,30 @@ class Authorizer:
         principal: Principal | None = None,
         read_body: AsyncBodyReader | None = None,
     ) -> Decision:
-        decided = request_decision(
-            request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
-        )
+        decided = self.start(request, principal=principal)
         if isinstance(decided, Decision):
             return decided
-        step = _first_step(decided)
+        return await self.afinish(decided, read_body=read_body)
+
+    def start(
+        self, request: RequestFacts, *, principal: Principal | None = None
+    ) -> Decision | Flow:
+        """The :class:`Decision` when the core needs nothing asked (a cached credential and
+        synchronous facts: most requests), else the flow to finish with :meth:`afinish`.
+
+        ``adecide`` is exactly ``start`` then ``afinish``; an adapter calling the two
+        itself saves a coroutine on every request that needs no await.
+        """
+        return request_decision(
+            request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
+        )
+
+    async def afinish(self, flow: Flow, *, read_body: AsyncBodyReader | None = None) -> Decision:
+        """Answer ``flow``'s queries (awaiting I/O) until it decides."""
+        step = _first_step(flow)
         if isinstance(step, Decision):
             return step
-        return await self._arun(decided, read_body, step)
+        return await self._arun(flow, read_body, step)
 
     async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None, query: Query) -> Decision:
         # The async twin of _drive, from the first query on: each one is awaited.

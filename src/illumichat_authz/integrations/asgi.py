@@ -114,6 +114,9 @@ class AuthzMiddleware:
     def __init__(self, app: ASGIApp, *, authorizer: Authorizer) -> None:
         self.app = app
         self.authorizer = authorizer
+        # adecide is start + afinish; calling those two saves a coroutine per request, but
+        # only when no subclass changed adecide (its extra checks must never be skipped).
+        self._start = authorizer.start if type(authorizer).adecide is Authorizer.adecide else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -123,29 +126,39 @@ class AuthzMiddleware:
         body: _Body | None = None
         try:
             facts = facts_from_scope(scope)
-            body = _Body(receive, facts)
-            http = scope["type"] == "http"
             decision = check_host(facts, http_version=scope.get("http_version"))
             if decision is None:
-                decision = await self.authorizer.adecide(
-                    facts, read_body=body.read if http else None
-                )
-            # Inside the try: a scope we cannot extend (a "state" that is not a mapping)
-            # is our 500, not the server's.
-            inner = _with_auth(scope, decision) if decision.allowed else scope
+                # Most requests are decided here and then, with no await at all.
+                decided = self._start(facts) if self._start is not None else None
+                if isinstance(decided, Decision):
+                    decision = decided
+                else:
+                    # The core asks for something (a store, a rate limit, the body).
+                    body = _Body(receive, facts)
+                    read_body = body.read if scope["type"] == "http" else None
+                    if decided is None:
+                        decision = await self.authorizer.adecide(facts, read_body=read_body)
+                    else:
+                        decision = await self.authorizer.afinish(decided, read_body=read_body)
+            if decision.allowed:
+                # Inside the try: a scope we cannot extend (a "state" that is not a
+                # mapping) is our 500, not the server's.
+                _add_auth(scope, decision)
         except Exception:
             rid = request_id(facts.headers if facts is not None else [])
             log.exception("authorization middleware failed; request %s denied", rid)
             await self._deny(scope, send, internal_error(), rid)
             return
-        if body.disconnected:
+        if body is not None and body.disconnected:
             return  # nobody to answer, and the app never sees a half request
         if not decision.allowed:
             # The request id is only needed when we answer ourselves.
             await self._deny(scope, send, decision, request_id(facts.headers))
             return
         # Only a body we read must be replayed; otherwise the app reads the real channel.
-        await self.app(inner, body.replay if body.body is not None else receive, send)
+        if body is not None and body.body is not None:
+            receive = body.replay
+        await self.app(scope, receive, send)
 
     async def _deny(self, scope: Scope, send: Send, decision: Decision, rid: str) -> None:
         rendered = render(decision, rid)
@@ -165,8 +178,14 @@ class AuthzMiddleware:
             await send({"type": "websocket.close", "code": code, "reason": decision.reason.value})
 
 
-def _with_auth(scope: Scope, decision: Decision) -> Scope:
-    user = decision.principal or ANONYMOUS
-    state = dict(scope.get("state") or {})
-    state.update(principal=decision.principal, authz_decision=decision)
-    return {**scope, "user": user, "auth": decision, "state": state}
+def _add_auth(scope: Scope, decision: Decision) -> None:
+    # The scope is this request's own (ASGI), so it is extended in place, as Starlette's
+    # AuthenticationMiddleware does; "state" is copied first, in case a server shares one.
+    state = scope.get("state")
+    scope["state"] = {
+        **(state or {}),
+        "principal": decision.principal,
+        "authz_decision": decision,
+    }
+    scope["user"] = decision.principal or ANONYMOUS
+    scope["auth"] = decision
