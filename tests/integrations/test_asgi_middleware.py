@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from conftest import (
     WEBHOOK,
     Exploding,
     cookie_header,
     make_authorizer,
+    serve_asgi,
     twilio_request,
 )
 from starlette.applications import Starlette
@@ -428,26 +425,8 @@ def test_app_exceptions_are_not_ours() -> None:
 
 @pytest.fixture
 def live_server(authorizer: Authorizer, seen: list[dict[str, Any]]) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        build_app(authorizer, seen), log_level="warning", lifespan="on", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_asgi(build_app(authorizer, seen)) as url:
+        yield url
 
 
 @pytest.mark.interop

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from conftest import WEBHOOK, Exploding, cookie_header, twilio_request
+from conftest import WEBHOOK, Exploding, cookie_header, serve_asgi, twilio_request
 from fastapi import Depends, FastAPI, Request
 
 from illumichat_authz.authorizer import Authorizer
@@ -174,3 +174,28 @@ async def test_require_resolves_the_resource_from_path_parameters(
 def test_require_with_a_resource_needs_an_action() -> None:
     with pytest.raises(ValueError, match="needs an action"):
         require(resource="assistant_id")
+
+
+@pytest.mark.interop
+def test_real_uvicorn(authorizer: Authorizer) -> None:
+    """The dependencies and OpenAPI through a real server, with a real Twilio signature."""
+    with serve_asgi(build(authorizer)) as url, httpx.Client(base_url=url) as http:
+        ok = http.get("/api/chats", headers=cookie_header("u1"))
+        assert ok.json() == {"user": "u1", "workspace": "w1"}
+
+        anon = http.get("/api/chats")
+        assert anon.status_code == 401
+        assert anon.headers["content-type"] == PROBLEM
+        assert anon.headers["www-authenticate"] == 'Bearer realm="illumichat"'
+
+        denied = http.post("/api/assistants", headers=cookie_header("u1"))
+        assert (denied.status_code, denied.json()["reason"]) == (403, "insufficient_role")
+
+        body, headers = twilio_request(url)
+        hook = http.post(WEBHOOK, content=body, headers=headers)
+        assert hook.json() == {"reason": "webhook_verified", "body": body.decode()}
+        forged = http.post(WEBHOOK, content=body + b"&x=1", headers=headers)
+        assert (forged.status_code, forged.json()["reason"]) == (403, "invalid_signature")
+
+        schemes = http.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert (schemes["authjsSession"]["in"], schemes["bearer"]["scheme"]) == ("cookie", "bearer")
