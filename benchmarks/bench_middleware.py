@@ -16,6 +16,9 @@ same run and interleaved round by round:
 * ``naive``: a Starlette dependency done by hand: joserfc decrypts the cookie with a key
   derived by HKDF per request (as ``@auth/core`` does), a dict lookup for the
   membership, and a pycasbin ``Enforcer.enforce`` on the same model and policy.
+* ``bare_browser`` / ``authz_browser``: ``bare`` and ``authz`` again, with the fifteen
+  headers and four cookies a browser sends (the others send only Host and Cookie). Every
+  header is decoded and checked, so this is the allow path's cost in production.
 
 Each sample is the mean of ``--batch`` requests; the report is the median over rounds.
 """
@@ -129,6 +132,37 @@ def make_scope(cookie: str) -> dict[str, Any]:
     }
 
 
+def browser_scope(cookie: str) -> dict[str, Any]:
+    """What Chrome sends for a fetch() from the IllumiChat web app."""
+    scope = make_scope(cookie)
+    cookies = (
+        "_ga=GA1.1.123456789.1700000000; authjs.csrf-token=abc%7Cdef; "
+        f"authjs.callback-url=https%3A%2F%2Fapp.illumichat.com; {COOKIE}={cookie}"
+    )
+    scope["headers"] = [
+        (b"host", b"api.illumichat.com"),
+        (
+            b"user-agent",
+            b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+            b"(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        ),
+        (b"accept", b"application/json, text/plain, */*"),
+        (b"accept-language", b"en-US,en;q=0.9"),
+        (b"accept-encoding", b"gzip, deflate, br, zstd"),
+        (b"referer", b"https://app.illumichat.com/chats"),
+        (b"origin", b"https://app.illumichat.com"),
+        (b"sec-ch-ua", b'"Chromium";v="131", "Not_A Brand";v="24"'),
+        (b"sec-ch-ua-mobile", b"?0"),
+        (b"sec-ch-ua-platform", b'"macOS"'),
+        (b"sec-fetch-dest", b"empty"),
+        (b"sec-fetch-mode", b"cors"),
+        (b"sec-fetch-site", b"same-site"),
+        (b"cookie", cookies.encode()),
+        (b"connection", b"keep-alive"),
+    ]
+    return scope
+
+
 async def one(app: ASGI, scope: dict[str, Any]) -> int:
     status = 0
 
@@ -149,25 +183,28 @@ async def run(rounds: int, batch: int) -> dict[str, float]:
         {"sub": "u1", "workspace": "w1"}, secret=SECRET, now=time.time(), max_age_s=86400
     )
     scope = make_scope(cookie)
-    apps: dict[str, ASGI] = {
-        "bare": bare(),
-        "empty_http_mw": empty_http_mw(),
-        "authz": authz(),
-        "authz_uncached": authz(cached=False),
-        "naive": naive(),
+    browser = browser_scope(cookie)
+    candidates: dict[str, tuple[ASGI, dict[str, Any]]] = {
+        "bare": (bare(), scope),
+        "empty_http_mw": (empty_http_mw(), scope),
+        "authz": (authz(), scope),
+        "authz_uncached": (authz(cached=False), scope),
+        "naive": (naive(), scope),
+        "bare_browser": (bare(), browser),
+        "authz_browser": (authz(), browser),
     }
-    for name, app in apps.items():
-        status = await one(app, scope)
+    for name, (app, request) in candidates.items():
+        status = await one(app, request)
         if status != 200:
             raise SystemExit(f"{name} answered {status}, not 200")
         for _ in range(50):
-            await one(app, scope)
-    samples: dict[str, list[float]] = {name: [] for name in apps}
+            await one(app, request)
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
-        for name, app in apps.items():
+        for name, (app, request) in candidates.items():
             start = time.perf_counter_ns()
             for _ in range(batch):
-                await one(app, scope)
+                await one(app, request)
             samples[name].append((time.perf_counter_ns() - start) / batch / 1000)
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -178,10 +215,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     args = parser.parse_args()
     medians = asyncio.run(run(args.rounds, args.batch))
-    base = medians["bare"]
     print(f"median us per request ({args.rounds} rounds x {args.batch} requests)")
     for name, value in medians.items():
+        base = medians["bare_browser" if name.endswith("_browser") else "bare"]
         print(f"  {name:14s} {value:8.1f} us   added {value - base:+8.1f} us")
+    base = medians["bare"]
     print(
         f"  authz / naive (added cost): {(medians['authz'] - base) / (medians['naive'] - base):.2f}"
     )

@@ -372,34 +372,68 @@ def _check_envelope(request: RequestFacts, core: Core) -> None:
             raise BadRequestError("malformed request method", reason=Reason.BAD_METHOD)
         # Methods are case-sensitive (RFC 9110 §9.1): "get" or "BREW" is no method of ours.
         raise BadRequestError(f"unknown request method {method!r}", reason=Reason.BAD_METHOD)
+    headers = request.headers
     total = 0
-    for name, value in request.headers:
+    for name, value in headers:
         total += len(name) + len(value)
         if name not in _COMMON_HEADER_NAMES and not _HEADER_NAME.match(name):
             raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER)
-        # Most values are Latin-1 (ASGI and WSGI decode them so): deleting the refused
-        # bytes in C is several times faster than a regex scan of a long cookie.
-        try:
-            raw = value.encode("latin-1")
-        except UnicodeEncodeError:
-            if _HEADER_VALUE_BAD.search(value) is not None:
-                raise BadRequestError(
-                    "malformed request header", reason=Reason.BAD_HEADER
-                ) from None
-        else:
-            if len(raw.translate(None, _BAD_VALUE_BYTES)) != len(raw):
-                raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER)
     if total > MAX_HEADER_BYTES:
         raise BadRequestError("request headers too large", reason=Reason.BAD_HEADER)
+    # All values at once, joined by a tab (which a value may hold): most are Latin-1 (ASGI
+    # and WSGI decode them so), and deleting the refused bytes in C is several times
+    # faster than a regex scan, or than one encode per header.
+    values = "\t".join([value for _, value in headers])
+    try:
+        raw = values.encode("latin-1")
+    except UnicodeEncodeError:
+        if _HEADER_VALUE_BAD.search(values) is not None:
+            raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER) from None
+    else:
+        if len(raw.translate(None, _BAD_VALUE_BYTES)) != len(raw):
+            raise BadRequestError("malformed request header", reason=Reason.BAD_HEADER)
 
 
 # RFC 9110 §9.3 and RFC 5789 (PATCH); a route table may declare others (e.g. WebDAV).
 _STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
-# Names every browser sends: a set lookup instead of a regex match for each of them.
+# Names browsers, proxies and tracers send: a set lookup instead of a regex match for each
+# (tests/test_paths_properties.py checks that every one is a valid lower-case token).
 _COMMON_HEADER_NAMES = frozenset(
     {
+        "access-control-request-headers",
+        "access-control-request-method",
+        "accept-charset",
+        "content-encoding",
+        "dnt",
+        "forwarded",
+        "if-modified-since",
+        "if-none-match",
+        "priority",
+        "sec-ch-ua",
+        "sec-ch-ua-mobile",
+        "sec-ch-ua-platform",
+        "sec-fetch-dest",
+        "sec-fetch-mode",
+        "sec-fetch-site",
+        "sec-fetch-user",
+        "sec-websocket-extensions",
+        "sec-websocket-key",
+        "sec-websocket-protocol",
+        "sec-websocket-version",
+        "te",
+        "traceparent",
+        "tracestate",
+        "upgrade",
+        "upgrade-insecure-requests",
+        "via",
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "x-original-method",
+        "x-original-uri",
+        "x-real-ip",
+        "x-requested-with",
         "accept",
         "accept-encoding",
         "accept-language",
