@@ -1,7 +1,7 @@
 """What the real-proxy tests share: a recording upstream, the forward-auth server on
 uvicorn, and helpers to send requests through the proxy.
 
-Each proxy test (nginx, Caddy) starts the real proxy binary with the configuration
+Each proxy test (nginx, Caddy, Traefik) starts the real proxy binary with the configuration
 documented in docs/forward-auth.md, between a client and these two servers.
 """
 
@@ -13,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -249,3 +249,87 @@ def check_rate_limited(stack: Stack) -> httpx.Response:
     assert last.headers["ratelimit-policy"] == '"default";q=5;w=60'
     assert last.json()["reason"] == "rate_limited"
     return last
+
+
+#: Writes a proxy's configuration under a directory and returns its command line, given
+#: (directory, forward-auth port, upstream port, the proxy's own port).
+ProxyArgv = Callable[[Path, int, int, int], list[str]]
+
+
+@contextmanager
+def proxied(
+    name: str,
+    argv: ProxyArgv,
+    tmp: Path,
+    seeded: tuple[Authorizer, Settings, LocalIssuer],
+    *,
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """The proxy ``name`` between a client and the upstream, asking our server."""
+    authz, settings, issuer = seeded
+    upstream = Upstream()
+    up_port = upstream.start()
+    port = free_port()
+    try:
+        with (
+            forward_auth_server(authz) as auth_port,
+            running(argv(tmp, auth_port, up_port, port), port, name=name, env=env),
+        ):
+            yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer)
+    finally:
+        upstream.stop()
+
+
+@contextmanager
+def proxied_to_nobody(
+    name: str, argv: ProxyArgv, tmp: Path, *, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Upstream]]:
+    """The proxy with no forward-auth server listening: its URL and the upstream."""
+    upstream = Upstream()
+    up_port = upstream.start()
+    port = free_port()
+    try:
+        with running(argv(tmp, free_port(), up_port, port), port, name=name, env=env):
+            yield f"http://127.0.0.1:{port}", upstream
+    finally:
+        upstream.stop()
+
+
+def check_allowed_with_identity(stack: Stack) -> None:
+    """An allowed PATCH reaches the upstream as sent, with our identity headers and not
+    the ones the client forged."""
+    response, seen = stack.fetch(
+        "PATCH",
+        "/api/assistants/a-priv?x=1",
+        headers={
+            "cookie": stack.session("alice"),
+            "x-authz-user-id": "mallory",
+            "x-authz-role": "owner",
+        },
+        content=b'{"name": "new"}',
+    )
+    assert response.status_code == 200
+    assert response.json() == {"upstream": "ok"}
+    assert len(seen) == 1
+    req = seen[0]
+    assert (req["method"], req["path"], req["body"]) == (
+        "PATCH",
+        "/api/assistants/a-priv?x=1",
+        b'{"name": "new"}',
+    )
+    assert header(req, "x-authz-user-id") == ["alice"]
+    assert header(req, "x-authz-role") == ["admin"]
+    assert header(req, "x-authz-workspace") == ["w1"]
+    assert header(req, "x-authz-credential") == ["session"]
+    assert header(req, "x-authz-action") == ["assistant:update"]
+
+
+def check_bearer(stack: Stack) -> None:
+    """An Auth0 bearer token, verified against the loopback JWKS, through the proxy."""
+    token = stack.issuer.mint("bob", workspace="w1", workspace_claim="workspace")
+    response, seen = stack.fetch(
+        "GET", "/api/assistants/a-pub", headers={"authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    assert header(seen[0], "x-authz-credential") == ["auth0"]
+    assert header(seen[0], "x-authz-user-id") == ["bob"]

@@ -18,14 +18,13 @@ import pytest
 from proxy_stack import (
     DENIALS,
     Stack,
-    Upstream,
+    check_allowed_with_identity,
+    check_bearer,
     check_denied,
     check_rate_limited,
     documented_snippet,
-    forward_auth_server,
-    free_port,
-    header,
-    running,
+    proxied,
+    proxied_to_nobody,
     seeded_authorizer,
 )
 
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.interop
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
-def nginx_conf(tmp: Path, *, auth: int, upstream: int, port: int) -> Path:
+def nginx_argv(tmp: Path, auth: int, upstream: int, port: int) -> list[str]:
     """The documented snippet inside a minimal main config with every path under ``tmp``."""
     snippet = (
         documented_snippet("nginx")
@@ -66,22 +65,9 @@ http {{
 }}
 """
     )
-    return conf
-
-
-def nginx_argv(tmp: Path, conf: Path) -> list[str]:
     assert NGINX is not None
-    return [
-        NGINX,
-        "-p",
-        str(tmp),
-        "-c",
-        str(conf),
-        "-e",
-        str(tmp / "error.log"),
-        "-g",
-        "daemon off;",
-    ]
+    log = str(tmp / "error.log")
+    return [NGINX, "-p", str(tmp), "-c", str(conf), "-e", log, "-g", "daemon off;"]
 
 
 module_authorizer = pytest.fixture(scope="module", name="module_authorizer")(seeded_authorizer)
@@ -94,51 +80,16 @@ def stack(
 ) -> Iterator[Stack]:
     if NGINX is None:
         pytest.skip("nginx is not installed (apt-get install nginx)")
-    authz, settings, issuer = module_authorizer
-    tmp = tmp_path_factory.mktemp("nginx")
-    upstream = Upstream()
-    up_port = upstream.start()
-    port = free_port()
-    try:
-        with forward_auth_server(authz) as auth_port:
-            conf = nginx_conf(tmp, auth=auth_port, upstream=up_port, port=port)
-            with running(nginx_argv(tmp, conf), port, name="nginx"):
-                yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer)
-    finally:
-        upstream.stop()
+    with proxied("nginx", nginx_argv, tmp_path_factory.mktemp("nginx"), module_authorizer) as stack:
+        yield stack
 
 
 def test_allowed_request_reaches_upstream_with_identity(stack: Stack) -> None:
-    response, seen = stack.fetch(
-        "PATCH",
-        "/api/assistants/a-priv?x=1",
-        headers={"cookie": stack.session("alice"), "x-authz-user-id": "mallory"},
-        content=b'{"name": "new"}',
-    )
-    assert response.status_code == 200
-    assert response.json() == {"upstream": "ok"}
-    assert len(seen) == 1
-    req = seen[0]
-    assert (req["method"], req["path"], req["body"]) == (
-        "PATCH",
-        "/api/assistants/a-priv?x=1",
-        b'{"name": "new"}',
-    )
-    headers = dict(req["headers"])
-    assert header(req, "x-authz-user-id") == ["alice"]
-    assert headers["x-authz-workspace"] == "w1"
-    assert headers["x-authz-role"] == "admin"
-    assert headers["x-authz-credential"] == "session"
-    assert headers["x-authz-action"] == "assistant:update"
+    check_allowed_with_identity(stack)
 
 
 def test_bearer_token_through_nginx(stack: Stack) -> None:
-    token = stack.issuer.mint("bob", workspace="w1", workspace_claim="workspace")
-    response, seen = stack.fetch(
-        "GET", "/api/assistants/a-pub", headers={"authorization": f"Bearer {token}"}
-    )
-    assert response.status_code == 200
-    assert dict(seen[0]["headers"])["x-authz-credential"] == "auth0"
+    check_bearer(stack)
 
 
 def test_public_route_strips_spoofed_identity(stack: Stack) -> None:
@@ -169,16 +120,8 @@ def test_rate_limit_429_propagates_with_headers(stack: Stack) -> None:
 def test_auth_server_down_fails_closed(tmp_path: Path) -> None:
     if NGINX is None:
         pytest.skip("nginx is not installed")
-    upstream = Upstream()
-    up_port = upstream.start()
-    port = free_port()
-    dead = free_port()  # nothing listens here
-    conf = nginx_conf(tmp_path, auth=dead, upstream=up_port, port=port)
-    try:
-        with running(nginx_argv(tmp_path, conf), port, name="nginx"):
-            response = httpx.get(f"http://127.0.0.1:{port}/api/widget/a1/config", timeout=10)
-        assert response.status_code == 503
-        assert json.loads(response.text)["reason"] == "auth_unavailable"
-        assert upstream.seen == []
-    finally:
-        upstream.stop()
+    with proxied_to_nobody("nginx", nginx_argv, tmp_path) as (url, upstream):
+        response = httpx.get(f"{url}/api/widget/a1/config", timeout=10)
+    assert response.status_code == 503
+    assert json.loads(response.text)["reason"] == "auth_unavailable"
+    assert upstream.seen == []
