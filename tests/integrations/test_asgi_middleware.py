@@ -26,9 +26,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from illumichat_authz.authorizer import Authorizer
+from illumichat_authz.decision import Decision
 from illumichat_authz.integrations._common import ANONYMOUS
 from illumichat_authz.integrations.asgi import AuthzMiddleware
 from illumichat_authz.principal import Principal
+from illumichat_authz.reasons import Reason
 
 PROBLEM = "application/problem+json"
 
@@ -226,6 +228,24 @@ async def test_exception_in_authorizer_is_500_and_app_not_called(
     assert "boom" not in resp.text
     assert seen == []
     assert any("req-42" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+async def test_an_adecide_patched_after_the_middleware_was_built_is_still_asked(
+    authorizer: Authorizer, seen: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The middleware skips adecide's coroutine only while adecide is the library's own:
+    # an extra check wrapped around it (here: deny everyone) must never be bypassed.
+    app = build_app(authorizer, seen)
+
+    async def deny_all(request: object, **kwargs: object) -> Decision:
+        return Decision.of(Reason.POLICY_DENIED, "maintenance")
+
+    async with asgi_client(app) as c:
+        assert (await c.get("/api/chats", headers=cookie_header())).status_code == 200
+        monkeypatch.setattr(authorizer, "adecide", deny_all)
+        resp = await c.get("/api/chats", headers=cookie_header())
+    assert_problem(resp, 403, "policy_denied")
+    assert len(seen) == 1
 
 
 async def test_hostile_request_id_is_replaced(client: httpx.AsyncClient) -> None:
