@@ -78,7 +78,7 @@ def workspace_from(
                     raise BadRequestError(f"malformed {arg} header", reason=Reason.BAD_HEADER)
         elif kind == "param":
             value = params.get(arg)
-        else:  # "resource"
+        elif kind == "resource":
             value = resource_ws
         if value:
             return value
