@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from illumichat_authz.testing import assert_decision, make_request
+from illumichat_authz.integrations.asgi import AuthzMiddleware
+from illumichat_authz.testing import assert_decision, call_asgi_sync, make_request
 from illumichat_authz.testing.strategies import malformed_credentials, paths, requests
 
 Mint = Callable[..., str]
@@ -158,3 +159,22 @@ def test_random_requests_get_documented_answers(authorizer, request):
     decision = authorizer.decide(request)
     assert decision.status != 500, decision
     assert decision.allowed == (decision.status == 200)
+
+
+async def my_app(scope, receive, send):
+    """Stands for your service: any ASGI app (no framework needed)."""
+    body = b"public" if scope["user"].is_authenticated is False else b"private"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(request=requests())
+def test_fuzzed_requests_through_the_app_itself(authorizer, request):
+    # call_asgi_sync delivers the drawn request byte for byte (no client normalization).
+    response = call_asgi_sync(AuthzMiddleware(my_app, authorizer=authorizer), request)
+    assert response.status_code in {200, 400, 401, 403, 404, 413, 429}
+    if response.status_code == 200:
+        assert response.content == b"public"  # malformed credentials never get further

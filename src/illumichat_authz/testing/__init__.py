@@ -6,7 +6,7 @@ fixtures ``authorizer``, ``authz_facts``, ``authz_settings``, ``authz_api_keys``
 This package provides the helpers, imported on first use so that the plugin costs nothing
 for projects that never call them::
 
-    from illumichat_authz.testing import assert_decision, make_request, sign_twilio
+    from illumichat_authz.testing import assert_decision, call_asgi, make_request
     from illumichat_authz.testing.strategies import malformed_credentials, paths
 
 See docs/testing-kit.md.
@@ -21,13 +21,19 @@ __all__ = [
     "FactsBuilder",
     "JwksServer",
     "LocalIssuer",
+    "Response",
+    "asgi_scope",
     "assert_decision",
     "build_test_authorizer",
+    "call_asgi",
+    "call_asgi_sync",
+    "call_wsgi",
     "make_request",
     "make_test_settings",
     "observe",
     "session_cookie",
     "sign_twilio",
+    "wsgi_environ",
 ]
 
 _WHERE = {
@@ -41,6 +47,12 @@ _WHERE = {
     "assert_decision": "assertions",
     "make_request": "assertions",
     "observe": "assertions",
+    "Response": "http",
+    "asgi_scope": "http",
+    "call_asgi": "http",
+    "call_asgi_sync": "http",
+    "call_wsgi": "http",
+    "wsgi_environ": "http",
 }
 
 
