@@ -156,7 +156,7 @@ def request_decision(
             route = trace.route = match.route
             trace.params = match.params
             if route.route_class is not _AUTHENTICATED or route.id in core.rate_limits:
-                return _routed(request, core, match, principal, facts, now, trace)
+                return _asking(request, core, match, principal, None, facts, now, trace)
 
         if principal is None:
             # authenticate(), unrolled so that a cached credential costs no generator.
@@ -165,56 +165,45 @@ def request_decision(
             if found is not None:
                 principal = cached(found, authn, now=now)
                 if principal is None:
-                    return _verified(request, core, match, found, facts, now, trace)
+                    return _asking(request, core, match, None, found, facts, now, trace)
         return _authorized(request, core, match, principal, trace, facts)
     except Exception as exc:
         return failure(exc, trace)
 
 
-def _routed(
-    request: RequestFacts,
-    core: Core,
-    match: RouteMatch,
-    principal: Principal | None,
-    facts: Facts | None,
-    now: float,
-    trace: Trace,
-) -> Flow:
-    """The rest of a decision on a rate-limited, public or webhook route."""
-    try:
-        route = match.route
-        spec = core.rate_limits.get(route.id)
-        if spec is not None:
-            limited = yield from _rate_limit(request, core, route, spec)
-            if limited is not None:
-                return trace.decision(
-                    Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
-                )
-        route_class = route.route_class
-        if route_class is _PUBLIC:
-            return trace.decision(Reason.PUBLIC, "public endpoint")
-        if route_class is _WEBHOOK_TWILIO:
-            return (yield from _twilio_webhook(request, core, match, trace))
-        if principal is None:
-            principal = yield from authenticate(request, core.authenticators, now=now)
-        decided = _authorized(request, core, match, principal, trace, facts)
-        return decided if isinstance(decided, Decision) else (yield from decided)
-    except Exception as exc:
-        return failure(exc, trace)
-
-
-def _verified(
+def _asking(
     request: RequestFacts,
     core: Core,
     match: RouteMatch | None,
-    found: Presented,
+    principal: Principal | None,
+    found: Presented | None,
     facts: Facts | None,
     now: float,
     trace: Trace,
 ) -> Flow:
-    """The rest of a decision whose credential is not cached: verify it (I/O as queries)."""
+    """The rest of a decision that must ask the driver something: a rate-limited, public
+    or webhook route, or a credential that is not cached (``found``) to verify."""
     try:
-        principal = yield from verify(found, core.authenticators, now=now)
+        if match is not None:
+            route = match.route
+            spec = core.rate_limits.get(route.id)
+            if spec is not None:
+                limited = yield from _rate_limit(request, core, route, spec)
+                if limited is not None:
+                    return trace.decision(
+                        Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
+                    )
+            route_class = route.route_class
+            if route_class is _PUBLIC:
+                return trace.decision(Reason.PUBLIC, "public endpoint")
+            if route_class is _WEBHOOK_TWILIO:
+                return (yield from _twilio_webhook(request, core, match, trace))
+        if principal is None:
+            authn = core.authenticators
+            if found is not None:
+                principal = yield from verify(found, authn, now=now)
+            else:
+                principal = yield from authenticate(request, authn, now=now)
         decided = _authorized(request, core, match, principal, trace, facts)
         return decided if isinstance(decided, Decision) else (yield from decided)
     except Exception as exc:
