@@ -6,22 +6,19 @@ the real decoder; Twilio signatures come from the ``twilio`` package itself.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import uvicorn
 from twilio.request_validator import RequestValidator
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import load_settings
 from illumichat_authz.credentials.authjs import encode_session_token
 from illumichat_authz.facts import Assistant, InMemoryFacts, Membership
+from illumichat_authz.testing import serve_asgi as testing_serve_asgi
 from illumichat_authz.vocab import Role, Visibility
 
 SECRET = "integration-tests-secret-0123456789abcdef"
@@ -55,26 +52,9 @@ def authorizer() -> Authorizer:
     return make_authorizer()
 
 
-@contextmanager
-def serve_asgi(app: Any) -> Iterator[str]:
-    """``app`` on a real uvicorn on a free loopback port, for as long as the block runs."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+def serve_asgi(app: Any) -> AbstractContextManager[str]:
+    """``app`` on a real uvicorn (the test kit's helper), lifespan on, no websockets."""
+    return testing_serve_asgi(app, lifespan="on", ws="none")
 
 
 def session_cookie(user: str = "u1", workspace: str = "w1") -> str:

@@ -14,19 +14,23 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import Settings
 from illumichat_authz.server import create_app
-from illumichat_authz.testing import build_test_authorizer, make_test_settings, session_cookie
+from illumichat_authz.testing import (
+    build_test_authorizer,
+    make_test_settings,
+    serve_asgi,
+    session_cookie,
+)
 from illumichat_authz.testing.fixtures import FactsBuilder
 from illumichat_authz.testing.minting import JwksServer, LocalIssuer
 
@@ -119,26 +123,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def forward_auth_server(authorizer: Authorizer) -> Iterator[int]:
-    """``illumichat-authz serve``'s app on uvicorn on a free loopback port."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(authorizer=authorizer), host="127.0.0.1", port=0, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        yield int(server.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+def forward_auth_server(authorizer: Authorizer) -> AbstractContextManager[str]:
+    """``illumichat-authz serve``'s app on a real uvicorn on loopback; yields its URL."""
+    return serve_asgi(create_app(authorizer=authorizer))
 
 
 @contextmanager
@@ -200,6 +187,10 @@ class Stack:
         with httpx.Client(base_url=self.url, timeout=10) as client:
             response = client.request(method, path, **kwargs)
         return response, self.upstream.seen[before:]
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 def header(request: dict[str, Any], name: str) -> list[str]:
@@ -272,8 +263,8 @@ def proxied(
     port = free_port()
     try:
         with (
-            forward_auth_server(authz) as auth_port,
-            running(argv(tmp, auth_port, up_port, port), port, name=name, env=env),
+            forward_auth_server(authz) as auth_url,
+            running(argv(tmp, _port(auth_url), up_port, port), port, name=name, env=env),
         ):
             yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer)
     finally:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import given, settings
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.errors import BadRequestError
 from illumichat_authz.render import header_safe
 from illumichat_authz.server import create_app, forwarded_request
+from illumichat_authz.testing import serve_asgi
 from illumichat_authz.testing.fixtures import FactsBuilder
 from illumichat_authz.testing.strategies import malformed_credentials, paths
 
@@ -348,21 +346,8 @@ def authorizer_for_fuzz(authz_issuer: object) -> Iterator[Authorizer]:
 
 @pytest.fixture
 def live_server(authorizer: Authorizer) -> Iterator[str]:
-    config = uvicorn.Config(
-        create_app(authorizer=authorizer), host="127.0.0.1", port=0, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(create_app(authorizer=authorizer)) as url:
+        yield url
 
 
 @pytest.mark.interop

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,12 +17,14 @@ from starlette.routing import Route
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.integrations.asgi import AuthzMiddleware
 from illumichat_authz.integrations.wsgi import PRINCIPAL_KEY, AuthzWSGIMiddleware
+from illumichat_authz.server.background import BackgroundServer
 from illumichat_authz.testing import (
     asgi_scope,
     assert_decision,
     call_asgi_sync,
     call_wsgi,
     make_request,
+    serve_asgi,
 )
 from illumichat_authz.testing.fixtures import FactsBuilder
 
@@ -123,3 +127,26 @@ def test_an_app_that_never_answers_is_reported() -> None:
 
     with pytest.raises(AssertionError, match="2 times"):
         call_wsgi(twice, make_request("GET", "/"))
+
+
+def test_serve_asgi_runs_a_real_server_until_the_block_ends(
+    seeded: FactsBuilder, authorizer: Authorizer, mint_session: Mint
+) -> None:
+    cookie = mint_session("bob", workspace="w1")
+    with serve_asgi(starlette_app(authorizer)) as url, httpx.Client(base_url=url) as client:
+        ok = client.get("/api/assistants/a-pub", headers={"cookie": cookie})
+        assert ok.json() == {"user": "bob", "body": ""}
+        assert_decision(client.get("/api/assistants/a-pub"), 401, "authentication_required")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/api/assistants/a-pub", timeout=2)
+
+
+def test_a_server_that_cannot_bind_is_an_error_not_a_hang(authorizer: Authorizer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = BackgroundServer(starlette_app(authorizer), port=port)
+        with pytest.raises(RuntimeError, match=f"did not start on 127.0.0.1:{port}"):
+            server.start(timeout_s=5)
+        assert not server.alive

@@ -12,8 +12,6 @@ import argparse
 import http.client
 import shlex
 import sys
-import threading
-import time
 from typing import Any
 
 __all__ = ["register"]
@@ -45,9 +43,8 @@ def register(subparsers: Any) -> None:
 
 def _imports() -> tuple[Any, Any] | None:
     try:
-        import uvicorn
-
         from ..demo.app import create_demo_app
+        from ..server.background import BackgroundServer
     except ImportError:
         print(
             "illumichat-authz: the demo needs the server extra: "
@@ -55,7 +52,7 @@ def _imports() -> tuple[Any, Any] | None:
             file=sys.stderr,
         )
         return None
-    return uvicorn, create_demo_app
+    return BackgroundServer, create_demo_app
 
 
 def _variable(user: str) -> str:
@@ -103,19 +100,9 @@ def _print_intro(demo: Any, base: str) -> None:
     out.flush()
 
 
-def _start(app: Any, uvicorn: Any, port: int) -> tuple[Any, threading.Thread, int]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=_HOST, port=port, log_level="error", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="illumichat-authz-demo", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the demo server did not start on {_HOST}:{port}")
-        time.sleep(0.01)
-    bound = int(server.servers[0].sockets[0].getsockname()[1])
-    return server, thread, bound
+def _start(app: Any, server_class: Any, port: int) -> Any:
+    server = server_class(app, host=_HOST, port=port, log_level="error", access_log=False)
+    return server.start()
 
 
 def _send(port: int, scenario: Any, cookie: str | None) -> int:
@@ -167,35 +154,33 @@ def _demo(args: argparse.Namespace) -> int:
     loaded = _imports()
     if loaded is None:
         return 2
-    uvicorn, create_demo_app = loaded
+    server_class, create_demo_app = loaded
     app = create_demo_app(demo.authorizer)
     if args.self_test:
         try:
-            server, thread, port = _start(app, uvicorn, args.port or 0)
+            server = _start(app, server_class, args.port or 0)
         except (RuntimeError, OSError) as exc:
             print(f"illumichat-authz: {exc}", file=sys.stderr)
             return 1
         try:
-            return _self_test(demo, port)
+            return _self_test(demo, server.port)
         finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+            server.stop()
             demo.authorizer.rate_limiter.close()
     # Bind first: cookies and commands are printed only for a server that is listening.
     try:
-        server, thread, port = _start(app, uvicorn, args.port or _DEFAULT_PORT)
+        server = _start(app, server_class, args.port or _DEFAULT_PORT)
     except (RuntimeError, OSError) as exc:
         print(f"illumichat-authz: {exc} (is another demo running? try --port)", file=sys.stderr)
         return 1
-    _print_intro(demo, f"http://{_HOST}:{port}")
+    _print_intro(demo, server.url)
     print("\nServing; Ctrl-C to stop.", flush=True)
     try:
-        while thread.is_alive():
-            thread.join(timeout=0.5)
+        while server.alive:
+            server.wait(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop()
         demo.authorizer.rate_limiter.close()
     return 0

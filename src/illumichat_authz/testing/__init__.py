@@ -31,6 +31,7 @@ __all__ = [
     "make_request",
     "make_test_settings",
     "observe",
+    "serve_asgi",
     "session_cookie",
     "sign_twilio",
     "wsgi_environ",
@@ -52,6 +53,7 @@ _WHERE = {
     "call_asgi": "http",
     "call_asgi_sync": "http",
     "call_wsgi": "http",
+    "serve_asgi": "http",
     "wsgi_environ": "http",
 }
 

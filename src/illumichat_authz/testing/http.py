@@ -10,18 +10,29 @@ return a :class:`Response` that ``assert_decision`` understands::
 
 With the strategies (``illumichat_authz.testing.strategies.requests()``) this fuzzes the
 endpoints themselves, middleware, framework and all. Nothing here needs a framework.
+``serve_asgi`` is the other way round: a real uvicorn on loopback, for the test that must
+go through a server once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from illumichat_authz.request import RequestFacts
 
-__all__ = ["Response", "asgi_scope", "call_asgi", "call_asgi_sync", "call_wsgi", "wsgi_environ"]
+__all__ = [
+    "Response",
+    "asgi_scope",
+    "call_asgi",
+    "call_asgi_sync",
+    "call_wsgi",
+    "serve_asgi",
+    "wsgi_environ",
+]
 
 AsgiApp = Callable[
     [
@@ -176,3 +187,13 @@ def call_wsgi(app: WsgiApp, request: RequestFacts) -> Response:
         key = name.lower()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return Response(int(status.split(" ", 1)[0]), headers, content)
+
+
+@contextmanager
+def serve_asgi(app: Any, **config: Any) -> Iterator[str]:
+    """``app`` on a real uvicorn on a free loopback port while the block runs; yields its
+    base URL. ``config`` goes to ``uvicorn.Config`` (needs the ``server`` extra)."""
+    from illumichat_authz.server.background import BackgroundServer
+
+    with BackgroundServer(app, **config) as server:
+        yield server.url
