@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
 
+import flask
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -150,3 +151,38 @@ def test_a_server_that_cannot_bind_is_an_error_not_a_hang(authorizer: Authorizer
         with pytest.raises(RuntimeError, match=f"did not start on 127.0.0.1:{port}"):
             server.start(timeout_s=5)
         assert not server.alive
+
+
+def test_frameworks_route_on_the_decoded_path(
+    seen_ids: list[str], authz_facts: FactsBuilder, authorizer: Authorizer, mint_session: Mint
+) -> None:
+    # The core judges the raw path; the framework routes on the decoded one, as behind a
+    # real server. "café" is sent as caf%C3%A9.
+    authz_facts.workspace("w1").member("bob", role="member").assistant(
+        "café", visibility="public", creator="bob"
+    )
+    cookie = mint_session("bob", workspace="w1")
+    request = make_request("GET", "/api/assistants/caf%C3%A9", cookie=cookie)
+
+    async def by_id(request: Request) -> JSONResponse:
+        seen_ids.append(request.path_params["id"])
+        return JSONResponse({})
+
+    asgi = Starlette(routes=[Route("/api/assistants/{id}", by_id)])
+    asgi.add_middleware(AuthzMiddleware, authorizer=authorizer)
+    assert_decision(call_asgi_sync(asgi, request), 200)
+
+    wsgi = flask.Flask(__name__)
+
+    @wsgi.get("/api/assistants/<assistant_id>")
+    def view(assistant_id: str) -> dict[str, str]:
+        seen_ids.append(assistant_id)
+        return {}
+
+    assert_decision(call_wsgi(AuthzWSGIMiddleware(wsgi, authorizer=authorizer), request), 200)
+    assert seen_ids == ["café", "café"]
+
+
+@pytest.fixture
+def seen_ids() -> list[str]:
+    return []

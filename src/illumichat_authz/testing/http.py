@@ -21,6 +21,7 @@ import io
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
+from urllib.parse import unquote, unquote_to_bytes
 
 from illumichat_authz.request import RequestFacts
 
@@ -74,8 +75,9 @@ def asgi_scope(
         "http_version": http_version,
         "method": request.method,
         "scheme": request.scheme,
-        # ASGI's decoded path; raw_path is what the middleware and the core look at.
-        "path": request.path,
+        # Decoded, as servers do (frameworks route on it); raw_path is what the middleware
+        # and the core look at.
+        "path": unquote(request.path),
         "raw_path": _latin1(request.path),
         "query_string": _latin1(request.query),
         "root_path": "",
@@ -134,7 +136,8 @@ def wsgi_environ(request: RequestFacts) -> dict[str, Any]:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": "",
-        "PATH_INFO": "/",
+        # PEP 3333: the decoded path's bytes as Latin-1 characters (frameworks route on it).
+        "PATH_INFO": unquote_to_bytes(request.path).decode("latin-1"),
         "REQUEST_URI": target,
         "QUERY_STRING": request.query,
         "SERVER_NAME": "testserver",
