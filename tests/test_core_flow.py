@@ -30,6 +30,7 @@ from illumichat_authz.policy import Policy
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.ratelimit import RateLimiter
 from illumichat_authz.request import MAX_HEADER_BYTES
+from illumichat_authz.testing.minting import LocalIssuer
 from illumichat_authz.vocab import Role, Visibility
 from oracle import AUTHENTICATED_ENDPOINTS, ROLES, STATUSES, Endpoint, World, oracle
 
@@ -1060,3 +1061,37 @@ def test_decide_access_never_raises_on_bad_arguments_or_odd_store_errors(
     )
     assert outcome(refused) == (401, "invalid_credential")
     assert refused.principal is None
+
+
+_ISSUER = LocalIssuer(issuer="https://tenant.example/", audience="https://api.example")
+
+
+@pytest.mark.parametrize(
+    ("principal", "headers"),
+    [
+        # A given caller: the rules' replay is the flow that receives the throw.
+        (Principal(user_id="u1", kind=CredentialKind.SESSION, workspace="w1"), []),
+        # A bearer token: the credential step asks first (the JWKS key).
+        (None, [("authorization", f"Bearer {_ISSUER.mint('u1', workspace='w1')}")]),
+    ],
+)
+def test_any_exception_thrown_into_a_hand_driven_flow_is_a_deny(
+    principal: Principal | None, headers: list[tuple[str, str]]
+) -> None:
+    # A host driving core.decide itself may throw whatever its store raised: that is a
+    # logged 500 deny, never an exception out of the flow (and never an allow).
+    from illumichat_authz.authorizer import build_core
+    from illumichat_authz.core import decide
+
+    settings = load_settings(
+        overrides={"auth0": {"domain": "tenant.example", "audience": _ISSUER.audience}}
+    )
+    request = RequestFacts.build(
+        method="GET", path="/api/assistants/a1", headers=[("host", "x"), *headers]
+    )
+    flow = decide(request, build_core(settings), now=0.0, principal=principal)
+    next(flow)
+    with pytest.raises(StopIteration) as done:
+        flow.throw(ConnectionError("db down"))
+    decision: Decision = done.value.value
+    assert (decision.status, decision.reason.value) == (500, "internal_error")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._trace import Trace, failure
 from .decision import Decision, ResourceRef
-from .errors import AuthzError, BadRequestError
+from .errors import BadRequestError
 from .facts import Assistant, Chat, Facts, Membership
 from .principal import Principal
 from .queries import FactsByQuery, NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
@@ -145,7 +145,7 @@ def replayed(
         except Need as need:
             try:
                 replay.answers[need.query] = yield need.query
-            except AuthzError as exc:  # the driver's report of a failed lookup
+            except Exception as exc:  # thrown in: a failed lookup (AuthzError) or worse
                 return failure(exc, trace)
 
 
