@@ -24,6 +24,7 @@ import httpx
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import Settings
+from illumichat_authz.render import IDENTITY_HEADERS
 from illumichat_authz.server import create_app
 from illumichat_authz.testing import (
     build_test_authorizer,
@@ -324,3 +325,25 @@ def check_bearer(stack: Stack) -> None:
     assert response.status_code == 200
     assert header(seen[0], "x-authz-credential") == ["auth0"]
     assert header(seen[0], "x-authz-user-id") == ["bob"]
+
+
+def check_public_route_names_nobody(stack: Stack) -> dict[str, Any]:
+    """A public route reaches the upstream with reason "public" and no identity: neither
+    the client's forged headers nor a proxy's unresolved placeholder. Returns what the
+    upstream saw, for a proxy's own further checks."""
+    response, seen = stack.fetch(
+        "GET",
+        "/api/widget/a-pub/config",
+        headers={"x-authz-user-id": "mallory", "x-authz-role": "owner"},
+    )
+    assert response.status_code == 200
+    req = seen[0]
+    assert header(req, "x-authz-reason") == ["public"]
+    for name in IDENTITY_HEADERS:
+        values = header(req, name)
+        assert "mallory" not in values
+        assert "owner" not in values
+        assert not any("{http." in value for value in values), (name, values)
+    for name in IDENTITY_HEADERS[3:]:  # user, credential, workspace, role
+        assert header(req, name) in ([], [""]), name
+    return req
