@@ -95,18 +95,19 @@ def identity_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
         elif p.workspace:
             workspace = header_safe(p.workspace)
         role = header_safe(decision.role) if decision.role else ""
-    return (
-        ("x-authz-reason", decision.reason.value),
-        ("x-authz-route", header_safe(decision.route) if decision.route else ""),
-        ("x-authz-action", header_safe(decision.action) if decision.action else ""),
-        ("x-authz-user-id", user),
-        ("x-authz-credential", credential),
-        ("x-authz-workspace", workspace),
-        ("x-authz-role", role),
+    values = (
+        decision.reason.value,
+        header_safe(decision.route) if decision.route else "",
+        header_safe(decision.action) if decision.action else "",
+        user,
+        credential,
+        workspace,
+        role,
     )
+    return tuple(zip(IDENTITY_HEADERS, values, strict=True))
 
 
-#: Every header :func:`identity_headers` sets: list them all in a proxy's copy list.
+#: Every header :func:`identity_headers` sets, in order: list them all in a proxy's copy list.
 IDENTITY_HEADERS = (
     "x-authz-reason",
     "x-authz-route",
