@@ -273,7 +273,10 @@ class RateLimiter:
         if not isinstance(events, dict) or not isinstance(expirations, dict) or locks is None:
             return
         now = self._clock()
-        for key in list(events):
+        # ``dict.copy`` is one C call that runs no Python code, so limits' own expiry
+        # timer thread cannot change the dict under it (``list(d.items())`` can allocate,
+        # collect garbage and let that thread run: "dictionary changed size").
+        for key in events.copy():
             with locks[key]:  # the storage's own per-key lock: no hit is lost mid-update
                 entries = events.get(key)
                 # Entries are kept newest first; if the newest has expired, all have.
@@ -282,7 +285,7 @@ class RateLimiter:
                     events.pop(key, None)
             if expired:
                 locks.pop(key, None)
-        for key, expiry in list(expirations.items()):
+        for key, expiry in expirations.copy().items():
             if expiry <= now:
                 expirations.pop(key, None)
                 if counters is not None:
