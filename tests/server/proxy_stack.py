@@ -177,8 +177,10 @@ class Stack:
     settings: Settings
     issuer: LocalIssuer
 
-    def session(self, user: str) -> str:
-        return session_cookie(user, secret=self.settings.session.secrets[0], workspace="w1")
+    def session(self, user: str, *, claims: dict[str, Any] | None = None) -> str:
+        return session_cookie(
+            user, secret=self.settings.session.secrets[0], workspace="w1", claims=claims
+        )
 
     def fetch(
         self, method: str, path: str, **kwargs: Any
@@ -347,3 +349,31 @@ def check_public_route_names_nobody(stack: Stack) -> dict[str, Any]:
     for name in IDENTITY_HEADERS[3:]:  # user, credential, workspace, role
         assert header(req, name) in ([], [""]), name
     return req
+
+
+#: Claims that make an Auth.js session token take three cookies, as an Auth0 profile with
+#: many groups and a long picture URL does.
+LARGE_CLAIMS = {
+    "picture": "https://cdn.example.com/avatars/" + "p" * 2000,
+    "groups": [f"illumichat-team-{i:04d}" for i in range(240)],
+}
+
+
+def check_chunked_session(stack: Stack) -> None:
+    """A real three-chunk Auth.js session (about 11 KB of Cookie header) passes the proxy
+    and our server, and reaches the upstream whole, with the identity headers."""
+    cookie = stack.session("alice", claims=LARGE_CLAIMS)
+    names = [pair.split("=", 1)[0] for pair in cookie.split("; ")]
+    assert names == [f"authjs.session-token.{i}" for i in range(3)]
+    assert 9_000 < len(cookie) < 12_500
+    response, seen = stack.fetch(
+        "GET",
+        "/api/assistants/a-priv",
+        headers={"cookie": cookie, "x-authz-user-id": "mallory"},
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(seen) == 1
+    assert header(seen[0], "cookie") == [cookie]
+    assert header(seen[0], "x-authz-user-id") == ["alice"]
+    assert header(seen[0], "x-authz-role") == ["admin"]
+    assert header(seen[0], "x-authz-credential") == ["session"]
