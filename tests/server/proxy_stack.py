@@ -26,6 +26,7 @@ from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import Settings
 from illumichat_authz.render import IDENTITY_HEADERS
 from illumichat_authz.server import create_app
+from illumichat_authz.server.factory import UVICORN_OPTIONS
 from illumichat_authz.testing import (
     build_test_authorizer,
     make_test_settings,
@@ -124,9 +125,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def forward_auth_server(authorizer: Authorizer) -> AbstractContextManager[str]:
-    """``illumichat-authz serve``'s app on a real uvicorn on loopback; yields its URL."""
-    return serve_asgi(create_app(authorizer=authorizer))
+def forward_auth_server(
+    authorizer: Authorizer, peers: list[tuple[str, int]] | None = None
+) -> AbstractContextManager[str]:
+    """``illumichat-authz serve``'s app on a real uvicorn with serve's options, on
+    loopback; yields its URL. ``peers`` collects each request's (address, port)."""
+    app = create_app(authorizer=authorizer)
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if peers is not None and scope["type"] == "http" and scope.get("client"):
+            peers.append(tuple(scope["client"]))
+        await app(scope, receive, send)
+
+    return serve_asgi(recording, **UVICORN_OPTIONS)
 
 
 @contextmanager
@@ -176,6 +187,8 @@ class Stack:
     upstream: Upstream
     settings: Settings
     issuer: LocalIssuer
+    #: (address, port) of each request the forward-auth server answered.
+    auth_peers: list[tuple[str, int]] = field(default_factory=list)
 
     def session(self, user: str, *, claims: dict[str, Any] | None = None) -> str:
         return session_cookie(
@@ -264,12 +277,13 @@ def proxied(
     upstream = Upstream()
     up_port = upstream.start()
     port = free_port()
+    peers: list[tuple[str, int]] = []
     try:
         with (
-            forward_auth_server(authz) as auth_url,
+            forward_auth_server(authz, peers) as auth_url,
             running(argv(tmp, _port(auth_url), up_port, port), port, name=name, env=env),
         ):
-            yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer)
+            yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer, peers)
     finally:
         upstream.stop()
 
