@@ -269,3 +269,15 @@ def test_bad_serve_options_exit_2(
 ) -> None:
     assert main(["serve", "--config", str(config), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_log_level_reaches_our_loggers_and_the_access_log_is_its_own_switch() -> None:
+    from illumichat_authz.server.factory import log_config
+
+    quiet = log_config("error", access_log=False)["loggers"]
+    assert quiet["illumichat_authz"]["level"] == "ERROR"
+    assert quiet["uvicorn.error"]["level"] == "ERROR"
+    assert quiet["uvicorn.access"]["handlers"] == []
+    loud = log_config("debug", access_log=True)["loggers"]
+    assert loud["illumichat_authz"]["level"] == "DEBUG"
+    assert loud["uvicorn.access"]["level"] == "INFO"  # access lines at any --log-level
