@@ -5,9 +5,15 @@ test_nginx.py, test_traefik.py and test_caddy.py (``check_chunked_session``)."""
 
 from __future__ import annotations
 
+import os
 import select
 import socket
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import illumichat_authz
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.integrations.asgi import AuthzMiddleware
 from illumichat_authz.server import create_app
@@ -115,3 +122,75 @@ def test_serve_takes_a_ten_chunk_session_arriving_in_pieces(authz: Authorizer) -
     status, _, rest = answer.partition(b"\r\n")
     assert status == b"HTTP/1.1 200 OK", answer[:300]
     assert b"x-authz-user-id: alice\r\n" in rest
+
+
+GUNICORN_APP = f"""
+    import json
+    from illumichat_authz.authorizer import Authorizer
+    from illumichat_authz.config import load_settings
+    from illumichat_authz.facts import Assistant, InMemoryFacts, Membership
+    from illumichat_authz.integrations.wsgi import AuthzWSGIMiddleware
+    from illumichat_authz.vocab import Role, Visibility
+
+    facts = InMemoryFacts(
+        memberships=[Membership(user="alice", workspace="w1", role=Role.ADMIN)],
+        assistants=[
+            Assistant(id="a-priv", workspace="w1", visibility=Visibility.PRIVATE, creator="alice")
+        ],
+    )
+    settings = load_settings(overrides={{"session": {{"secrets": [{SECRET!r}]}}}})
+
+    def assistant(environ, start_response):
+        user = environ["illumichat_authz.principal"].user_id
+        start_response("200 OK", [("content-type", "application/json")])
+        return [json.dumps({{"ran_for": user}}).encode()]
+
+    app = AuthzWSGIMiddleware(assistant, authorizer=Authorizer.from_settings(settings, facts=facts))
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "status"),
+    [([], 431), (["--limit-request-field_size", "65536"], 200)],
+    ids=["gunicorn-default", "documented-flag"],
+)
+def test_three_chunk_session_through_the_wsgi_middleware_on_gunicorn(
+    tmp_path: Path, flags: list[str], status: int
+) -> None:
+    # gunicorn refuses a header line over 8190 bytes (limit_request_field_size) before any
+    # app runs: docs/integrations.md gives the flag that takes a chunked session.
+    (tmp_path / "wsgi_app.py").write_text(textwrap.dedent(GUNICORN_APP))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = str(Path(illumichat_authz.__file__).resolve().parents[1])
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    proc = subprocess.Popen(
+        [*argv, *flags, "wsgi_app:app"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": source},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/api/assistants/a-priv",
+                    headers={"cookie": chunked_session(3)},
+                    timeout=10,
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        if proc.stderr:
+            proc.stderr.close()
+    assert response.status_code == status
+    if status == 200:
+        assert response.json() == {"ran_for": "alice"}
