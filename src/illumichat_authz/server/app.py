@@ -35,11 +35,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import net
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError, SignatureError
 from ..integrations._common import render, request_id, split_request_uri
-from ..net import public_url
 from ..reasons import Reason
 from ..render import identity_headers
 from ..request import RequestFacts, is_decimal
@@ -288,7 +288,7 @@ def _authzen_metadata(
             hosts = request.headers.getlist("host")
             _, _, pairs, peer = _raw(request)
             try:
-                pdp = public_url(
+                pdp = net.public_url(
                     scheme=str(request.scope.get("scheme", "http")),
                     host_header=hosts[0] if len(hosts) == 1 else None,
                     path="",
