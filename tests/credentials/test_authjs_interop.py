@@ -23,6 +23,7 @@ from illumichat_authz.credentials.authjs import (
 )
 from illumichat_authz.errors import CredentialError
 from illumichat_authz.reasons import Reason
+from illumichat_authz.testing.minting import AUTHJS_CHUNK_SIZE, chunk_session_cookie
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 PEER = INTEROP / "authjs_peer.mjs"
@@ -105,6 +106,16 @@ def test_chunked_cookies_from_authjs_session_store() -> None:
     partial = "; ".join(f"{c['name']}={c['value']}" for c in chunks if not c["name"].endswith(".1"))
     with pytest.raises(CredentialError):
         dec.find_cookie([partial])
+
+
+def test_test_kit_chunks_a_session_as_authjs_does() -> None:
+    # The kit's minted chunks (which the proxy tests send) are @auth/core's, byte for byte,
+    # at the chunk boundaries too.
+    size = AUTHJS_CHUNK_SIZE
+    values = ["x" * n for n in (10, size, size + 1, 3 * size, 2 * size + 7)]
+    answers = peer(*({"op": "chunk", "name": NAME, "value": v} for v in values))
+    for value, chunks in zip(values, answers, strict=True):
+        assert chunk_session_cookie(NAME, value) == [(c["name"], c["value"]) for c in chunks]
 
 
 def test_rotation_and_expiry_with_authjs_tokens() -> None:

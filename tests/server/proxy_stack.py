@@ -26,6 +26,7 @@ from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import Settings
 from illumichat_authz.render import IDENTITY_HEADERS
 from illumichat_authz.server import create_app
+from illumichat_authz.server.factory import UVICORN_OPTIONS
 from illumichat_authz.testing import (
     build_test_authorizer,
     make_test_settings,
@@ -124,9 +125,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def forward_auth_server(authorizer: Authorizer) -> AbstractContextManager[str]:
-    """``illumichat-authz serve``'s app on a real uvicorn on loopback; yields its URL."""
-    return serve_asgi(create_app(authorizer=authorizer))
+def forward_auth_server(
+    authorizer: Authorizer, peers: list[tuple[str, int]] | None = None
+) -> AbstractContextManager[str]:
+    """``illumichat-authz serve``'s app on a real uvicorn with serve's options, on
+    loopback; yields its URL. ``peers`` collects each request's (address, port)."""
+    app = create_app(authorizer=authorizer)
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if peers is not None and scope["type"] == "http" and scope.get("client"):
+            peers.append(tuple(scope["client"]))
+        await app(scope, receive, send)
+
+    return serve_asgi(recording, **UVICORN_OPTIONS)
 
 
 @contextmanager
@@ -176,9 +187,13 @@ class Stack:
     upstream: Upstream
     settings: Settings
     issuer: LocalIssuer
+    #: (address, port) of each request the forward-auth server answered.
+    auth_peers: list[tuple[str, int]] = field(default_factory=list)
 
-    def session(self, user: str) -> str:
-        return session_cookie(user, secret=self.settings.session.secrets[0], workspace="w1")
+    def session(self, user: str, *, claims: dict[str, Any] | None = None) -> str:
+        return session_cookie(
+            user, secret=self.settings.session.secrets[0], workspace="w1", claims=claims
+        )
 
     def fetch(
         self, method: str, path: str, **kwargs: Any
@@ -262,12 +277,13 @@ def proxied(
     upstream = Upstream()
     up_port = upstream.start()
     port = free_port()
+    peers: list[tuple[str, int]] = []
     try:
         with (
-            forward_auth_server(authz) as auth_url,
+            forward_auth_server(authz, peers) as auth_url,
             running(argv(tmp, _port(auth_url), up_port, port), port, name=name, env=env),
         ):
-            yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer)
+            yield Stack(f"http://127.0.0.1:{port}", upstream, settings, issuer, peers)
     finally:
         upstream.stop()
 
@@ -347,3 +363,31 @@ def check_public_route_names_nobody(stack: Stack) -> dict[str, Any]:
     for name in IDENTITY_HEADERS[3:]:  # user, credential, workspace, role
         assert header(req, name) in ([], [""]), name
     return req
+
+
+#: Claims that make an Auth.js session token take three cookies, as an Auth0 profile with
+#: many groups and a long picture URL does.
+LARGE_CLAIMS = {
+    "picture": "https://cdn.example.com/avatars/" + "p" * 2000,
+    "groups": [f"illumichat-team-{i:04d}" for i in range(240)],
+}
+
+
+def check_chunked_session(stack: Stack) -> None:
+    """A real three-chunk Auth.js session (about 11 KB of Cookie header) passes the proxy
+    and our server, and reaches the upstream whole, with the identity headers."""
+    cookie = stack.session("alice", claims=LARGE_CLAIMS)
+    names = [pair.split("=", 1)[0] for pair in cookie.split("; ")]
+    assert names == [f"authjs.session-token.{i}" for i in range(3)]
+    assert 9_000 < len(cookie) < 12_500
+    response, seen = stack.fetch(
+        "GET",
+        "/api/assistants/a-priv",
+        headers={"cookie": cookie, "x-authz-user-id": "mallory"},
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(seen) == 1
+    assert header(seen[0], "cookie") == [cookie]
+    assert header(seen[0], "x-authz-user-id") == ["alice"]
+    assert header(seen[0], "x-authz-role") == ["admin"]
+    assert header(seen[0], "x-authz-credential") == ["session"]

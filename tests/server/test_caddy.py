@@ -18,6 +18,7 @@ from proxy_stack import (
     Stack,
     check_allowed_with_identity,
     check_bearer,
+    check_chunked_session,
     check_denied,
     check_public_route_names_nobody,
     check_rate_limited,
@@ -70,6 +71,10 @@ def stack(
 
 def test_allowed_request_reaches_upstream_with_identity_not_the_clients(stack: Stack) -> None:
     check_allowed_with_identity(stack)
+
+
+def test_three_chunk_session_through_caddy(stack: Stack) -> None:
+    check_chunked_session(stack)
 
 
 def test_bearer_token_through_caddy(stack: Stack) -> None:

@@ -20,6 +20,7 @@ from proxy_stack import (
     Stack,
     check_allowed_with_identity,
     check_bearer,
+    check_chunked_session,
     check_denied,
     check_public_route_names_nobody,
     check_rate_limited,
@@ -87,6 +88,22 @@ def stack(
 
 def test_allowed_request_reaches_upstream_with_identity(stack: Stack) -> None:
     check_allowed_with_identity(stack)
+
+
+def test_three_chunk_session_through_nginx(stack: Stack) -> None:
+    check_chunked_session(stack)
+
+
+def test_sub_requests_reuse_a_kept_alive_connection(stack: Stack) -> None:
+    # The documented upstream keepalive: one connection to the forward-auth server serves
+    # consecutive sub-requests (without it, nginx opens one per request).
+    before = len(stack.auth_peers)
+    for _ in range(3):
+        response, _seen = stack.fetch("GET", "/api/widget/a-pub/config")
+        assert response.status_code == 200
+    ports = {port for _host, port in stack.auth_peers[before:]}
+    assert len(stack.auth_peers) - before == 3
+    assert len(ports) == 1
 
 
 def test_bearer_token_through_nginx(stack: Stack) -> None:

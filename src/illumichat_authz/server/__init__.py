@@ -4,13 +4,15 @@ Needs the ``server`` extra (Starlette and uvicorn)::
 
     pip install "illumichat-authz[server]"
 
-See docs/forward-auth.md.
+``uvicorn --factory illumichat_authz.server:create_app_from_env`` runs it configured by
+the environment (:mod:`illumichat_authz.server.factory`). See docs/forward-auth.md.
 """
 
 from __future__ import annotations
 
 try:
     from .app import AUTH_PREFIX, create_app, forwarded_request
+    from .factory import create_app_from_env
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name is not None and exc.name.split(".")[0] in {"starlette", "uvicorn"}:
         raise ImportError(
@@ -19,4 +21,4 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
         ) from exc
     raise
 
-__all__ = ["AUTH_PREFIX", "create_app", "forwarded_request"]
+__all__ = ["AUTH_PREFIX", "create_app", "create_app_from_env", "forwarded_request"]

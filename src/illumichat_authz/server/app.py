@@ -15,8 +15,9 @@ the usual proxies send:
 A proxy's auth sub-request carries no body, so Twilio webhooks cannot be verified here:
 they are denied (403 ``invalid_signature``, saying so) and must be verified in-process by
 the service (``AuthzMiddleware``). ``/healthz`` is liveness, ``/readyz`` readiness (policy
-compiled, stores answering). ``/access/v1/evaluation(s)`` is the AuthZEN API, served only
-when a bearer token is configured.
+compiled, stores answering). ``/access/v1/evaluation(s)`` is the AuthZEN API, with its
+metadata at ``/.well-known/authzen-configuration``, served only when a bearer token is
+configured.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import net
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError, SignatureError
@@ -225,13 +227,19 @@ def _authzen_error(status: int, message: str, rid: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _authzen_request_id(request: Request) -> str:
+    # The PEP's X-Request-ID as it came (authzen.response_request_id): for the response
+    # header only; a log line gets request_id()'s sanitised form.
+    return authzen.response_request_id(
+        [v.decode("latin-1") for k, v in request.headers.raw if k.lower() == b"x-request-id"]
+    )
+
+
 def _authzen_endpoint(
     authorizer: Authorizer, token: bytes, *, batch: bool
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        rid = request_id(
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        )
+        rid = _authzen_request_id(request)
         if not _bearer_ok(request, token):
             return _authzen_error(401, "a valid bearer token is required", rid)
         declared = request.headers.get("content-length", "")
@@ -255,8 +263,45 @@ def _authzen_endpoint(
                 answer = await authzen.evaluate(authorizer, authzen.parse_evaluation(doc))
         except authzen.AuthzenRequestError as exc:
             return _authzen_error(400, str(exc), rid)
-        # AuthZEN: the PDP echoes the PEP's X-Request-ID.
+        except Exception:
+            logged = request_id([("x-request-id", rid)])
+            _log.exception("AuthZEN evaluation failed; request %s denied", logged)
+            return _authzen_error(500, "internal error; no decision was made", rid)
         return JSONResponse(answer, headers={"x-request-id": rid, "cache-control": "no-store"})
+
+    return endpoint
+
+
+def _authzen_metadata(
+    authorizer: Authorizer, pdp_url: str | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """The PDP metadata. Its URLs are absolute, so they name a host: the configured public
+    URL, else the request's own Host (X-Forwarded-Host and -Proto believed only from
+    ``[proxies] trusted`` peers, as for Twilio's URL). A client choosing its Host then only
+    misleads itself, so the derived answer is ``no-store``: no shared cache keeps it."""
+
+    async def endpoint(request: Request) -> Response:
+        rid = _authzen_request_id(request)
+        headers = {"x-request-id": rid, "cache-control": "max-age=300"}
+        pdp = pdp_url
+        if pdp is None:
+            hosts = request.headers.getlist("host")
+            _, _, pairs, peer = _raw(request)
+            try:
+                pdp = net.public_url(
+                    scheme=str(request.scope.get("scheme", "http")),
+                    host_header=hosts[0] if len(hosts) == 1 else None,
+                    path="",
+                    query="",
+                    headers=[(k.lower(), v) for k, v in pairs],
+                    peer=peer,
+                    trusted=authorizer.core.trusted_proxies,
+                    public_base_url=None,
+                )
+            except BadRequestError as exc:
+                return _authzen_error(400, exc.message, rid)
+            headers["cache-control"] = "no-store"
+        return JSONResponse(authzen.metadata(pdp), headers=headers)
 
     return endpoint
 
@@ -296,9 +341,20 @@ async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(*, authorizer: Authorizer, authzen_token: str | None = None) -> Starlette:
+def create_app(
+    *,
+    authorizer: Authorizer,
+    authzen_token: str | None = None,
+    public_url: str | None = None,
+) -> Starlette:
     """The forward-auth app. AuthZEN routes exist only when ``authzen_token`` is set
-    (without one they are 404: an unprotected decision API must not be served)."""
+    (without one they are 404: an unprotected decision API must not be served).
+
+    ``public_url`` is this server's base URL as AuthZEN clients reach it
+    (``https://pdp.example.com``), the PDP identifier in its metadata; without it the
+    metadata is built from each request's Host. Raises ``ConfigurationError`` if malformed.
+    """
+    pdp_url = authzen.check_pdp_url(public_url) if public_url else None
     forward = _ForwardAuth(authorizer)
     routes = [
         Route("/healthz", _healthz, methods=["GET"]),
@@ -310,14 +366,15 @@ def create_app(*, authorizer: Authorizer, authzen_token: str | None = None) -> S
         token = authzen_token.encode("utf-8")
         routes += [
             Route(
-                "/access/v1/evaluation",
+                authzen.EVALUATION_PATH,
                 _authzen_endpoint(authorizer, token, batch=False),
                 methods=["POST"],
             ),
             Route(
-                "/access/v1/evaluations",
+                authzen.EVALUATIONS_PATH,
                 _authzen_endpoint(authorizer, token, batch=True),
                 methods=["POST"],
             ),
+            Route(authzen.METADATA_PATH, _authzen_metadata(authorizer, pdp_url), methods=["GET"]),
         ]
     return Starlette(routes=routes)

@@ -18,28 +18,50 @@ action is a policy action (``assistant:read``). The resource type is ``assistant
 ``chat``, ``workspace`` or ``member``; ``resource.properties.workspace`` or
 ``context.workspace`` names the workspace for member resources and workspace-wide actions.
 Every decision goes through ``Authorizer.adecide_access``: the same rules as HTTP requests.
+
+``GET /.well-known/authzen-configuration`` is the PDP metadata (the spec's "Policy Decision
+Point Metadata"): the PDP identifier and the two evaluation endpoints as absolute URLs. The
+search endpoints are not implemented, so the document leaves them out, which is how a PDP
+says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..errors import ConfigurationError
 from ..principal import CredentialKind, Principal
 from ..reasons import Reason
 
 __all__ = [
+    "EVALUATIONS_PATH",
+    "EVALUATION_PATH",
     "MAX_BODY_BYTES",
     "MAX_EVALUATIONS",
+    "MAX_REQUEST_ID_CHARS",
+    "METADATA_PATH",
     "AuthzenRequestError",
     "Evaluation",
+    "check_pdp_url",
     "evaluate",
     "evaluate_batch",
+    "metadata",
     "parse_evaluation",
+    "response_request_id",
 ]
+
+EVALUATION_PATH = "/access/v1/evaluation"
+EVALUATIONS_PATH = "/access/v1/evaluations"
+METADATA_PATH = "/.well-known/authzen-configuration"
+#: Longest ``X-Request-ID`` echoed as it came (the spec sets no limit; a proxy's header
+#: line is 4-8 KiB, and an id is an id).
+MAX_REQUEST_ID_CHARS = 1024
 
 #: Requests larger than this are refused before JSON parsing (413).
 MAX_BODY_BYTES = 64 * 1024
@@ -50,6 +72,61 @@ _MAX_SCOPES = 64
 
 Semantic = Literal["execute_all", "deny_on_first_deny", "permit_on_first_permit"]
 _SEMANTICS: tuple[Semantic, ...] = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
+
+
+def response_request_id(values: Sequence[str]) -> str:
+    """The ``X-Request-ID`` an answer carries, from the request's values of that header.
+
+    AuthZEN 1.0: "If the PEP specified a request identifier in the request, the PDP MUST
+    include the same identifier in the response", and its value is "an arbitrary string".
+    So one value goes back exactly as it came (``my request 42``, ``ü``, anything). Only
+    what cannot be the same header value is replaced by a fresh id: two values (which
+    one?), an empty one, one over :data:`MAX_REQUEST_ID_CHARS`, or one holding a control
+    character other than a tab (RFC 9110 §5.5 field values exclude CTLs; some HTTP/1.1
+    parsers let them through). The result is for the response header only: it is not
+    sanitised for a log line or a body.
+    """
+    if len(values) == 1:
+        value = values[0].strip(" \t")
+        if 0 < len(value) <= MAX_REQUEST_ID_CHARS and not any(
+            (ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value
+        ):
+            return value
+    return uuid.uuid4().hex
+
+
+def check_pdp_url(url: str) -> str:
+    """A configured PDP identifier (``https://pdp.example.com``), without a trailing ``/``.
+
+    AuthZEN: the identifier "is a URL that uses the https scheme and has no query or
+    fragment components"; http is accepted for development. Raises
+    :class:`ConfigurationError` at start-up for anything else.
+    """
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("http", "https")
+        or not host
+        or "@" in parts.netloc
+        or parts.query
+        or "?" in url
+        or "#" in url
+        or any(not 0x21 <= ord(ch) <= 0x7E for ch in url.strip())
+    ):
+        raise ConfigurationError(
+            f"public URL {url!r}: expected an absolute http(s) URL with no user, query or "
+            "fragment, such as https://pdp.example.com"
+        )
+    return url.strip().rstrip("/")
+
+
+def metadata(pdp: str) -> dict[str, str]:
+    """The PDP metadata document for the PDP identifier ``pdp`` (no trailing ``/``)."""
+    return {
+        "policy_decision_point": pdp,
+        "access_evaluation_endpoint": pdp + EVALUATION_PATH,
+        "access_evaluations_endpoint": pdp + EVALUATIONS_PATH,
+    }
 
 
 class AuthzenRequestError(ValueError):
@@ -193,7 +270,13 @@ async def evaluate_batch(authorizer: Authorizer, doc: Mapping[str, Any]) -> dict
     semantic = options.get("evaluations_semantic", "execute_all")
     if semantic not in _SEMANTICS:
         raise AuthzenRequestError(f"options.evaluations_semantic must be one of {list(_SEMANTICS)}")
-    parsed = [parse_evaluation(_merge(doc, item)) for item in items]
+    parsed: list[Evaluation] = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse_evaluation(_merge(doc, item)))
+        except AuthzenRequestError as exc:
+            # Which item, so that a PEP can find it in a batch of a hundred.
+            raise AuthzenRequestError(f"evaluations[{index}]: {exc}") from None
     answers: list[dict[str, Any]] = []
     for evaluation in parsed:
         answer = await evaluate(authorizer, evaluation)

@@ -24,14 +24,33 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 __all__ = [
+    "AUTHJS_CHUNK_SIZE",
     "JwksServer",
     "LocalIssuer",
+    "chunk_session_cookie",
     "session_cookie",
     "sign_twilio",
 ]
 
 #: The Auth.js cookie name; the key derivation uses it as the salt.
 SESSION_COOKIE = "authjs.session-token"
+#: ``@auth/core`` ``lib/utils/cookie.js``: ``CHUNK_SIZE = ALLOWED_COOKIE_SIZE -
+#: ESTIMATED_EMPTY_COOKIE_SIZE``, that is 4096 - 160 characters of value per cookie.
+AUTHJS_CHUNK_SIZE = 4096 - 160
+
+
+def chunk_session_cookie(name: str, value: str) -> list[tuple[str, str]]:
+    """The cookies Auth.js sets for a session token: ``SessionStore#chunk``.
+
+    One cookie ``name`` when the value fits in :data:`AUTHJS_CHUNK_SIZE` characters, else
+    ``name.0``, ``name.1``, ... of that many characters each ("Given a cookie value, return
+    new cookies, chunked, to fit the allowed cookie size").
+    """
+    count = -(-len(value) // AUTHJS_CHUNK_SIZE)
+    if count <= 1:
+        return [(name, value)]
+    size = AUTHJS_CHUNK_SIZE
+    return [(f"{name}.{i}", value[i * size : (i + 1) * size]) for i in range(count)]
 
 
 def session_cookie(
@@ -50,7 +69,9 @@ def session_cookie(
     """A ``Cookie`` header value carrying an Auth.js session for ``user``.
 
     Auth.js ``encode``: ``{...claims, iat, exp: iat + maxAge, jti}``, JWE ``dir`` with a
-    key derived from the secret and the cookie name (the salt).
+    key derived from the secret and the cookie name (the salt). A token longer than one
+    cookie holds (large ``claims``) comes in chunks as Auth.js sets them
+    (:func:`chunk_session_cookie`): ``name.0=...; name.1=...``, as a browser sends them.
     """
     from illumichat_authz.credentials.authjs import encode_session_token
 
@@ -69,7 +90,7 @@ def session_cookie(
         now=time.time() if now is None else now,
         max_age_s=expires_in,
     )
-    return f"{cookie_name}={token}"
+    return "; ".join(f"{k}={v}" for k, v in chunk_session_cookie(cookie_name, token))
 
 
 def sign_twilio(url: str, params: Mapping[str, str | Iterable[str]], *, token: str) -> str:
