@@ -1,0 +1,129 @@
+"""Django REST framework: authentication, permission and exception handler classes.
+
+Name them in ``settings.py`` (DRF imports them while it imports itself)::
+
+    REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": ["illumichat_authz.integrations.drf.IllumiChatAuthentication"],
+        "DEFAULT_PERMISSION_CLASSES": ["illumichat_authz.integrations.drf.IllumiChatPermission"],
+        "EXCEPTION_HANDLER": "illumichat_authz.integrations.drf.exception_handler",
+    }
+
+Views may declare ``authz_action`` (the action the route table must classify the request
+as) and, for object permissions, ``authz_resource_kind`` (assistant, chat, workspace,
+member) with an optional ``authz_object_action``.
+
+This module must not import ``rest_framework.views`` at its top: that module reads
+``api_settings.DEFAULT_AUTHENTICATION_CLASSES`` while it is imported (through
+``rest_framework.schemas``), which imports this module, which would then find
+``rest_framework.views`` half-initialized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._common import missing_extra
+
+try:
+    from rest_framework import exceptions as drf_exceptions  # type: ignore[import-untyped]
+    from rest_framework.authentication import BaseAuthentication  # type: ignore[import-untyped]
+    from rest_framework.permissions import BasePermission  # type: ignore[import-untyped]
+except ImportError as exc:
+    raise missing_extra(exc, "rest_framework", "Django REST framework", "drf")
+
+from ..decision import Decision
+from ..reasons import Reason
+from ._common import request_id
+from .django import PrincipalUser, attach, decide_request, get_authorizer, respond
+
+__all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"]
+
+
+class AuthzDenied(drf_exceptions.APIException):  # type: ignore[misc]
+    """A denial DRF understands (status, WWW-Authenticate, Retry-After); render it as
+    problem+json with :func:`exception_handler`."""
+
+    def __init__(self, decision: Decision, rid: str) -> None:
+        super().__init__(detail=decision.message, code=decision.reason.value)
+        self.status_code = decision.status
+        self.decision = decision
+        self.request_id = rid
+        headers = {k.lower(): v for k, v in decision.headers}
+        self.auth_header = headers.get("www-authenticate")
+        self.wait = headers.get("retry-after")
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
+    """``REST_FRAMEWORK = {"EXCEPTION_HANDLER": "illumichat_authz.integrations.drf.
+    exception_handler"}``: our denials as problem+json, everything else as DRF does."""
+    if isinstance(exc, AuthzDenied):
+        return respond(exc.decision, exc.request_id)
+    # Imported here, not at the top: see the module docstring (the import cycle).
+    from rest_framework.views import exception_handler as drf_exception_handler  # type: ignore[import-untyped]
+
+    return drf_exception_handler(exc, context)
+
+
+def _decision(request: Any) -> tuple[Decision, str]:
+    django_request = getattr(request, "_request", request)
+    decision = getattr(django_request, "authz_decision", None)
+    rid = request_id_of(django_request)
+    if isinstance(decision, Decision):
+        return decision, rid
+    decision, rid = decide_request(get_authorizer(), django_request)
+    if decision.allowed:
+        attach(django_request, decision)
+    return decision, rid
+
+
+def request_id_of(django_request: Any) -> str:
+    return request_id([(k.lower(), v) for k, v in django_request.headers.items()])
+
+
+class IllumiChatAuthentication(BaseAuthentication):  # type: ignore[misc]
+    """``request.user`` in DRF views: the verified principal (``None`` when anonymous)."""
+
+    def authenticate(self, request: Any) -> tuple[PrincipalUser, Decision] | None:
+        decision, rid = _decision(request)
+        if not decision.allowed:
+            raise AuthzDenied(decision, rid)
+        if decision.principal is None:
+            return None
+        return PrincipalUser(decision.principal), decision
+
+    def authenticate_header(self, request: Any) -> str:
+        return 'Bearer realm="illumichat"'
+
+
+class IllumiChatPermission(BasePermission):  # type: ignore[misc]
+    """Allow what the authorizer allowed; objects are checked with ``decide_access``."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        decision, rid = _decision(request)
+        if not decision.allowed:
+            raise AuthzDenied(decision, rid)
+        required = getattr(view, "authz_action", None)
+        if required is not None and decision.action != required:
+            denied = Decision.of(Reason.POLICY_DENIED, f"this endpoint requires {required}")
+            raise AuthzDenied(denied, rid)
+        return True
+
+    def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
+        decision, rid = _decision(request)
+        kind = getattr(view, "authz_resource_kind", None)
+        action = getattr(view, "authz_object_action", None) or decision.action
+        if decision.principal is None or kind is None or action is None:
+            # Fail closed: an object check nobody configured is a deny, not a pass.
+            raise AuthzDenied(
+                Decision.of(Reason.POLICY_DENIED, "no object permission is configured"), rid
+            )
+        verdict = get_authorizer().decide_access(
+            principal=decision.principal,
+            action=action,
+            resource_kind=kind,
+            resource_id=str(getattr(obj, "pk", obj)),
+            workspace=decision.principal.workspace,
+        )
+        if not verdict.allowed:
+            raise AuthzDenied(verdict, rid)
+        return True
