@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from ..decision import Decision
@@ -30,8 +30,8 @@ __all__ = [
     "access_arguments",
     "check_host",
     "internal_error",
-    "missing_extra",
     "quote_path",
+    "raise_import_failure",
     "render",
     "request_id",
     "split_request_uri",
@@ -66,12 +66,20 @@ class Anonymous:
 ANONYMOUS = Anonymous()
 
 
-def missing_extra(framework: str, extra: str) -> ImportError:
-    """The error an adapter raises when its framework is not installed."""
-    return ImportError(
+def raise_import_failure(exc: ImportError, *, module: str, framework: str, extra: str) -> NoReturn:
+    """Raise what an adapter's failed import of its framework (``exc``) means.
+
+    Only when ``module`` itself is not installed is the answer "install the extra". Any
+    other ImportError (an import cycle, a broken dependency inside the framework) is
+    raised as it is: telling the user to install what is installed hides the real fault.
+    """
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing is None or missing.partition(".")[0] != module:
+        raise exc
+    raise ImportError(
         f"illumichat_authz.integrations needs {framework}; "
         f'install it with: pip install "illumichat-authz[{extra}]"'
-    )
+    ) from exc
 
 
 def request_id(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:

@@ -3,8 +3,8 @@
 ``settings.ILLUMICHAT_AUTHZ`` is an ``Authorizer`` or the path of a configuration file.
 ``IllumiChatAuthzMiddleware`` decides every request; on allow ``request.principal`` and
 ``request.authz_decision`` are set, and ``request.user`` becomes a :class:`PrincipalUser`
-(the few attributes Django and DRF ask a user). DRF: :class:`IllumiChatAuthentication`,
-:class:`IllumiChatPermission`, and :func:`exception_handler` for problem+json denials.
+(the few attributes Django and DRF ask a user). The DRF classes are in
+:mod:`illumichat_authz.integrations.drf`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..request import is_decimal
-from ._common import missing_extra
+from ._common import raise_import_failure
 
 try:
     from django.conf import settings  # type: ignore[import-untyped]
@@ -26,8 +26,8 @@ try:
         RequestDataTooBig,
     )
     from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("Django", "django") from exc
+except ImportError as exc:
+    raise_import_failure(exc, module="django", framework="Django", extra="django")
 
 from ..authorizer import Authorizer
 from ..decision import Decision
@@ -228,9 +228,10 @@ class IllumiChatAuthzMiddleware:
 
 
 def __getattr__(name: str) -> Any:
-    # The DRF classes live in their own module so that plain Django needs no DRF.
+    # The DRF classes live in integrations.drf so that plain Django needs no DRF; these
+    # names are kept for settings written before that module was public.
     if name in ("IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"):
-        from . import _drf
+        from . import drf
 
-        return getattr(_drf, name)
-    raise AttributeError(name)
+        return getattr(drf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

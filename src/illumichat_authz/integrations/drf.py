@@ -2,10 +2,11 @@
 
 Name them in ``settings.py`` (DRF imports them while it imports itself)::
 
+    DRF = "illumichat_authz.integrations.drf"
     REST_FRAMEWORK = {
-        "DEFAULT_AUTHENTICATION_CLASSES": ["illumichat_authz.integrations.drf.IllumiChatAuthentication"],
-        "DEFAULT_PERMISSION_CLASSES": ["illumichat_authz.integrations.drf.IllumiChatPermission"],
-        "EXCEPTION_HANDLER": "illumichat_authz.integrations.drf.exception_handler",
+        "DEFAULT_AUTHENTICATION_CLASSES": [f"{DRF}.IllumiChatAuthentication"],
+        "DEFAULT_PERMISSION_CLASSES": [f"{DRF}.IllumiChatPermission"],
+        "EXCEPTION_HANDLER": f"{DRF}.exception_handler",
     }
 
 Views may declare ``authz_action`` (the action the route table must classify the request
@@ -22,14 +23,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import missing_extra
+from ._common import raise_import_failure
 
 try:
     from rest_framework import exceptions as drf_exceptions  # type: ignore[import-untyped]
     from rest_framework.authentication import BaseAuthentication  # type: ignore[import-untyped]
     from rest_framework.permissions import BasePermission  # type: ignore[import-untyped]
 except ImportError as exc:
-    raise missing_extra(exc, "rest_framework", "Django REST framework", "drf")
+    raise_import_failure(
+        exc, module="rest_framework", framework="Django REST framework", extra="drf"
+    )
 
 from ..decision import Decision
 from ..reasons import Reason

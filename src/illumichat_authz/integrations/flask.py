@@ -11,12 +11,12 @@ import functools
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from ._common import missing_extra
+from ._common import raise_import_failure
 
 try:
     import flask
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("Flask", "flask") from exc
+except ImportError as exc:
+    raise_import_failure(exc, module="flask", framework="Flask", extra="flask")
 
 from ..authorizer import Authorizer
 from ..decision import Decision
