@@ -7,6 +7,7 @@ Nothing here imports a framework. Adapters translate their request into
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -28,6 +29,7 @@ __all__ = [
     "ANONYMOUS",
     "Anonymous",
     "access_arguments",
+    "authorizer_for_file",
     "check_host",
     "internal_error",
     "quote_path",
@@ -157,6 +159,17 @@ def access_arguments(
             else principal.workspace
         ),
     }
+
+
+@functools.lru_cache(maxsize=8)
+def authorizer_for_file(config_file: str) -> Authorizer:
+    """The authorizer for a configuration file a framework setting names (Django's
+    ``ILLUMICHAT_AUTHZ``, Flask's ``app.config["ILLUMICHAT_AUTHZ"]``): one per file and
+    process, since building one compiles the policy, and its rate-limit counters and
+    credential cache must outlive a request."""
+    from ..authorizer import Authorizer
+
+    return Authorizer.from_settings(config_file=config_file)
 
 
 def internal_error() -> Decision:

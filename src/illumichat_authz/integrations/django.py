@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,15 @@ from ..decision import Decision
 from ..principal import Principal
 from ..reasons import Reason
 from ..request import RequestFacts
-from ._common import check_host, internal_error, log, quote_path, render, request_id
+from ._common import (
+    authorizer_for_file,
+    check_host,
+    internal_error,
+    log,
+    quote_path,
+    render,
+    request_id,
+)
 from ._common import split_request_uri as _split
 
 __all__ = [
@@ -129,15 +136,8 @@ def get_authorizer() -> Authorizer:
     if isinstance(value, Authorizer):
         return value
     if isinstance(value, str | Path):
-        return _authorizer_for(str(value))
+        return authorizer_for_file(str(value))
     raise ImproperlyConfigured("ILLUMICHAT_AUTHZ must be an Authorizer or a config file path")
-
-
-@functools.lru_cache(maxsize=4)
-def _authorizer_for(config_file: str) -> Authorizer:
-    # One per configuration file and process: building one compiles the policy, and its
-    # rate-limit counters and credential cache must outlive a request.
-    return Authorizer.from_settings(config_file=config_file)
 
 
 def facts_from_request(request: HttpRequest) -> RequestFacts:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
     from illumichat_authz.facts import InMemoryFacts
 
-    from .minting import JwksServer, LocalIssuer
+    from .minting import JwksServer, LocalIssuer, MintedCookie
 
 __all__ = [
     "AUDIENCE",
@@ -270,13 +270,14 @@ def assert_decision_fixture(authorizer: Authorizer) -> Callable[..., None]:
 
 
 @pytest.fixture
-def mint_session(authz_settings: Settings) -> Callable[..., str]:
-    """``mint_session("alice", workspace="w1") -> "authjs.session-token=..."`` (a Cookie value)."""
+def mint_session(authz_settings: Settings) -> Callable[..., MintedCookie]:
+    """``mint_session("alice", workspace="w1") -> "authjs.session-token=..."``: a Cookie
+    header value, with ``.name`` and ``.value`` for Flask's ``client.set_cookie``."""
     from .minting import session_cookie
 
     session = authz_settings.session
 
-    def mint(user: str, *, workspace: str | None = None, **kwargs: Any) -> str:
+    def mint(user: str, *, workspace: str | None = None, **kwargs: Any) -> MintedCookie:
         return session_cookie(
             user,
             secret=session.secrets[0],

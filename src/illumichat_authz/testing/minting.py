@@ -26,12 +26,33 @@ from typing import Any
 __all__ = [
     "JwksServer",
     "LocalIssuer",
+    "MintedCookie",
     "session_cookie",
     "sign_twilio",
 ]
 
 #: The Auth.js cookie name; the key derivation uses it as the salt.
 SESSION_COOKIE = "authjs.session-token"
+
+
+class MintedCookie(str):
+    """A ``Cookie`` header value, ``name=value``, that also gives its two parts.
+
+    As a string it goes in a ``Cookie`` header (httpx, Starlette's ``TestClient``, Django's
+    client, ``make_request(cookie=...)``). Werkzeug's client (Flask's ``app.test_client()``)
+    owns its cookies: it drops a ``Cookie`` header passed by hand and sends its own jar, so
+    it takes the parts: ``client.set_cookie(cookie.name, cookie.value)``.
+    """
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return self.partition("=")[0]
+
+    @property
+    def value(self) -> str:
+        return self.partition("=")[2]
 
 
 def session_cookie(
@@ -46,8 +67,9 @@ def session_cookie(
     expires_in: int = 3600,
     now: float | None = None,
     claims: Mapping[str, Any] | None = None,
-) -> str:
-    """A ``Cookie`` header value carrying an Auth.js session for ``user``.
+) -> MintedCookie:
+    """A ``Cookie`` header value carrying an Auth.js session for ``user`` (a
+    :class:`MintedCookie`: ``.name`` and ``.value`` for clients that own their cookies).
 
     Auth.js ``encode``: ``{...claims, iat, exp: iat + maxAge, jti}``, JWE ``dir`` with a
     key derived from the secret and the cookie name (the salt).
@@ -69,7 +91,7 @@ def session_cookie(
         now=time.time() if now is None else now,
         max_age_s=expires_in,
     )
-    return f"{cookie_name}={token}"
+    return MintedCookie(f"{cookie_name}={token}")
 
 
 def sign_twilio(url: str, params: Mapping[str, str | Iterable[str]], *, token: str) -> str:
