@@ -103,7 +103,9 @@ class IllumiChatAuthz:
     """``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` then
     ``init_app(app)`` in an app factory (see the module docstring)."""
 
-    def __init__(self, app: flask.Flask | None = None, *, authorizer: Authorizer | None = None):
+    def __init__(
+        self, app: flask.Flask | None = None, *, authorizer: Authorizer | None = None
+    ) -> None:
         #: The authorizer for apps whose ``init_app`` is given none; ``None``: each app's
         #: ``app.config["ILLUMICHAT_AUTHZ"]``.
         self.default_authorizer = authorizer
