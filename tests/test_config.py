@@ -330,3 +330,21 @@ def test_a_bad_value_from_the_environment_is_blamed_on_the_variable(
     monkeypatch.setenv("ILLUMICHAT_AUTHZ_ROUTES__UNDECLARED", "bogus")
     with pytest.raises(ConfigurationError, match=r"ILLUMICHAT_AUTHZ_ROUTES__UNDECLARED"):
         load_settings(path)
+
+
+def test_environment_false_reads_no_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[session]\nsecrets = ["from-file"]\n')
+    monkeypatch.setenv("ILLUMICHAT_AUTHZ_SESSION__SECRETS", '["from-env"]')
+    monkeypatch.setenv("ILLUMICHAT_AUTHZ_DECISIONS__CONCEAL_HIDDEN", "true")
+    monkeypatch.setenv("ILLUMICHAT_AUTHZ_ROUTES__UNDECLARED", "bogus")  # not even validated
+    settings = load_settings(path, overrides={"twilio": {"auth_tokens": ["t"]}}, environment=False)
+    assert type(settings) is Settings
+    assert settings.session.secrets == ["from-file"]
+    assert settings.decisions.conceal_hidden is False
+    assert settings.routes.undeclared == "deny"
+    assert settings.twilio.auth_tokens == ["t"]
+    with pytest.raises(ConfigurationError, match=r"max_path_length") as caught:
+        load_settings(overrides={"routes": {"max_path_length": 1}}, environment=False)
+    assert "ILLUMICHAT_AUTHZ_" not in str(caught.value)

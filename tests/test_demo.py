@@ -43,6 +43,18 @@ def test_the_demo_sessions_verify_and_the_secret_is_fresh() -> None:
     assert_decision(stranger, 401, authorizer=first.authorizer)
 
 
+def test_the_demo_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shell with a deployment's variables gets the same demo (everything in memory)."""
+    monkeypatch.setenv("ILLUMICHAT_AUTHZ_SESSION__SECRETS", '["production-secret"]')
+    monkeypatch.setenv("ILLUMICHAT_AUTHZ_DECISIONS__CONCEAL_HIDDEN", "true")
+    from illumichat_authz.testing import assert_decision, make_request
+
+    demo = build_demo()
+    assert demo.authorizer.core.conceal_hidden is False
+    request = make_request("GET", "/api/assistants/asst-shared", cookie=demo.cookies["mia"])
+    assert_decision(request, 200, "allowed", authorizer=demo.authorizer)
+
+
 def test_self_test_passes_end_to_end() -> None:
     started = time.monotonic()
     result = subprocess.run(

@@ -4,6 +4,10 @@ Environment variables override the file; nested keys use ``__`` (for example
 ``ILLUMICHAT_AUTHZ_SESSION__SECRETS='["s2", "s1"]'``). A bad value fails at start-up with
 :class:`ConfigurationError` naming the key, never at request time. Relative paths are
 resolved against the configuration file's directory.
+
+``load_settings(..., environment=False)`` reads no variable at all (the test kit builds its
+settings that way). Note that pydantic-settings reads the environment in *every* way a
+:class:`Settings` is validated, ``Settings(...)`` and ``Settings.model_validate(...)`` alike.
 """
 
 from __future__ import annotations
@@ -255,6 +259,30 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+class _GivenValuesOnly(Settings):
+    """Validates the values given and nothing else: no environment, no dotenv, no secrets
+    directory (``load_settings(environment=False)``)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _validate(data: dict[str, Any], *, environment: bool) -> Settings:
+    if environment:
+        return Settings(**data)
+    given = _GivenValuesOnly(**data)
+    # Handed back as a plain Settings (already validated, so constructing reads nothing).
+    return Settings.model_construct(_fields_set=given.model_fields_set, **dict(given))
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make file paths in the TOML relative to the file that names them."""
     for section, key in (
@@ -269,13 +297,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _describe(exc: ValidationError, source: str, *, environment: bool) -> str:
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
         # The environment overrides the file key by key: say where a bad value came from.
         env = _ENV_PREFIX + "__".join(str(p) for p in err["loc"][:2]).upper()
-        origin = f" (from {env})" if err["loc"] and env in os.environ else ""
+        origin = f" (from {env})" if environment and err["loc"] and env in os.environ else ""
         lines.append(f"  {key}{origin}: {err['msg']}")
     return "\n".join(lines)
 
@@ -284,13 +312,19 @@ def load_settings(
     path: str | Path | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
+    environment: bool = True,
 ) -> Settings:
     """Read ``path`` (TOML) and the environment into :class:`Settings`.
+
+    ``overrides`` (``{section: {key: value}}``) update the file's sections; the environment
+    still overrides both. ``environment=False`` reads no ``ILLUMICHAT_AUTHZ_*`` variable:
+    the settings are the defaults, the file and ``overrides``, nothing else (for tests,
+    whose decisions and minted credentials must not depend on the shell they run in).
 
     Raises :class:`ConfigurationError` naming the file and the key at fault.
     """
     data: dict[str, Any] = {}
-    source = "environment"
+    source = "environment" if environment else "the given values"
     if path is not None:
         file = Path(path)
         source = str(file)
@@ -310,13 +344,13 @@ def load_settings(
         for section, values in overrides.items():
             data.setdefault(section, {}).update(values)
     try:
-        return Settings(**data)
+        return _validate(data, environment=environment)
     except RecursionError:
         raise ConfigurationError(
             f"invalid configuration in {source}: a value is nested too deeply"
         ) from None
     except ValidationError as exc:
-        raise ConfigurationError(_describe(exc, source)) from None
+        raise ConfigurationError(_describe(exc, source, environment=environment)) from None
     except SettingsError as exc:
         # e.g. a list-valued environment variable that is not JSON
         cause = exc.__cause__ or exc

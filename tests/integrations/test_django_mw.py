@@ -89,7 +89,7 @@ def django_configured() -> None:
             USE_TZ=True,
             REST_FRAMEWORK={
                 "UNAUTHENTICATED_USER": None,
-                "EXCEPTION_HANDLER": "illumichat_authz.integrations._drf.exception_handler",
+                "EXCEPTION_HANDLER": "illumichat_authz.integrations.drf.exception_handler",
             },
         )
         django.setup()

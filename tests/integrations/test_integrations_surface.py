@@ -15,7 +15,7 @@ import pytest
         ("fastapi", "fastapi", "fastapi"),
         ("flask", "flask", "flask"),
         ("django", "django", "django"),
-        ("_drf", "rest_framework", "drf"),
+        ("drf", "rest_framework", "drf"),
     ],
 )
 def test_missing_framework_names_the_extra(
@@ -27,6 +27,36 @@ def test_missing_framework_names_the_extra(
         monkeypatch.setitem(sys.modules, name, None)  # makes `import framework` fail
     with pytest.raises(ImportError, match=rf'pip install "illumichat-authz\[{extra}\]"'):
         importlib.import_module(module)
+
+
+@pytest.mark.parametrize(
+    ("setup", "adapter", "error"),
+    [
+        # What an import cycle looks like: the package is there, the name is not (yet).
+        (
+            "sys.modules['rest_framework'] = types.ModuleType('rest_framework')",
+            "drf",
+            "ImportError: cannot import name 'exceptions' from 'rest_framework'",
+        ),
+        # Flask is installed, one of its own dependencies is not.
+        (
+            "sys.modules['werkzeug'] = None",
+            "flask",
+            "ModuleNotFoundError: No module named 'werkzeug",
+        ),
+    ],
+)
+def test_another_import_error_is_not_blamed_on_a_missing_extra(
+    setup: str, adapter: str, error: str
+) -> None:
+    """A framework that is installed but fails to import surfaces as it is: "install
+    illumichat-authz[drf]" would send the user the wrong way. In a fresh interpreter, so
+    that the frameworks this process imported stay as they are."""
+    code = f"import sys, types\n{setup}\nimport illumichat_authz.integrations.{adapter}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert error in result.stderr
+    assert "pip install" not in result.stderr
 
 
 def test_core_and_plain_adapters_import_no_framework() -> None:

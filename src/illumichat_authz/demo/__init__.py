@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..authorizer import Authorizer, build_core
-from ..config import Settings
+from ..config import load_settings
 from ..credentials.authjs import encode_session_token
 from ..facts import InMemoryFacts, load_facts_file
 from ..ratelimit import RateLimiter
@@ -47,8 +47,10 @@ class Demo:
 def build_demo(*, now: float | None = None) -> Demo:
     """Everything in memory; the session secret is new on every call and never printed."""
     secret = secrets.token_urlsafe(32)
-    settings = Settings.model_validate(
-        {"session": {"secrets": [secret], "workspace_claim": _WORKSPACE_CLAIM}}
+    # No environment read: a shell's ILLUMICHAT_AUTHZ_* must not change the demo's answers.
+    settings = load_settings(
+        overrides={"session": {"secrets": [secret], "workspace_claim": _WORKSPACE_CLAIM}},
+        environment=False,
     )
     # Through the file store a deployment uses ([facts] file): the seed is written as a
     # facts file and read back by the same validating loader.

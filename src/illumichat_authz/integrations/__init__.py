@@ -3,7 +3,7 @@
 Each adapter builds :class:`~illumichat_authz.request.RequestFacts`, calls
 ``Authorizer.decide``/``adecide`` and answers a denial with ``render_denial``. Import the
 one you need (``illumichat_authz.integrations.asgi``, ``.wsgi``, ``.fastapi``,
-``.flask``, ``.django``); this package imports no framework, and each adapter whose
+``.flask``, ``.django``, ``.drf``); this package imports no framework, and each adapter whose
 framework is missing raises ImportError naming the extra to install.
 """
 

@@ -7,12 +7,13 @@ Nothing here imports a framework. Adapters translate their request into
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from ..decision import Decision
@@ -28,10 +29,11 @@ __all__ = [
     "ANONYMOUS",
     "Anonymous",
     "access_arguments",
+    "authorizer_for_file",
     "check_host",
     "internal_error",
-    "missing_extra",
     "quote_path",
+    "raise_import_failure",
     "render",
     "request_id",
     "split_request_uri",
@@ -66,12 +68,20 @@ class Anonymous:
 ANONYMOUS = Anonymous()
 
 
-def missing_extra(framework: str, extra: str) -> ImportError:
-    """The error an adapter raises when its framework is not installed."""
-    return ImportError(
+def raise_import_failure(exc: ImportError, *, module: str, framework: str, extra: str) -> NoReturn:
+    """Raise what an adapter's failed import of its framework (``exc``) means.
+
+    Only when ``module`` itself is not installed is the answer "install the extra". Any
+    other ImportError (an import cycle, a broken dependency inside the framework) is
+    raised as it is: telling the user to install what is installed hides the real fault.
+    """
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing is None or missing.partition(".")[0] != module:
+        raise exc
+    raise ImportError(
         f"illumichat_authz.integrations needs {framework}; "
         f'install it with: pip install "illumichat-authz[{extra}]"'
-    )
+    ) from exc
 
 
 def request_id(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
@@ -149,6 +159,17 @@ def access_arguments(
             else principal.workspace
         ),
     }
+
+
+@functools.lru_cache(maxsize=8)
+def authorizer_for_file(config_file: str) -> Authorizer:
+    """The authorizer for a configuration file a framework setting names (Django's
+    ``ILLUMICHAT_AUTHZ``, Flask's ``app.config["ILLUMICHAT_AUTHZ"]``): one per file and
+    process, since building one compiles the policy, and its rate-limit counters and
+    credential cache must outlive a request."""
+    from ..authorizer import Authorizer
+
+    return Authorizer.from_settings(config_file=config_file)
 
 
 def internal_error() -> Decision:

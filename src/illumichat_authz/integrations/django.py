@@ -3,20 +3,19 @@
 ``settings.ILLUMICHAT_AUTHZ`` is an ``Authorizer`` or the path of a configuration file.
 ``IllumiChatAuthzMiddleware`` decides every request; on allow ``request.principal`` and
 ``request.authz_decision`` are set, and ``request.user`` becomes a :class:`PrincipalUser`
-(the few attributes Django and DRF ask a user). DRF: :class:`IllumiChatAuthentication`,
-:class:`IllumiChatPermission`, and :func:`exception_handler` for problem+json denials.
+(the few attributes Django and DRF ask a user). The DRF classes are in
+:mod:`illumichat_authz.integrations.drf`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..request import is_decimal
-from ._common import missing_extra
+from ._common import raise_import_failure
 
 try:
     from django.conf import settings  # type: ignore[import-untyped]
@@ -26,15 +25,23 @@ try:
         RequestDataTooBig,
     )
     from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("Django", "django") from exc
+except ImportError as exc:
+    raise_import_failure(exc, module="django", framework="Django", extra="django")
 
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..principal import Principal
 from ..reasons import Reason
 from ..request import RequestFacts
-from ._common import check_host, internal_error, log, quote_path, render, request_id
+from ._common import (
+    authorizer_for_file,
+    check_host,
+    internal_error,
+    log,
+    quote_path,
+    render,
+    request_id,
+)
 from ._common import split_request_uri as _split
 
 __all__ = [
@@ -129,15 +136,8 @@ def get_authorizer() -> Authorizer:
     if isinstance(value, Authorizer):
         return value
     if isinstance(value, str | Path):
-        return _authorizer_for(str(value))
+        return authorizer_for_file(str(value))
     raise ImproperlyConfigured("ILLUMICHAT_AUTHZ must be an Authorizer or a config file path")
-
-
-@functools.lru_cache(maxsize=4)
-def _authorizer_for(config_file: str) -> Authorizer:
-    # One per configuration file and process: building one compiles the policy, and its
-    # rate-limit counters and credential cache must outlive a request.
-    return Authorizer.from_settings(config_file=config_file)
 
 
 def facts_from_request(request: HttpRequest) -> RequestFacts:
@@ -228,9 +228,10 @@ class IllumiChatAuthzMiddleware:
 
 
 def __getattr__(name: str) -> Any:
-    # The DRF classes live in their own module so that plain Django needs no DRF.
+    # The DRF classes live in integrations.drf so that plain Django needs no DRF; these
+    # names are kept for settings written before that module was public.
     if name in ("IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"):
-        from . import _drf
+        from . import drf
 
-        return getattr(_drf, name)
-    raise AttributeError(name)
+        return getattr(drf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,15 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from ..request import is_decimal
-from ._common import missing_extra
+from ._common import raise_import_failure
 
 try:
     from fastapi import Depends, FastAPI, Request, Security
     from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
     from starlette.exceptions import HTTPException
     from starlette.responses import Response
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("FastAPI", "fastapi") from exc
+except ImportError as exc:
+    raise_import_failure(exc, module="fastapi", framework="FastAPI", extra="fastapi")
 
 from ..authorizer import Authorizer
 from ..decision import Decision

@@ -1,5 +1,19 @@
 """Flask extension: decide every request in ``before_request``; ``@authz.require(action)``.
 
+Either way Flask users write extensions::
+
+    authz = IllumiChatAuthz(app, authorizer=authorizer)     # one app
+
+    authz = IllumiChatAuthz()                                # at import (app factories)
+    def create_app():
+        app = Flask(__name__)
+        app.config["ILLUMICHAT_AUTHZ"] = "authz.toml"        # or an Authorizer
+        authz.init_app(app)
+
+The authorizer is per app (``app.extensions["illumichat_authz"]``): one extension object
+serves several apps, and ``@authz.require(...)`` can decorate blueprint views before any
+app exists. An app with no authorizer fails at ``init_app``, not at its first request.
+
 The principal is on ``flask.g.principal`` (``None`` on public and webhook routes) and the
 Decision on ``flask.g.authz_decision``. A webhook body the core read is put back in
 ``wsgi.input`` before Flask first touches the stream, so ``request.get_data()`` sees it.
@@ -8,27 +22,39 @@ Decision on ``flask.g.authz_decision``. A webhook body the core read is put back
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from ._common import missing_extra
+from ._common import raise_import_failure
 
 try:
     import flask
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("Flask", "flask") from exc
+except ImportError as exc:
+    raise_import_failure(exc, module="flask", framework="Flask", extra="flask")
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..errors import ConfigurationError
 from ..reasons import Reason
-from ._common import access_arguments, render, request_id
+from ._common import access_arguments, authorizer_for_file, internal_error, log, render, request_id
 from .wsgi import decide_environ, facts_from_environ
 
-__all__ = ["IllumiChatAuthz"]
+__all__ = ["CONFIG_KEY", "IllumiChatAuthz"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 _EXTENSION = "illumichat_authz"
+#: ``app.config`` key: an :class:`Authorizer`, or the path of a TOML configuration file.
+CONFIG_KEY = "ILLUMICHAT_AUTHZ"
+
+
+@dataclass(frozen=True, slots=True)
+class _AppState:
+    """What ``init_app`` keeps in ``app.extensions``: this app's authorizer."""
+
+    authorizer: Authorizer
 
 
 def _respond(decision: Decision, rid: str) -> flask.Response:
@@ -36,20 +62,71 @@ def _respond(decision: Decision, rid: str) -> flask.Response:
     return flask.Response(rendered.body, status=rendered.status, headers=list(rendered.headers))
 
 
-class IllumiChatAuthz:
-    """``IllumiChatAuthz(app, authorizer=...)`` or ``init_app(app)`` later (app factories)."""
+def _configured_authorizer(app: flask.Flask) -> Authorizer:
+    value = app.config.get(CONFIG_KEY)
+    if isinstance(value, Authorizer):
+        return value
+    if isinstance(value, str | os.PathLike) and os.fspath(value):
+        return authorizer_for_file(os.fspath(value))
+    if value is None:
+        raise ConfigurationError(
+            f"IllumiChatAuthz: no authorizer for app {app.name!r}: set "
+            f'app.config["{CONFIG_KEY}"] to an Authorizer or a configuration file path, '
+            "or pass authorizer= to IllumiChatAuthz or init_app"
+        )
+    raise ConfigurationError(
+        f'app.config["{CONFIG_KEY}"] must be an Authorizer or a configuration file path, '
+        f"not {type(value).__name__}"
+    )
 
-    def __init__(self, app: flask.Flask | None = None, *, authorizer: Authorizer) -> None:
-        self.authorizer = authorizer
+
+def _app_authorizer() -> Authorizer | None:
+    """The current app's authorizer; ``None`` (logged) if ``init_app`` never ran on it."""
+    state = flask.current_app.extensions.get(_EXTENSION)
+    if isinstance(state, _AppState):
+        return state.authorizer
+    log.error(
+        "IllumiChatAuthz on app %r, which init_app never initialised: request denied",
+        flask.current_app.name,
+    )
+    return None
+
+
+def _decide() -> tuple[Decision, str]:
+    authorizer = _app_authorizer()
+    if authorizer is None:
+        return internal_error(), request_id([])
+    return decide_environ(authorizer, flask.request.environ)
+
+
+class IllumiChatAuthz:
+    """``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` then
+    ``init_app(app)`` in an app factory (see the module docstring)."""
+
+    def __init__(
+        self, app: flask.Flask | None = None, *, authorizer: Authorizer | None = None
+    ) -> None:
+        #: The authorizer for apps whose ``init_app`` is given none; ``None``: each app's
+        #: ``app.config["ILLUMICHAT_AUTHZ"]``.
+        self.default_authorizer = authorizer
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: flask.Flask) -> None:
-        app.extensions[_EXTENSION] = self
+    def init_app(self, app: flask.Flask, *, authorizer: Authorizer | None = None) -> None:
+        """Decide every request of ``app``. Its authorizer is ``authorizer``, else the one
+        given to the constructor, else ``app.config["ILLUMICHAT_AUTHZ"]``; none at all is a
+        :class:`ConfigurationError` here, at start-up."""
+        if _EXTENSION in app.extensions:
+            raise ConfigurationError(f"IllumiChatAuthz is already initialised on app {app.name!r}")
+        if authorizer is None:
+            authorizer = self.default_authorizer
+        if authorizer is None:
+            authorizer = _configured_authorizer(app)
+        app.extensions[_EXTENSION] = _AppState(authorizer=authorizer)
         app.before_request(self._before_request)
 
     def _before_request(self) -> flask.Response | None:
-        decision, rid = decide_environ(self.authorizer, flask.request.environ)
+        decision, rid = _decide()
         flask.g.authz_request_id = rid
         if not decision.allowed:
             return _respond(decision, rid)
@@ -84,7 +161,7 @@ class IllumiChatAuthz:
                 )
                 if not isinstance(decision, Decision):
                     # before_request did not run (e.g. another hook answered first): decide.
-                    decision, rid = decide_environ(self.authorizer, flask.request.environ)
+                    decision, rid = _decide()
                     if not decision.allowed:
                         return _respond(decision, rid)
                 if resource is not None or workspace is not None:
@@ -115,9 +192,12 @@ class IllumiChatAuthz:
         principal = decision.principal
         if principal is None:
             return decision  # the caller below answers 401
+        authorizer = _app_authorizer()
+        if authorizer is None:
+            return internal_error()
         arguments = access_arguments(
-            self.authorizer, principal, action, resource, workspace, flask.request.view_args or {}
+            authorizer, principal, action, resource, workspace, flask.request.view_args or {}
         )
         if isinstance(arguments, Decision):
             return arguments
-        return self.authorizer.decide_access(**arguments)
+        return authorizer.decide_access(**arguments)

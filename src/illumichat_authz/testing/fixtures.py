@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
     from illumichat_authz.facts import InMemoryFacts
 
-    from .minting import JwksServer, LocalIssuer
+    from .minting import JwksServer, LocalIssuer, MintedCookie
 
 __all__ = [
     "AUDIENCE",
@@ -129,26 +129,32 @@ class FactsBuilder:
         return self
 
 
-def make_test_settings(*, jwks_url: str, **sections: dict[str, Any]) -> Settings:
-    """Settings for tests: the shipped policy plus test credentials (no environment read)."""
-    from illumichat_authz.config import Settings
+def make_test_settings(*, jwks_url: str | None = None, **sections: dict[str, Any]) -> Settings:
+    """Settings for tests: the shipped policy, the kit's test credentials and ``sections``.
+
+    Nothing else: no ``ILLUMICHAT_AUTHZ_*`` variable is read, so a developer's or a CI
+    job's real settings (a production session secret, ``conceal_hidden``, another policy)
+    can neither sign the kit's credentials nor change what the tests decide. Without
+    ``jwks_url`` (the ``authz_issuer`` JWKS server's URL) no Auth0 tenant is configured and
+    bearer JWTs are refused.
+    """
+    from illumichat_authz.config import load_settings
 
     data: dict[str, dict[str, Any]] = {
         "session": {"secrets": [DEV_SESSION_SECRET], "workspace_claim": WORKSPACE_CLAIM},
-        "auth0": {
+        "twilio": {"auth_tokens": [TWILIO_AUTH_TOKEN]},
+    }
+    if jwks_url is not None:
+        data["auth0"] = {
             "domain": AUTH0_DOMAIN,
             "audience": AUDIENCE,
             "jwks_url": jwks_url,
             "workspace_claim": WORKSPACE_CLAIM,
             "jwks_min_refresh_s": 0.0,
-        },
-        "twilio": {"auth_tokens": [TWILIO_AUTH_TOKEN]},
-    }
+        }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
-    # Validated directly (not load_settings, not Settings(...)): ILLUMICHAT_AUTHZ_*
-    # variables in the developer's shell must not change what the tests decide.
-    return Settings.model_validate(data)
+    return load_settings(overrides=data, environment=False)
 
 
 _CORES: dict[str, Core] = {}
@@ -264,13 +270,14 @@ def assert_decision_fixture(authorizer: Authorizer) -> Callable[..., None]:
 
 
 @pytest.fixture
-def mint_session(authz_settings: Settings) -> Callable[..., str]:
-    """``mint_session("alice", workspace="w1") -> "authjs.session-token=..."`` (a Cookie value)."""
+def mint_session(authz_settings: Settings) -> Callable[..., MintedCookie]:
+    """``mint_session("alice", workspace="w1") -> "authjs.session-token=..."``: a Cookie
+    header value, with ``.name`` and ``.value`` for Flask's ``client.set_cookie``."""
     from .minting import session_cookie
 
     session = authz_settings.session
 
-    def mint(user: str, *, workspace: str | None = None, **kwargs: Any) -> str:
+    def mint(user: str, *, workspace: str | None = None, **kwargs: Any) -> MintedCookie:
         return session_cookie(
             user,
             secret=session.secrets[0],

@@ -27,6 +27,7 @@ __all__ = [
     "AUTHJS_CHUNK_SIZE",
     "JwksServer",
     "LocalIssuer",
+    "MintedCookie",
     "chunk_session_cookie",
     "session_cookie",
     "sign_twilio",
@@ -53,6 +54,39 @@ def chunk_session_cookie(name: str, value: str) -> list[tuple[str, str]]:
     return [(f"{name}.{i}", value[i * size : (i + 1) * size]) for i in range(count)]
 
 
+class MintedCookie(str):
+    """A ``Cookie`` header value (``name=value``, or Auth.js chunks ``name.0=...; name.1=...``)
+    that also gives its parts.
+
+    As a string it goes in a ``Cookie`` header (httpx, Starlette's ``TestClient``, Django's
+    client, ``make_request(cookie=...)``). Werkzeug's client (Flask's ``app.test_client()``)
+    owns its cookies: it drops a ``Cookie`` header passed by hand and sends its own jar, so
+    it takes the parts: ``client.set_cookie(cookie.name, cookie.value)``, or for a chunked
+    session ``for name, value in cookie.pairs: client.set_cookie(name, value)``.
+    """
+
+    __slots__ = ()
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every ``(name, value)`` in the header, in order (one, unless chunked)."""
+        return [(n, v) for n, _, v in (part.partition("=") for part in self.split("; "))]
+
+    @property
+    def name(self) -> str:
+        return self._single()[0]
+
+    @property
+    def value(self) -> str:
+        return self._single()[1]
+
+    def _single(self) -> tuple[str, str]:
+        pairs = self.pairs
+        if len(pairs) != 1:
+            raise ValueError(f"this session comes in {len(pairs)} chunked cookies: use .pairs")
+        return pairs[0]
+
+
 def session_cookie(
     user: str,
     *,
@@ -65,8 +99,9 @@ def session_cookie(
     expires_in: int = 3600,
     now: float | None = None,
     claims: Mapping[str, Any] | None = None,
-) -> str:
-    """A ``Cookie`` header value carrying an Auth.js session for ``user``.
+) -> MintedCookie:
+    """A ``Cookie`` header value carrying an Auth.js session for ``user`` (a
+    :class:`MintedCookie`: ``.name`` and ``.value`` for clients that own their cookies).
 
     Auth.js ``encode``: ``{...claims, iat, exp: iat + maxAge, jti}``, JWE ``dir`` with a
     key derived from the secret and the cookie name (the salt). A token longer than one
@@ -90,7 +125,7 @@ def session_cookie(
         now=time.time() if now is None else now,
         max_age_s=expires_in,
     )
-    return "; ".join(f"{k}={v}" for k, v in chunk_session_cookie(cookie_name, token))
+    return MintedCookie("; ".join(f"{k}={v}" for k, v in chunk_session_cookie(cookie_name, token)))
 
 
 def sign_twilio(url: str, params: Mapping[str, str | Iterable[str]], *, token: str) -> str:

@@ -1,23 +1,38 @@
-"""Django REST framework classes (imported through ``integrations.django``).
+"""Django REST framework: authentication, permission and exception handler classes.
+
+Name them in ``settings.py`` (DRF imports them while it imports itself)::
+
+    DRF = "illumichat_authz.integrations.drf"
+    REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": [f"{DRF}.IllumiChatAuthentication"],
+        "DEFAULT_PERMISSION_CLASSES": [f"{DRF}.IllumiChatPermission"],
+        "EXCEPTION_HANDLER": f"{DRF}.exception_handler",
+    }
 
 Views may declare ``authz_action`` (the action the route table must classify the request
 as) and, for object permissions, ``authz_resource_kind`` (assistant, chat, workspace,
 member) with an optional ``authz_object_action``.
+
+This module must not import ``rest_framework.views`` at its top: that module reads
+``api_settings.DEFAULT_AUTHENTICATION_CLASSES`` while it is imported (through
+``rest_framework.schemas``), which imports this module, which would then find
+``rest_framework.views`` half-initialized.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._common import missing_extra
+from ._common import raise_import_failure
 
 try:
     from rest_framework import exceptions as drf_exceptions  # type: ignore[import-untyped]
     from rest_framework.authentication import BaseAuthentication  # type: ignore[import-untyped]
     from rest_framework.permissions import BasePermission  # type: ignore[import-untyped]
-    from rest_framework.views import exception_handler as drf_exception_handler  # type: ignore[import-untyped]
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("Django REST framework", "drf") from exc
+except ImportError as exc:
+    raise_import_failure(
+        exc, module="rest_framework", framework="Django REST framework", extra="drf"
+    )
 
 from ..decision import Decision
 from ..reasons import Reason
@@ -42,10 +57,13 @@ class AuthzDenied(drf_exceptions.APIException):  # type: ignore[misc]
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
-    """``REST_FRAMEWORK = {"EXCEPTION_HANDLER": "illumichat_authz.integrations._drf.
+    """``REST_FRAMEWORK = {"EXCEPTION_HANDLER": "illumichat_authz.integrations.drf.
     exception_handler"}``: our denials as problem+json, everything else as DRF does."""
     if isinstance(exc, AuthzDenied):
         return respond(exc.decision, exc.request_id)
+    # Imported here, not at the top: see the module docstring (the import cycle).
+    from rest_framework.views import exception_handler as drf_exception_handler  # type: ignore[import-untyped]
+
     return drf_exception_handler(exc, context)
 
 
