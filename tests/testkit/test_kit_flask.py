@@ -99,7 +99,6 @@ def test_twilio_signature_through_the_flask_client(
     assert_decision(response, 200)
 
 
-
 def test_a_chunked_session_goes_through_the_flask_client_by_its_pairs(
     app: flask.Flask, mint_session: Mint, assert_decision: Callable[..., None]
 ) -> None:
