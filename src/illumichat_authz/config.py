@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigurationError
+from .ratelimit import check_storage_uri
 
 __all__ = [
     "ApiKeySettings",
@@ -204,6 +205,11 @@ class TwilioSettings(_Section):
 
 class RateLimitSettings(_Section):
     storage: str = "memory://"
+
+    @field_validator("storage")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        return check_storage_uri(value)
 
 
 class ProxySettings(_Section):

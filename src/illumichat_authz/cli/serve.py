@@ -8,10 +8,14 @@ anyone who may do what. Without a token they are 404.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
+from ._common import EXIT_INTERRUPTED as _EXIT_INTERRUPTED
 from ._common import add_config_flag, settings_from
 
 __all__ = ["AUTHZEN_TOKEN_ENV", "register"]
@@ -69,5 +73,21 @@ def _serve(args: argparse.Namespace) -> int:
         + ("; AuthZEN on /access/v1/evaluation(s)" if token else "; AuthZEN off (no token)"),
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-    return 0
+    with _noting_interrupts() as interrupted:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return _EXIT_INTERRUPTED if interrupted else 0
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Note a Ctrl-C that ``uvicorn.run`` swallows, so ``serve`` exits 130 as documented.
+
+    uvicorn stops gracefully on SIGINT, then raises the signal again to the handler it
+    found (this one) and catches the ``KeyboardInterrupt`` that the default would raise.
+    """
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
