@@ -5,6 +5,9 @@ relative links, and any page's link to a repository file outside docs/
 (``../examples/illumichat-authz.toml``), are rewritten for the site: to the page the file
 became, or to a copy of the file published under ``repo/``. A link whose target does not
 exist is left as written, for ``mkdocs build --strict`` to report.
+
+Docstrings name objects the Sphinx way (``:class:`~.x.Name```); the API reference shows
+the name alone, in code.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ COPIES = "repo"
 #: An inline Markdown link's target: ``](target#anchor)`` or ``](target "title")``.
 _LINK = re.compile(r"(?P<head>\]\()(?P<target>[^)\s#]+)(?P<tail>[^)]*\))")
 _NOT_RELATIVE = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|/|#)", re.IGNORECASE)
+#: A Sphinx role before rendered code, and the ``~``/``.`` of a shortened target in it.
+_ROLE = re.compile(r":(?:py:)?(?:attr|class|data|exc|func|meth|mod|obj):<code>~?\.?")
 
 
 def _origin(src_uri: str) -> str:
@@ -106,3 +111,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
     return "".join(
         _LINK.sub(rewrite, text) if prose else text for prose, text in _outside_prose(markdown)
     )
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Files) -> str:
+    return _ROLE.sub("<code>", html)

@@ -54,3 +54,9 @@ def test_a_docs_page_reaches_files_outside_docs_through_the_copies() -> None:
 def test_a_missing_target_and_code_blocks_are_left_as_written() -> None:
     markdown = "[gone](../src/nope.py)\n```md\n[toml](../examples/illumichat-authz.toml)\n```\n"
     assert _render("configuration.md", markdown) == markdown
+
+
+def test_sphinx_roles_in_docstrings_render_as_plain_code() -> None:
+    html = "a :class:<code>~.sessions_db.SessionStore</code> and :meth:<code>X.y</code>"
+    out = HOOKS.on_page_content(html, page=None, config=None, files=None)
+    assert out == "a <code>sessions_db.SessionStore</code> and <code>X.y</code>"
