@@ -83,10 +83,16 @@ def _noting_interrupts() -> Iterator[list[int]]:
     """Note a Ctrl-C that ``uvicorn.run`` swallows, so ``serve`` exits 130 as documented.
 
     uvicorn stops gracefully on SIGINT, then raises the signal again to the handler it
-    found (this one) and catches the ``KeyboardInterrupt`` that the default would raise.
+    found (this one) and catches the ``KeyboardInterrupt`` it raises. Before uvicorn
+    listens, the ``KeyboardInterrupt`` reaches ``main`` (130) as without this handler.
     """
     seen: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+
+    def interrupted(signum: int, _frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
     try:
         yield seen
     finally:
