@@ -126,11 +126,55 @@ def test_explain_attributes_allow_and_deny(capsys: pytest.CaptureFixture[str]) -
     assert code == 1
     assert out.startswith("DENY (insufficient_role)")
     code, out, _ = run(
-        capsys, "policy", "explain", "--role", "owner", "--status", "suspended", "--action",
+        capsys, "policy", "explain", "--role", "owner", "--status", "inactive", "--action",
         "billing:read",
     )  # fmt: skip
     assert code == 1
     assert "membership_inactive" in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "listed"),
+    [
+        ("--role", "boss", "owner, admin, member, guest, none"),
+        ("--action", "chat:crate", "chat:create, chat:list"),
+        ("--status", "suspended", "'active', 'inactive'"),
+        ("--visibility", "secret", "'public', 'workspace', 'private'"),
+        ("--relation", "friend", "'creator', 'grantee', 'target_owner', '-'"),
+    ],
+)
+def test_explain_an_unknown_value_is_a_usage_error_listing_the_valid_ones(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, listed: str
+) -> None:
+    # Not a "DENY (policy_denied)": a typo must not read as the policy's answer.
+    argv = {"--role": "guest", "--action": "workspace:read", flag: value}
+    with pytest.raises(SystemExit) as exit_:
+        main(["policy", "explain", *(x for pair in argv.items() for x in pair)])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"argument {flag}: invalid choice: '{value}'" in err
+    assert listed in err
+
+
+def test_explain_takes_roles_and_actions_from_the_loaded_policy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pol, config = policy_copy(tmp_path)
+    csv = pol / "policy.csv"
+    csv.write_text(
+        csv.read_text(encoding="utf-8") + "g, guest, viewer\np, viewer, *, report:read, *\n",
+        encoding="utf-8",
+    )
+    code, out, err = run(
+        capsys, "policy", "explain", "--config", str(config), "--role", "viewer", "--action",
+        "report:read",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.startswith("ALLOW")
+    with pytest.raises(SystemExit):
+        main(["policy", "explain", "--config", str(config), "--role", "boss", "--action", "x:y"])
+    assert "(choose from owner, admin, member, guest, viewer, none)" in capsys.readouterr().err
 
 
 def test_explain_attribute_mode_needs_both_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -309,10 +309,16 @@ def test_start_up_refuses_a_bad_facts_file(tmp_path: Path) -> None:
         Authorizer.from_settings(load_settings(path), rate_limiter=_LIMITER)
 
 
-def test_a_bad_rate_limit_storage_is_refused_at_start_up() -> None:
-    settings = load_settings(overrides={"rate_limits": {"storage": "carrier-pigeon://"}})
-    with pytest.raises(ConfigurationError, match=r"rate_limits\.storage"):
-        Authorizer.from_settings(settings)
+@pytest.mark.parametrize("uri", ["carrier-pigeon://", "mongodb://db:27017", "localhost:6379"])
+def test_an_unsupported_rate_limit_storage_is_refused_with_the_settings(uri: str) -> None:
+    # At settings time, before ``limits`` half-builds a storage (and prints a traceback).
+    with pytest.raises(ConfigurationError, match=r"rate_limits\.storage: .*memory://"):
+        load_settings(overrides={"rate_limits": {"storage": uri}})
+
+
+@pytest.mark.parametrize("uri", ["memory://", "redis://localhost:6379/0", "rediss://h:6380"])
+def test_a_supported_rate_limit_storage_is_accepted(uri: str) -> None:
+    assert load_settings(overrides={"rate_limits": {"storage": uri}}).rate_limits.storage == uri
 
 
 def test_a_missing_facts_file_or_policy_dir_names_the_setting(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigurationError
+from .ratelimit import check_storage_uri
 
 __all__ = [
     "ApiKeySettings",
@@ -208,6 +209,11 @@ class TwilioSettings(_Section):
 
 class RateLimitSettings(_Section):
     storage: str = "memory://"
+
+    @field_validator("storage")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        return check_storage_uri(value)
 
 
 class ProxySettings(_Section):

@@ -43,10 +43,12 @@ from illumichat_authz.reasons import Reason
 
 __all__ = [
     "MAX_KEY_CHARS",
+    "STORAGE_SCHEMES",
     "RateLimitOutcome",
     "RateLimitSpec",
     "RateLimiter",
     "Strategy",
+    "check_storage_uri",
     "rate_limit_headers",
 ]
 
@@ -140,6 +142,28 @@ def _unavailable(exc: BaseException) -> DependencyUnavailableError:
     )
 
 
+#: Storage URI schemes supported here: one process's memory, or Redis (whose connects and
+#: commands get bounded timeouts). ``limits`` knows more (MongoDB, memcached) that we do
+#: not test or bound.
+STORAGE_SCHEMES: Final = ("memory", "redis", "rediss", "redis+unix")
+_REDIS_SCHEMES: Final = STORAGE_SCHEMES[1:]
+
+
+def check_storage_uri(uri: str) -> str:
+    """Return ``uri`` if its scheme is supported, else raise ``ValueError`` saying which are.
+
+    Checked before ``limits`` sees the URI: for some schemes (``mongodb://`` without its
+    driver) ``limits`` half-builds a storage whose destructor then prints a traceback.
+    The message names the scheme alone, never the rest (it may hold a password).
+    """
+    scheme, sep, _ = uri.partition("://")
+    if not sep or scheme.lower() not in STORAGE_SCHEMES:
+        given = f"scheme {scheme + '://'!r}" if sep else "URI without a scheme"
+        supported = ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
+        raise ValueError(f"unsupported storage {given}: use one of {supported}")
+    return uri
+
+
 #: What a failing storage raises: limits wraps the driver's errors when asked to.
 _STORAGE_ERRORS: Final = (limits.errors.StorageError, OSError, TimeoutError)
 
@@ -180,7 +204,11 @@ class RateLimiter:
         self._clock = clock
         self._hits = 0
         # A hung Redis must not hang requests: bounded waits, then 503.
-        redis = storage_uri.startswith(("redis://", "rediss://", "redis+unix://"))
+        try:
+            check_storage_uri(storage_uri)
+        except ValueError as exc:
+            raise ConfigurationError(f"rate_limits.storage: {exc}") from None
+        redis = storage_uri.partition("://")[0].lower() in _REDIS_SCHEMES
         timeouts: dict[str, Any] = (
             {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s} if redis else {}
         )
@@ -189,12 +217,12 @@ class RateLimiter:
                 storage_uri, wrap_exceptions=True, **timeouts
             )
             self._async_limiter: Any = None
-            if not storage_uri.startswith("memory://"):
-                options: dict[str, Any] = {"wrap_exceptions": True, **timeouts}
-                if redis:
-                    options["implementation"] = "redispy"
+            if redis:
                 async_storage = limits.storage.storage_from_string(
-                    f"async+{storage_uri}", **options
+                    f"async+{storage_uri}",
+                    wrap_exceptions=True,
+                    implementation="redispy",
+                    **timeouts,
                 )
                 self._async_limiter = async_cls(async_storage)
         except limits.errors.ConfigurationError as exc:

@@ -9,7 +9,16 @@ from ..config import Settings, load_settings
 from ..errors import ConfigurationError
 from ..request import RequestFacts
 
-__all__ = ["add_config_flag", "add_request_flags", "request_from_flags", "settings_from"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "add_config_flag",
+    "add_request_flags",
+    "request_from_flags",
+    "settings_from",
+]
+
+#: 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +33,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def add_request_flags(parser: argparse.ArgumentParser) -> None:
+def add_request_flags(parser: argparse._ActionsContainer) -> None:
+    """The flags that describe one request; ``parser`` may be an argument group."""
     parser.add_argument("--method", default="GET", help="HTTP method (default GET)")
     parser.add_argument("--path", help="raw request path as sent on the wire (percent-encoded)")
     parser.add_argument("--query", default="", help="raw query string, without '?'")
@@ -37,7 +47,12 @@ def add_request_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--body-file", metavar="FILE", help="request body (for webhooks)")
     parser.add_argument("--client-ip", help="address of the connection's peer")
-    parser.add_argument("--scheme", default="http", choices=["http", "https"])
+    parser.add_argument(
+        "--scheme",
+        default="http",
+        choices=["http", "https"],
+        help="the scheme the client used (default http)",
+    )
 
 
 def request_from_flags(args: argparse.Namespace) -> RequestFacts:

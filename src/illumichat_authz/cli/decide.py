@@ -29,7 +29,14 @@ MAX_LINE_CHARS = 1024 * 1024
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("decide", help="decide requests given by flags or JSON Lines")
+    parser = sub.add_parser(
+        "decide",
+        help="decide requests given by flags or JSON Lines",
+        description=(
+            "Decide one request given by flags (exit 0 if allowed, 1 if denied) or many "
+            "given as JSON Lines with --batch (exit 0), and print one JSON object per request."
+        ),
+    )
     add_config_flag(parser)
     add_request_flags(parser)
     parser.add_argument(

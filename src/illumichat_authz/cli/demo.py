@@ -175,11 +175,9 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     _print_intro(demo, server.url)
     print("\nServing; Ctrl-C to stop.", flush=True)
-    try:
+    try:  # Ctrl-C propagates: main() exits 130 once the server has stopped.
         while server.alive:
             server.wait(0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
         server.stop()
         demo.authorizer.rate_limiter.close()

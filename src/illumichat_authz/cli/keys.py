@@ -26,6 +26,8 @@ from illumichat_authz.credentials.apikeys import (
 from illumichat_authz.errors import ConfigurationError, DependencyUnavailableError
 from illumichat_authz.policy import Policy
 
+from ._common import add_config_flag
+
 __all__ = ["register"]
 
 
@@ -50,15 +52,15 @@ def register(subparsers: Any) -> None:
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
-    def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--config",
-            metavar="FILE",
-            help="TOML settings file (default: environment variables only)",
-        )
-
-    create = sub.add_parser("create", help="mint a key (printed once, on the first line)")
-    common(create)
+    create = sub.add_parser(
+        "create",
+        help="mint a key (printed once, on the first line)",
+        description=(
+            "Mint an API key for a user in a workspace. The key is printed once, alone on "
+            "the first line of stdout; store it then."
+        ),
+    )
+    add_config_flag(create)
     create.add_argument("--user", required=True, help="user id the key acts as")
     create.add_argument("--workspace", required=True, help="workspace the key is bound to")
     create.add_argument(
@@ -68,24 +70,33 @@ def register(subparsers: Any) -> None:
         metavar="ACTION",
         help="narrow the key to this action (resource:verb); repeatable; default: the role",
     )
-    create.add_argument("--expires-in", type=_seconds, metavar="SECONDS")
+    create.add_argument(
+        "--expires-in", type=_seconds, metavar="SECONDS", help="lifetime (default: never expires)"
+    )
     create.add_argument("--name", help="a label to recognise the key by")
     create.set_defaults(handler=_create)
 
-    list_ = sub.add_parser("list", help="list keys (never secrets)")
-    common(list_)
-    list_.add_argument("--workspace")
-    list_.add_argument("--user")
+    list_ = sub.add_parser(
+        "list",
+        help="list keys (never secrets)",
+        description="List the keys in the database: ids, owners, scopes, status; never secrets.",
+    )
+    add_config_flag(list_)
+    list_.add_argument("--workspace", help="only the keys bound to this workspace")
+    list_.add_argument("--user", help="only the keys acting as this user id")
     list_.add_argument("--json", action="store_true", help="one JSON array on stdout")
     list_.set_defaults(handler=_list)
 
     revoke = sub.add_parser(
         "revoke",
-        help="revoke a key: refused by new lookups at once, by running processes that "
-        "verified it within [api_keys] cache_ttl_s",
+        help="revoke a key",
+        description=(
+            "Revoke a key: new lookups refuse it at once, running processes that verified it "
+            "within [api_keys] cache_ttl_s refuse it once that has passed."
+        ),
     )
-    common(revoke)
-    revoke.add_argument("key_id", metavar="KEY_ID")
+    add_config_flag(revoke)
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id (or the whole key)")
     revoke.set_defaults(handler=_revoke)
 
 

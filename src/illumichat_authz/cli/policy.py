@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from ..authorizer import Authorizer, build_core
 from ..policy import Attributes
 from ..policy_check import check_policy
 from ..policy_tables import load_table, run_table
-from ..vocab import ResourceKind
+from ..vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Visibility
 from ._common import add_config_flag, add_request_flags, request_from_flags, settings_from
 
 __all__ = ["register"]
@@ -21,7 +22,14 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("policy", help="check, explain and test the policy files")
     psub = parser.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
 
-    check = psub.add_parser("check", help="validate the policy files and the route table")
+    check = psub.add_parser(
+        "check",
+        help="validate the policy files and the route table",
+        description=(
+            "Load the model, the rules and the route table (a load error exits 2), then lint "
+            "them; exit 1 on an error, or on a warning with --strict."
+        ),
+    )
     add_config_flag(check)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
     check.set_defaults(handler=_check)
@@ -29,19 +37,44 @@ def register(sub: Any) -> None:
     explain = psub.add_parser(
         "explain",
         help="why a decision came out: for a request (--path ...) or attributes (--role ...)",
+        description=(
+            "Explain a decision: for attributes (--role and --action, asked of the policy "
+            "alone) or for a full request (the decide flags, with the configured facts)."
+        ),
     )
     add_config_flag(explain)
-    add_request_flags(explain)
-    explain.add_argument("--role", help="attribute mode: owner|admin|member|guest|none")
-    explain.add_argument("--status", default="active", help="active|inactive")
-    explain.add_argument("--action", help="attribute mode: e.g. chat:create")
-    explain.add_argument("--visibility", help="public|workspace|private (assistant actions)")
-    explain.add_argument("--relation", default="-", help="creator|grantee|target_owner|-")
-    explain.set_defaults(handler=_explain)
+    attributes = explain.add_argument_group(
+        "attribute mode", "the role and action values are those of the loaded policy"
+    )
+    attributes.add_argument("--role", help="the caller's role, or 'none' (e.g. member)")
+    attributes.add_argument("--action", help="e.g. chat:create")
+    attributes.add_argument(
+        "--status",
+        default=MembershipStatus.ACTIVE.value,
+        choices=[s.value for s in MembershipStatus],
+        help="the membership's status (default active)",
+    )
+    attributes.add_argument(
+        "--visibility",
+        choices=[v.value for v in Visibility],
+        help="the assistant's visibility (assistant actions)",
+    )
+    attributes.add_argument(
+        "--relation",
+        default=Relation.NONE.value,
+        choices=[r.value for r in Relation],
+        help="what the caller is to the resource (default '-': nothing)",
+    )
+    add_request_flags(explain.add_argument_group("request mode"))
+    explain.set_defaults(handler=_explain, usage_error=explain.error)
 
-    test = psub.add_parser("test", help="run a YAML table of expected decisions")
+    test = psub.add_parser(
+        "test",
+        help="run a YAML table of expected decisions",
+        description="Run a YAML table of expected decisions; exit 1 if any comes out otherwise.",
+    )
     add_config_flag(test)
-    test.add_argument("table", metavar="FILE")
+    test.add_argument("table", metavar="FILE", help="the YAML table (see docs/policy.md)")
     test.set_defaults(handler=_test)
 
 
@@ -69,6 +102,8 @@ def _explain(args: argparse.Namespace) -> int:
             return 2
         core = build_core(settings)
         policy = core.policy
+        _check_known(args, "--role", args.role, (*policy.roles, NO_ROLE))
+        _check_known(args, "--action", args.action, sorted(policy.actions))
         on_assistant = any(
             r.action == args.action and r.resource and r.resource.kind is ResourceKind.ASSISTANT
             for r in core.routes.routes
@@ -82,9 +117,8 @@ def _explain(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        status = "active" if args.status == "active" else "inactive"
         verdict = policy.evaluate(
-            Attributes(args.role, status, args.action, args.relation, args.visibility)
+            Attributes(args.role, args.status, args.action, args.relation, args.visibility)
         )
         print(f"{'ALLOW' if verdict.allowed else 'DENY'} ({verdict.reason.value})")
         for line in verdict.explanation:
@@ -104,6 +138,14 @@ def _explain(args: argparse.Namespace) -> int:
     for line in decision.explanation:
         print(f"  rule:     {line}")
     return 0 if decision.allowed else 1
+
+
+def _check_known(args: argparse.Namespace, flag: str, value: str, known: Sequence[str]) -> None:
+    """A value the loaded policy does not know is a usage error (exit 2), not a deny."""
+    if value not in known:
+        args.usage_error(
+            f"argument {flag}: invalid choice: {value!r} (choose from {', '.join(known)})"
+        )
 
 
 def _test(args: argparse.Namespace) -> int:

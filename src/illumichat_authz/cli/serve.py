@@ -12,14 +12,18 @@ configuration is checked here first, so a mistake exits 2 before any worker star
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import ssl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..config import load_settings
 from ..errors import ConfigurationError
+from ._common import EXIT_INTERRUPTED as _EXIT_INTERRUPTED
 from ._common import add_config_flag
 
 __all__ = ["register"]
@@ -140,8 +144,9 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.workers == 1:
-        uvicorn.run(app, **options)
-        return 0
+        with _noting_interrupts() as interrupted:
+            uvicorn.run(app, **options)
+        return _EXIT_INTERRUPTED if interrupted else 0
     # Each worker process builds its own app from what this process was given.
     authorizer.rate_limiter.close()
     if config:
@@ -150,10 +155,32 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[factory.AUTHZEN_TOKEN_ENV] = token
     if public_url:
         os.environ[factory.PUBLIC_URL_ENV] = public_url
-    uvicorn.run(
-        "illumichat_authz.server:create_app_from_env",
-        factory=True,
-        workers=args.workers,
-        **options,
-    )
-    return 0
+    with _noting_interrupts() as interrupted:
+        uvicorn.run(
+            "illumichat_authz.server:create_app_from_env",
+            factory=True,
+            workers=args.workers,
+            **options,
+        )
+    return _EXIT_INTERRUPTED if interrupted else 0
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Note a Ctrl-C that ``uvicorn.run`` swallows, so ``serve`` exits 130 as documented.
+
+    uvicorn stops gracefully on SIGINT, then raises the signal again to the handler it
+    found (this one) and catches the ``KeyboardInterrupt`` it raises. Before uvicorn
+    listens, the ``KeyboardInterrupt`` reaches ``main`` (130) as without this handler.
+    """
+    seen: list[int] = []
+
+    def interrupted(signum: int, _frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -13,8 +13,9 @@ import sys
 import time
 from typing import Any
 
-from illumichat_authz.config import load_settings
 from illumichat_authz.credentials.authjs import encode_session_token
+
+from ._common import add_config_flag, settings_from
 
 __all__ = ["register"]
 
@@ -42,13 +43,17 @@ def register(subparsers: Any) -> None:
             "Refuses unless --dev-secret confirms the secret is a development one."
         ),
     )
-    mint.add_argument("--config", metavar="FILE", help="TOML settings file")
+    add_config_flag(mint)
     mint.add_argument("--user", required=True, help="user id (the session's user id claim)")
     mint.add_argument("--workspace", help="active workspace claim")
     mint.add_argument("--email", help="email claim")
     mint.add_argument("--name", help="name claim")
     mint.add_argument(
-        "--expires-in", type=_seconds, default=3600, metavar="SECONDS", help="default: 3600"
+        "--expires-in",
+        type=_seconds,
+        default=3600,
+        metavar="SECONDS",
+        help="the session's lifetime (default 3600, at most a year)",
     )
     mint.add_argument(
         "--secure",
@@ -64,6 +69,15 @@ def register(subparsers: Any) -> None:
 
 
 def _mint_session(args: argparse.Namespace) -> int:
+    # Settings first: with no secret at all, confirming it is a development one is moot.
+    session = settings_from(args).session
+    if not session.secrets:
+        print(
+            "illumichat-authz: [session] secrets is empty; nothing to mint with (set it in "
+            "--config FILE or ILLUMICHAT_AUTHZ_SESSION__SECRETS)",
+            file=sys.stderr,
+        )
+        return 2
     if not args.dev_secret:
         print(
             "illumichat-authz: refusing to mint a session: whoever holds the session secret "
@@ -71,10 +85,6 @@ def _mint_session(args: argparse.Namespace) -> int:
             "to confirm it is.",
             file=sys.stderr,
         )
-        return 2
-    session = load_settings(args.config).session
-    if not session.secrets:
-        print("illumichat-authz: [session] secrets is empty; nothing to mint with", file=sys.stderr)
         return 2
     cookie_name = session.cookie_name
     if args.secure and not cookie_name.startswith(("__Secure-", "__Host-")):
