@@ -473,7 +473,8 @@ def _twilio_webhook(request: RequestFacts, core: Core, match: RouteMatch, trace:
     url = public_url(
         scheme=request.scheme,
         host_header=request.header("host"),
-        path=request.path,
+        # Twilio signed the URL it called: the mount's prefix is part of it.
+        path=request.mount + request.path,
         query=request.query,
         headers=request.headers,
         peer=request.peer,
