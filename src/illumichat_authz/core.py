@@ -83,6 +83,8 @@ class Core:
     authenticators: Authenticators = field(default_factory=Authenticators)
     twilio: TwilioSignatureVerifier | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Forward auth believes X-Forwarded-Prefix from ``trusted_proxies`` (``[proxies]``).
+    forwarded_prefix: bool = False
     public_base_url: str | None = None
     undeclared: Literal["deny", "authenticated"] = "deny"
     allow_preflight: bool = True
