@@ -1,0 +1,242 @@
+"""Apps mounted under ``/svc`` for tests/integrations/test_mounted.py, with handlers that
+record whether they ran.
+
+Imported by the tests (in process) and by gunicorn (``mounted_apps:gunicorn_wsgi()``,
+``mounted_apps:gunicorn_django()``), where the record is the file ``$MOUNTED_RECORD``.
+
+The scenario: ``[routes] undeclared = "authenticated"``, so a route the library classifies
+wrongly (``/svc/api/...`` instead of ``/api/...``) lets any signed-in caller through. Gus
+is a guest of w1: the settings, billing and assistant-update handlers must never run for
+him; the public widget route must answer anyone.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from illumichat_authz.authorizer import Authorizer
+from illumichat_authz.testing import (
+    FactsBuilder,
+    build_test_authorizer,
+    make_test_settings,
+    session_cookie,
+)
+from illumichat_authz.testing.fixtures import DEV_SESSION_SECRET
+
+Record = Callable[[str], None]
+
+#: What each handler is called when it records, and the request that reaches it.
+PROTECTED = {
+    "settings": ("PATCH", "/api/workspaces/w1/settings"),
+    "billing": ("GET", "/api/workspaces/w1/billing"),
+    "assistant": ("PATCH", "/api/assistants/a-pub"),
+}
+WIDGET = ("GET", "/api/widget/a-pub/config")
+
+
+def build_authorizer() -> Authorizer:
+    settings = make_test_settings(
+        jwks_url="http://127.0.0.1:9/.well-known/jwks.json",  # never fetched: sessions only
+        routes={"undeclared": "authenticated"},
+    )
+    facts = FactsBuilder()
+    (
+        facts.workspace("w1")
+        .member("gus", role="guest")
+        .member("alice", role="owner")
+        .assistant("a-pub", visibility="public", creator="alice")
+    )
+    return build_test_authorizer(settings, facts=facts.facts)
+
+
+def cookie(user: str = "gus") -> str:
+    return session_cookie(user, secret=DEV_SESSION_SECRET, workspace="w1")
+
+
+def file_record() -> Record:
+    path = os.environ["MOUNTED_RECORD"]
+
+    def record(name: str) -> None:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(name + "\n")
+
+    return record
+
+
+# --- ASGI ------------------------------------------------------------------------------
+
+
+def starlette_app(record: Record) -> Any:
+    """The IllumiChat routes as a Starlette app routes them (below its mount)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    def handler(name: str) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> PlainTextResponse:
+            record(name)
+            return PlainTextResponse(f"ran {name}")
+
+        return endpoint
+
+    routes = [
+        Route("/api/workspaces/{w}/settings", handler("settings"), methods=["PATCH"]),
+        Route("/api/workspaces/{w}/billing", handler("billing"), methods=["GET"]),
+        Route("/api/assistants/{a}", handler("assistant"), methods=["PATCH"]),
+        Route("/api/widget/{a}/config", handler("widget"), methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def fastapi_app(record: Record, authorizer: Authorizer, *, middleware: bool) -> Any:
+    """FastAPI with ``root_path="/svc"``: the middleware, or only the dependencies."""
+    from fastapi import Depends, FastAPI
+
+    from illumichat_authz.integrations.asgi import AuthzMiddleware
+    from illumichat_authz.integrations.fastapi import authorized, install, require
+
+    with warnings.catch_warnings():  # recent FastAPI deprecates it; people still use it
+        warnings.filterwarnings("ignore", message="The `root_path` parameter is deprecated")
+        app = FastAPI(root_path="/svc")
+    install(app, authorizer=authorizer)
+    if middleware:
+        app.add_middleware(AuthzMiddleware, authorizer=authorizer)
+
+    @app.patch("/api/workspaces/{w}/settings", dependencies=[Depends(require())])
+    def settings(w: str) -> str:
+        record("settings")
+        return "ran settings"
+
+    @app.get("/api/workspaces/{w}/billing", dependencies=[Depends(require())])
+    def billing(w: str) -> str:
+        record("billing")
+        return "ran billing"
+
+    @app.patch("/api/assistants/{a}", dependencies=[Depends(require())])
+    def assistant(a: str) -> str:
+        record("assistant")
+        return "ran assistant"
+
+    @app.get("/api/widget/{a}/config", dependencies=[Depends(authorized())])
+    def widget(a: str) -> str:
+        record("widget")
+        return "ran widget"
+
+    return app
+
+
+# --- WSGI ------------------------------------------------------------------------------
+
+
+def flask_app(record: Record, authorizer: Authorizer | None) -> Any:
+    """Flask; with ``authorizer``, guarded by the extension (else wrap it yourself)."""
+    import flask
+
+    from illumichat_authz.integrations.flask import IllumiChatAuthz
+
+    app = flask.Flask("mounted")
+    if authorizer is not None:
+        IllumiChatAuthz(app, authorizer=authorizer)
+
+    def handler(name: str) -> Callable[..., str]:
+        def view(**params: str) -> str:
+            record(name)
+            return f"ran {name}"
+
+        view.__name__ = name
+        return view
+
+    rules = [
+        ("/api/workspaces/<w>/settings", "settings", "PATCH"),
+        ("/api/workspaces/<w>/billing", "billing", "GET"),
+        ("/api/assistants/<a>", "assistant", "PATCH"),
+        ("/api/widget/<a>/config", "widget", "GET"),
+    ]
+    for rule, name, method in rules:
+        app.add_url_rule(rule, view_func=handler(name), methods=[method])
+    return app
+
+
+def gunicorn_wsgi() -> Any:
+    """gunicorn ``SCRIPT_NAME=/svc``: a Flask app under the plain WSGI middleware."""
+    from illumichat_authz.integrations.wsgi import AuthzWSGIMiddleware
+
+    return AuthzWSGIMiddleware(flask_app(file_record(), None), authorizer=build_authorizer())
+
+
+def waitress_flask() -> Any:
+    """waitress ``--url-prefix=/svc``: Flask with the extension."""
+    return flask_app(file_record(), build_authorizer())
+
+
+def dispatcher_flask() -> Any:
+    """werkzeug's ``DispatcherMiddleware`` mounting Flask (with the extension) at ``/svc``."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.wrappers import Response
+
+    mounted = flask_app(file_record(), build_authorizer())
+    return DispatcherMiddleware(Response("not mounted", status=404), {"/svc": mounted})
+
+
+def gunicorn_django() -> Any:
+    """gunicorn ``SCRIPT_NAME=/svc``: Django with the middleware (settings, assistant,
+    widget) and DRF's classes on the billing view."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="mounted-tests",
+        ALLOWED_HOSTS=["127.0.0.1"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "rest_framework"],
+        MIDDLEWARE=["illumichat_authz.integrations.django.IllumiChatAuthzMiddleware"],
+        ILLUMICHAT_AUTHZ=build_authorizer(),
+        REST_FRAMEWORK={"UNAUTHENTICATED_USER": None},
+        DATABASES={},
+    )
+    django.setup()
+    from django.core.wsgi import get_wsgi_application
+
+    global urlpatterns
+    urlpatterns = _django_urls(file_record())
+    return get_wsgi_application()
+
+
+urlpatterns: list[Any] = []
+
+
+def _django_urls(record: Record) -> list[Any]:
+    from django.http import HttpResponse
+    from django.urls import path
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from illumichat_authz.integrations._drf import IllumiChatAuthentication, IllumiChatPermission
+
+    def handler(name: str) -> Callable[..., HttpResponse]:
+        def view(request: Any, **params: str) -> HttpResponse:
+            record(name)
+            return HttpResponse(f"ran {name}")
+
+        return view
+
+    class Billing(APIView):  # type: ignore[misc]
+        authentication_classes = (IllumiChatAuthentication,)
+        permission_classes = (IllumiChatPermission,)
+        authz_action = "billing:read"
+
+        def get(self, request: Any, w: str) -> Response:
+            record("billing")
+            return Response("ran billing")
+
+    return [
+        path("api/workspaces/<w>/settings", handler("settings")),
+        path("api/workspaces/<w>/billing", Billing.as_view()),
+        path("api/assistants/<a>", handler("assistant")),
+        path("api/widget/<a>/config", handler("widget")),
+    ]
