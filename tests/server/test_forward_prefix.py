@@ -6,12 +6,17 @@ when not enabled, the header is refused (400), never ignored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from proxy_stack import DOCS, Stack, header, proxied
+from test_nginx import NGINX, nginx_argv
 
+from illumichat_authz.facts import InMemoryFacts
 from illumichat_authz.server import create_app
 from illumichat_authz.testing import (
     FactsBuilder,
@@ -21,8 +26,20 @@ from illumichat_authz.testing import (
     session_cookie,
 )
 from illumichat_authz.testing.fixtures import DEV_SESSION_SECRET
+from illumichat_authz.testing.minting import LocalIssuer
 
 pytestmark = pytest.mark.interop
+
+
+def _facts() -> InMemoryFacts:
+    facts = FactsBuilder()
+    (
+        facts.workspace("w1")
+        .member("gus", role="guest")
+        .member("alice", role="owner")
+        .assistant("a-pub", visibility="public", creator="alice")
+    )
+    return facts.facts
 
 
 def _server(**proxies: Any) -> Iterator[str]:
@@ -31,14 +48,7 @@ def _server(**proxies: Any) -> Iterator[str]:
         routes={"undeclared": "authenticated"},
         proxies=proxies,
     )
-    facts = FactsBuilder()
-    (
-        facts.workspace("w1")
-        .member("gus", role="guest")
-        .member("alice", role="owner")
-        .assistant("a-pub", visibility="public", creator="alice")
-    )
-    authorizer = build_test_authorizer(settings, facts=facts.facts)
+    authorizer = build_test_authorizer(settings, facts=_facts())
     with serve_asgi(create_app(authorizer=authorizer)) as url:
         yield url
     authorizer.rate_limiter.close()
@@ -127,3 +137,65 @@ def test_prefix_refused_unless_enabled(disabled: str) -> None:
     assert (response.status_code, response.json()["reason"]) == (400, "bad_header")
     assert "forwarded_prefix" in response.json()["detail"]
     assert ask(disabled, "GET", "/api/widget/a-pub/config").status_code == 200
+
+
+# --- Behind a real nginx, with the documented mounted location -------------------------
+
+
+def _mounted_nginx_argv(tmp: Path, auth: int, upstream: int, port: int) -> list[str]:
+    """test_nginx's documented server, plus the documented ``/svc/`` locations."""
+    argv = nginx_argv(tmp, auth, upstream, port)
+    blocks = re.findall(r"```nginx\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    assert len(blocks) >= 2, "docs/forward-auth.md has no mounted nginx locations"
+    conf = tmp / "nginx.conf"
+    anchor = "    location @authz_denied {"
+    text = conf.read_text()
+    assert text.count(anchor) == 1
+    conf.write_text(text.replace(anchor, blocks[1] + "\n" + anchor))
+    return argv
+
+
+@pytest.fixture(scope="module")
+def mounted_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if NGINX is None:
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    settings = make_test_settings(
+        jwks_url="http://127.0.0.1:9/.well-known/jwks.json",
+        routes={"undeclared": "authenticated"},
+        proxies={"trusted": ["127.0.0.1/32"], "forwarded_prefix": True},
+    )
+    authorizer = build_test_authorizer(settings, facts=_facts())
+    issuer = LocalIssuer(issuer="https://unused.invalid/", audience="unused")
+    seeded = (authorizer, settings, issuer)
+    with proxied("nginx", _mounted_nginx_argv, tmp_path_factory.mktemp("nginx"), seeded) as stack:
+        yield stack
+    authorizer.rate_limiter.close()
+
+
+def test_nginx_mounted_location(mounted_stack: Stack) -> None:
+    guest = {"cookie": mounted_stack.session("gus")}
+    response, seen = mounted_stack.fetch("PATCH", "/svc/api/workspaces/w1/settings", headers=guest)
+    assert (response.status_code, seen) == (403, [])
+    response, seen = mounted_stack.fetch("GET", "/svc/api/widget/a-pub/config")
+    assert response.status_code == 200
+    assert [r["path"] for r in seen] == ["/api/widget/a-pub/config"]  # nginx stripped /svc
+    owner = {"cookie": mounted_stack.session("alice")}
+    response, seen = mounted_stack.fetch("GET", "/svc/api/workspaces/w1/billing", headers=owner)
+    assert (response.status_code, [r["path"] for r in seen]) == (
+        200,
+        ["/api/workspaces/w1/billing"],
+    )
+    assert header(seen[0], "x-authz-action") == ["billing:read"]
+
+
+def test_nginx_client_cannot_name_a_prefix(mounted_stack: Stack) -> None:
+    # The unmounted location's auth request drops the client's X-Forwarded-Prefix, so
+    # /api/workspaces/w1/settings is decided whole (believed, /api would leave an
+    # undeclared /workspaces/w1/settings that any signed-in caller passes).
+    forged = {"cookie": mounted_stack.session("gus"), "x-forwarded-prefix": "/api"}
+    response, seen = mounted_stack.fetch("PATCH", "/api/workspaces/w1/settings", headers=forged)
+    assert (response.status_code, seen) == (403, [])
+    # The mounted one sets its own.
+    forged["x-forwarded-prefix"] = "/svc/api"
+    response, seen = mounted_stack.fetch("PATCH", "/svc/api/workspaces/w1/settings", headers=forged)
+    assert (response.status_code, seen) == (403, [])
