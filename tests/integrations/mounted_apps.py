@@ -88,6 +88,7 @@ def starlette_app(record: Record) -> Any:
         Route("/api/workspaces/{w}/billing", handler("billing"), methods=["GET"]),
         Route("/api/assistants/{a}", handler("assistant"), methods=["PATCH"]),
         Route("/api/widget/{a}/config", handler("widget"), methods=["GET"]),
+        Route("/api/sms/webhook/{a}", handler("sms"), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 
@@ -185,6 +186,21 @@ def dispatcher_flask() -> Any:
 def gunicorn_django() -> Any:
     """gunicorn ``SCRIPT_NAME=/svc``: Django with the middleware (settings, assistant,
     widget) and DRF's classes on the billing view."""
+    _configure_django()
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def uvicorn_django() -> Any:
+    """The same Django project as an ASGI app (``uvicorn --factory --root-path /svc``)."""
+    _configure_django()
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+def _configure_django() -> None:
     import django
     from django.conf import settings
 
@@ -200,11 +216,8 @@ def gunicorn_django() -> Any:
         DATABASES={},
     )
     django.setup()
-    from django.core.wsgi import get_wsgi_application
-
     global urlpatterns
     urlpatterns = _django_urls(file_record())
-    return get_wsgi_application()
 
 
 urlpatterns: list[Any] = []

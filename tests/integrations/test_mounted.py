@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from mounted_apps import (
@@ -32,6 +33,8 @@ from mounted_apps import (
 import illumichat_authz
 from illumichat_authz.integrations.asgi import AuthzMiddleware
 from illumichat_authz.server.background import BackgroundServer
+from illumichat_authz.testing import sign_twilio
+from illumichat_authz.testing.fixtures import TWILIO_AUTH_TOKEN
 
 pytestmark = pytest.mark.interop
 
@@ -50,12 +53,14 @@ TRICKS = [
 ]
 
 
-def send(base: str, method: str, target: str, headers: dict[str, str] | None = None) -> int:
+def send(
+    base: str, method: str, target: str, headers: dict[str, str] | None = None, body: str = ""
+) -> int:
     """The status for ``target`` sent exactly as written (http.client does not normalize)."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        connection.request(method, target, headers=headers or {})
+        connection.request(method, target, body=body or None, headers=headers or {})
         response = connection.getresponse()
         response.read()
         return response.status
@@ -175,12 +180,12 @@ def _free_port() -> int:
 
 @contextmanager
 def served(argv: list[str], record: Path, **env: str) -> Iterator[str]:
-    """``python -m <argv> <listen>`` (gunicorn or waitress) serving ``mounted_apps`` until
+    """``python -m <argv> <listen>`` (gunicorn, waitress or uvicorn) serving ``mounted_apps`` until
     the block ends; handlers record to ``record``."""
     record.touch()
     port = _free_port()
     listen = ["-b", f"127.0.0.1:{port}"] if argv[0] == "gunicorn" else [f"--port={port}"]
-    if argv[0] == "waitress":
+    if argv[0] != "gunicorn":
         listen.append("--host=127.0.0.1")
     path = os.pathsep.join([str(SRC), str(HERE)])
     environ = {**os.environ, "MOUNTED_RECORD": str(record), "PYTHONPATH": path, **env}
@@ -219,3 +224,34 @@ def test_gunicorn_script_name(app: str, tmp_path: Path) -> None:
         # gunicorn itself refuses a target outside SCRIPT_NAME; nothing runs either way.
         assert send(base, "PATCH", "/api/workspaces/w1/settings", {"cookie": cookie()}) >= 400
     assert "settings" not in record.read_text().split()
+
+
+def test_uvicorn_root_path_django_asgi(tmp_path: Path) -> None:
+    # Django's ASGI handler cuts root_path from path itself (path_info); the adapter
+    # classifies the raw_path below the same prefix.
+    record = tmp_path / "ran.txt"
+    argv = ["uvicorn", "--root-path", "/svc", "--factory", "mounted_apps:uvicorn_django"]
+    with served([*argv, "--lifespan", "off"], record) as base:
+        check_mounted(base, lambda: record.read_text().split(), prefix="", tricks=False)
+        for target in ("/%2Fapi/workspaces/w1/settings", "/../api/workspaces/w1/settings"):
+            assert send(base, "PATCH", target, {"cookie": cookie()}) in (400, 404), target
+    assert "settings" not in record.read_text().split()
+
+
+def test_twilio_webhook_under_root_path_signs_the_public_url() -> None:
+    # Twilio signed the URL it called, prefix included; the route is below the prefix.
+    record = Recorder()
+    app = AuthzMiddleware(starlette_app(record), authorizer=build_authorizer())
+    with uvicorn(app, root_path="/svc") as base:
+        form = {"From": "+15550100", "Body": "hi"}
+        path = "/api/sms/webhook/a-pub"
+        signature = sign_twilio(f"{base}/svc{path}", form, token=TWILIO_AUTH_TOKEN)
+        body = urlencode(form)
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-twilio-signature": signature,
+        }
+        assert send(base, "POST", path, headers, body) == 200
+        wrong = sign_twilio(f"{base}{path}", form, token=TWILIO_AUTH_TOKEN)
+        assert send(base, "POST", path, {**headers, "x-twilio-signature": wrong}, body) == 403
+    assert record.ran() == ["sms"]
