@@ -7,6 +7,7 @@ Nothing here imports a framework. Adapters translate their request into
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -119,24 +120,34 @@ def below_mount(raw: str, mount: str | bytes, routed: bytes | None) -> tuple[str
     ``root_path``). Anything else is a :class:`BadRequestError` (400), never a guess: a
     path classified other than it is routed is how a guest reaches a forbidden handler.
     """
-    rest = raw
+    end = 0
     if mount:
-        prefix = quote_path(mount)
-        end = len(prefix)
-        if raw.startswith(prefix) and (len(raw) == end or raw[end] == "/"):
-            rest = raw[end:]
+        prefix = _encoded_mount(mount)
+        if raw.startswith(prefix) and (len(raw) == len(prefix) or raw[len(prefix)] == "/"):
+            end = len(prefix)
         elif routed is None:
             raise BadRequestError(
                 f"the request path is not under the mount {prefix}",
                 reason=Reason.NON_CANONICAL_PATH,
             )
     # An empty rest is the mount itself: frameworks route it as "/" (and redirect there).
-    if routed is not None and unquote_to_bytes(rest or "/") != (routed or b"/"):
+    rest = raw[end:] or "/"
+    if routed is not None and _decoded(rest) != (routed or b"/"):
         raise BadRequestError(
             "the request path and the path the app routes disagree",
             reason=Reason.NON_CANONICAL_PATH,
         )
-    return raw[: len(raw) - len(rest)], rest or "/"
+    return raw[:end], rest
+
+
+# Mounts come from the server's configuration (and Starlette's Mount path parameters):
+# few, so their encoded form is kept, within a bound.
+_encoded_mount = functools.lru_cache(maxsize=64)(quote_path)
+
+
+def _decoded(raw: str) -> bytes:
+    # unquote_to_bytes costs microseconds; most paths have nothing to decode.
+    return raw.encode("ascii") if "%" not in raw and raw.isascii() else unquote_to_bytes(raw)
 
 
 def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | None:
