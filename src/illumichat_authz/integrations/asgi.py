@@ -178,9 +178,7 @@ class AuthzMiddleware:
                 # mapping) is our 500, not the server's.
                 _add_auth(scope, decision)
         except BadRequestError as exc:  # the target and root_path disagree (facts_from_scope)
-            given = [bytes(v) for k, v in scope["headers"] if bytes(k).lower() == b"x-request-id"]
-            rid = request_id([("x-request-id", v.decode("latin-1")) for v in given])
-            await self._deny(scope, send, Decision.of(exc.reason, exc.message), rid)
+            await self._deny(scope, send, Decision.of(exc.reason, exc.message), request_id([]))
             return
         except Exception:
             rid = request_id(facts.headers if facts is not None else [])
