@@ -201,29 +201,33 @@ def uvicorn_django() -> Any:
 
 
 def _configure_django() -> None:
+    """``$MOUNTED_DRF_ONLY=1``: no Django middleware, every view a DRF view with our
+    classes (DRF deciding the request itself); else the middleware and one DRF view."""
     import django
     from django.conf import settings
 
+    drf_only = os.environ.get("MOUNTED_DRF_ONLY") == "1"
+    middleware = "illumichat_authz.integrations.django.IllumiChatAuthzMiddleware"
     settings.configure(
         DEBUG=False,
         SECRET_KEY="mounted-tests",
         ALLOWED_HOSTS=["127.0.0.1"],
         ROOT_URLCONF=__name__,
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "rest_framework"],
-        MIDDLEWARE=["illumichat_authz.integrations.django.IllumiChatAuthzMiddleware"],
+        MIDDLEWARE=[] if drf_only else [middleware],
         ILLUMICHAT_AUTHZ=build_authorizer(),
         REST_FRAMEWORK={"UNAUTHENTICATED_USER": None},
         DATABASES={},
     )
     django.setup()
     global urlpatterns
-    urlpatterns = _django_urls(file_record())
+    urlpatterns = _django_urls(file_record(), drf_only=drf_only)
 
 
 urlpatterns: list[Any] = []
 
 
-def _django_urls(record: Record) -> list[Any]:
+def _django_urls(record: Record, *, drf_only: bool) -> list[Any]:
     from django.http import HttpResponse
     from django.urls import path
     from rest_framework.response import Response
@@ -238,18 +242,23 @@ def _django_urls(record: Record) -> list[Any]:
 
         return view
 
-    class Billing(APIView):  # type: ignore[misc]
-        authentication_classes = (IllumiChatAuthentication,)
-        permission_classes = (IllumiChatPermission,)
-        authz_action = "billing:read"
+    def drf(name: str, method: str, action: str | None = None) -> Any:
+        def answer(self: Any, request: Any, **params: str) -> Response:
+            record(name)
+            return Response(f"ran {name}")
 
-        def get(self, request: Any, w: str) -> Response:
-            record("billing")
-            return Response("ran billing")
+        attributes = {
+            "authentication_classes": (IllumiChatAuthentication,),
+            "permission_classes": (IllumiChatPermission,),
+            "authz_action": action,
+            method: answer,
+        }
+        return type(name.title(), (APIView,), attributes).as_view()
 
+    plain = drf if drf_only else (lambda name, method: handler(name))
     return [
-        path("api/workspaces/<w>/settings", handler("settings")),
-        path("api/workspaces/<w>/billing", Billing.as_view()),
-        path("api/assistants/<a>", handler("assistant")),
-        path("api/widget/<a>/config", handler("widget")),
+        path("api/workspaces/<w>/settings", plain("settings", "patch")),
+        path("api/workspaces/<w>/billing", drf("billing", "get", "billing:read")),
+        path("api/assistants/<a>", plain("assistant", "patch")),
+        path("api/widget/<a>/config", plain("widget", "get")),
     ]

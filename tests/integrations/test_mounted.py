@@ -215,10 +215,19 @@ def served(argv: list[str], record: Path, **env: str) -> Iterator[str]:
             proc.stderr.close()
 
 
-@pytest.mark.parametrize("app", ["mounted_apps:gunicorn_wsgi()", "mounted_apps:gunicorn_django()"])
-def test_gunicorn_script_name(app: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("app", "drf_only"),
+    [
+        ("mounted_apps:gunicorn_wsgi()", "0"),
+        ("mounted_apps:gunicorn_django()", "0"),
+        ("mounted_apps:gunicorn_django()", "1"),
+    ],
+    ids=["wsgi", "django", "drf"],
+)
+def test_gunicorn_script_name(app: str, drf_only: str, tmp_path: Path) -> None:
     record = tmp_path / "ran.txt"
-    with served(["gunicorn", "-w", "1", app], record, SCRIPT_NAME="/svc") as base:
+    env = {"SCRIPT_NAME": "/svc", "MOUNTED_DRF_ONLY": drf_only}
+    with served(["gunicorn", "-w", "1", app], record, **env) as base:
         # gunicorn answers a target outside SCRIPT_NAME itself ("500 Bad Request").
         check_mounted(base, lambda: record.read_text().split(), refused=(400, 404, 500))
         # gunicorn itself refuses a target outside SCRIPT_NAME; nothing runs either way.
