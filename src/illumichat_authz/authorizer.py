@@ -110,6 +110,7 @@ def build_core(
         authenticators=authenticators,
         twilio=twilio,
         trusted_proxies=parse_trusted(settings.proxies.trusted),
+        forwarded_prefix=settings.proxies.forwarded_prefix,
         public_base_url=twilio_cfg.public_base_url,
         undeclared=settings.routes.undeclared,
         allow_preflight=settings.routes.allow_preflight,

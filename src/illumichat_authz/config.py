@@ -219,6 +219,9 @@ class RateLimitSettings(_Section):
 class ProxySettings(_Section):
     #: CIDRs whose X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host are believed.
     trusted: list[str] = Field(default_factory=list)
+    #: Forward auth: decide the URI below a trusted proxy's X-Forwarded-Prefix (off: a
+    #: request carrying one is refused). The proxy must set it on every auth request.
+    forwarded_prefix: bool = False
 
     @field_validator("trusted")
     @classmethod

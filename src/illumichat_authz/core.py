@@ -83,6 +83,8 @@ class Core:
     authenticators: Authenticators = field(default_factory=Authenticators)
     twilio: TwilioSignatureVerifier | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Forward auth believes X-Forwarded-Prefix from ``trusted_proxies`` (``[proxies]``).
+    forwarded_prefix: bool = False
     public_base_url: str | None = None
     undeclared: Literal["deny", "authenticated"] = "deny"
     allow_preflight: bool = True
@@ -473,7 +475,8 @@ def _twilio_webhook(request: RequestFacts, core: Core, match: RouteMatch, trace:
     url = public_url(
         scheme=request.scheme,
         host_header=request.header("host"),
-        path=request.path,
+        # Twilio signed the URL it called: the mount's prefix is part of it.
+        path=request.mount + request.path,
         query=request.query,
         headers=request.headers,
         peer=request.peer,

@@ -27,6 +27,7 @@ __all__ = [
     "IPNetwork",
     "client_ip",
     "is_trusted",
+    "is_trusted_peer",
     "parse_trusted",
     "public_url",
     "rate_limit_subject",
@@ -85,6 +86,12 @@ def _parse_ip(text: str) -> IPAddress | None:
 
 def is_trusted(ip: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
     return any(ip.version == net.version and ip in net for net in trusted)
+
+
+def is_trusted_peer(peer: str | None, trusted: Sequence[IPNetwork]) -> bool:
+    """Whether the connection's peer is a trusted proxy (its X-Forwarded-* are believed)."""
+    peer_ip = _parse_ip(peer) if peer is not None else None
+    return peer_ip is not None and bool(trusted) and is_trusted(peer_ip, trusted)
 
 
 def _header_values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
@@ -156,8 +163,7 @@ def public_url(
     suffix = path + (f"?{query}" if query else "")
     if public_base_url:
         return public_base_url.rstrip("/") + suffix
-    peer_ip = _parse_ip(peer) if peer is not None else None
-    from_proxy = peer_ip is not None and bool(trusted) and is_trusted(peer_ip, trusted)
+    from_proxy = is_trusted_peer(peer, trusted)
     host = (host_header or "").strip()
     scheme = scheme.lower()
     if from_proxy:

@@ -32,6 +32,9 @@ class RequestFacts(NamedTuple):
     #: The address of the connection's peer (a proxy, or the client itself).
     peer: str | None = None
     scheme: str = "http"
+    #: The raw prefix the app is mounted under (ASGI ``root_path``, WSGI ``SCRIPT_NAME``),
+    #: already cut from ``path``: the route is ``path``, the public URL ``mount + path``.
+    mount: str = ""
 
     @classmethod
     def build(
@@ -44,6 +47,7 @@ class RequestFacts(NamedTuple):
         body: bytes | None = None,
         peer: str | None = None,
         scheme: str = "http",
+        mount: str = "",
     ) -> RequestFacts:
         """Normalize header names; accepts a mapping or (name, value) pairs."""
         pairs = headers.items() if isinstance(headers, Mapping) else headers
@@ -55,6 +59,7 @@ class RequestFacts(NamedTuple):
             body=body,
             peer=peer,
             scheme=scheme,
+            mount=mount,
         )
 
     def header_values(self, name: str) -> list[str]:

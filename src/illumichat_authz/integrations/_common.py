@@ -1,4 +1,4 @@
-"""What every adapter shares: request ids, the raw path, the Host check, the 500 answer.
+"""What every adapter shares: request ids, the raw path, the mount, the Host check, the 500 answer.
 
 Nothing here imports a framework. Adapters translate their request into
 :class:`RequestFacts`, call the authorizer, and turn a denial into a response with
@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from ..decision import Decision
+from ..errors import BadRequestError
 from ..reasons import Reason
 from ..render import Rendered, render_denial
 from ..request import RequestFacts
@@ -30,6 +31,7 @@ __all__ = [
     "Anonymous",
     "access_arguments",
     "authorizer_for_file",
+    "below_mount",
     "check_host",
     "internal_error",
     "quote_path",
@@ -107,6 +109,54 @@ def split_request_uri(uri: str) -> tuple[str, str] | None:
         return None
     path, _, query = uri.partition("?")
     return path, query
+
+
+def below_mount(raw: str, mount: str | bytes, routed: bytes | None) -> tuple[str, str]:
+    """``(prefix, path)``: the raw target path split into the mount's raw prefix and the raw
+    path the app routes, which is what the core must classify.
+
+    ``raw`` is the target's path, still percent-encoded. ``mount`` is where the server or
+    framework says the app is mounted, decoded (ASGI ``root_path``, WSGI ``SCRIPT_NAME``, a
+    trusted ``X-Forwarded-Prefix``; ``""`` for none). ``routed`` is the decoded path the
+    framework dispatches, as bytes, when the server states it (WSGI ``PATH_INFO``, the ASGI
+    path below ``root_path``), ``None`` when only the mount is known (forward auth).
+
+    The target is split below the mount only where it starts with the mount's encoded form
+    on a segment boundary (``/svc`` is above ``/svc/api``, not ``/svcx/api`` or
+    ``/svc%2Fapi``). Where the server states what it routes, the rest must decode to exactly
+    that; a target outside the mount passes only when it is itself what is routed (a proxy
+    stripped the prefix and the framework routes the whole target: ``ProxyFix``, FastAPI's
+    ``root_path``). Anything else is a :class:`BadRequestError` (400), never a guess: a
+    path classified other than it is routed is how a guest reaches a forbidden handler.
+    """
+    end = 0
+    if mount:
+        prefix = _encoded_mount(mount)
+        if raw.startswith(prefix) and (len(raw) == len(prefix) or raw[len(prefix)] == "/"):
+            end = len(prefix)
+        elif routed is None:
+            raise BadRequestError(
+                f"the request path is not under the mount {prefix}",
+                reason=Reason.NON_CANONICAL_PATH,
+            )
+    # An empty rest is the mount itself: frameworks route it as "/" (and redirect there).
+    rest = raw[end:] or "/"
+    if routed is not None and _decoded(rest) != (routed or b"/"):
+        raise BadRequestError(
+            "the request path and the path the app routes disagree",
+            reason=Reason.NON_CANONICAL_PATH,
+        )
+    return raw[:end], rest
+
+
+# Mounts come from the server's configuration (and Starlette's Mount path parameters):
+# few, so their encoded form is kept, within a bound.
+_encoded_mount = functools.lru_cache(maxsize=64)(quote_path)
+
+
+def _decoded(raw: str) -> bytes:
+    # unquote_to_bytes costs microseconds; most paths have nothing to decode.
+    return raw.encode("ascii") if "%" not in raw and raw.isascii() else unquote_to_bytes(raw)
 
 
 def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | None:

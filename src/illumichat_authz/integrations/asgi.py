@@ -13,8 +13,18 @@ from typing import Any
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..errors import BadRequestError
 from ..request import RequestFacts, is_decimal
-from ._common import ANONYMOUS, check_host, internal_error, log, quote_path, render, request_id
+from ._common import (
+    ANONYMOUS,
+    below_mount,
+    check_host,
+    internal_error,
+    log,
+    quote_path,
+    render,
+    request_id,
+)
 
 __all__ = ["AuthzMiddleware", "facts_from_scope"]
 
@@ -34,6 +44,10 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
         path = (raw if b"?" not in raw else raw.split(b"?", 1)[0]).decode("latin-1")
     else:
         path = quote_path(str(scope.get("path", "")))
+    mount = ""
+    root = scope.get("root_path")
+    if root:  # mounted: the app routes what follows root_path (one check when not)
+        mount, path = _below_root(path, str(root), str(scope.get("path", "")))
     websocket = scope["type"] == "websocket"
     scheme = scope.get("scheme") or ("ws" if websocket else "http")
     client = scope.get("client")
@@ -55,8 +69,25 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
             None,
             str(client[0]) if client else None,
             _SCHEMES.get(scheme, scheme) if type(scheme) is str else str(scheme),
+            mount,
         ),
     )
+
+
+def _below_root(raw: str, root: str, path: str) -> tuple[str, str]:
+    """The mount and the raw path the app routes, from ``root_path`` (else a 400).
+
+    ASGI puts ``root_path`` in ``path`` too (uvicorn ``--root-path`` prepends it to what the
+    proxy sent, Starlette's ``Mount`` leaves ``path`` whole). The app routes what follows
+    it on a segment boundary, and a path outside it whole: Starlette's ``get_route_path``.
+    """
+    if path == root:
+        routed = ""
+    elif path.startswith(root) and path[len(root)] == "/":
+        routed = path[len(root) :]
+    else:
+        routed = path
+    return below_mount(raw, root, routed.encode("utf-8", "surrogatepass"))
 
 
 _new_tuple = tuple.__new__
@@ -146,6 +177,9 @@ class AuthzMiddleware:
                 # Inside the try: a scope we cannot extend (a "state" that is not a
                 # mapping) is our 500, not the server's.
                 _add_auth(scope, decision)
+        except BadRequestError as exc:  # the target and root_path disagree (facts_from_scope)
+            await self._deny(scope, send, Decision.of(exc.reason, exc.message), request_id([]))
+            return
         except Exception:
             rid = request_id(facts.headers if facts is not None else [])
             log.exception("authorization middleware failed; request %s denied", rid)

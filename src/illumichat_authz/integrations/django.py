@@ -30,11 +30,13 @@ except ImportError as exc:
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..errors import BadRequestError
 from ..principal import Principal
 from ..reasons import Reason
 from ..request import RequestFacts
 from ._common import (
     authorizer_for_file,
+    below_mount,
     check_host,
     internal_error,
     log,
@@ -140,15 +142,36 @@ def get_authorizer() -> Authorizer:
     raise ImproperlyConfigured("ILLUMICHAT_AUTHZ must be an Authorizer or a config file path")
 
 
-def facts_from_request(request: HttpRequest) -> RequestFacts:
+def _target(request: HttpRequest) -> tuple[str, str, str]:
+    """``(mount, path, query)``: the raw target below the script prefix, which must decode
+    to ``request.path_info`` (what Django's URLconf resolves), else a 400 (``below_mount``).
+
+    WSGI: the raw target is ``RAW_URI``/``REQUEST_URI`` and the prefix ``SCRIPT_NAME`` (not
+    ``FORCE_SCRIPT_NAME``, which changes ``request.path`` but not what is resolved). ASGI:
+    ``raw_path``, and ``META["SCRIPT_NAME"]`` is what Django cut from ``path``
+    (``FORCE_SCRIPT_NAME`` or ``root_path``).
+    """
     meta = request.META
-    raw = None
-    for key in ("RAW_URI", "REQUEST_URI"):
-        if isinstance(meta.get(key), str):
-            raw = _split(meta[key])
-            if raw is not None:
-                break
-    path, query = raw or (quote_path(request.path.encode("utf-8")), meta.get("QUERY_STRING", ""))
+    script = str(meta.get("SCRIPT_NAME", ""))
+    scope = getattr(request, "scope", None)  # an ASGIRequest
+    if scope is None:
+        mount = script.encode("latin-1", "replace")  # PEP 3333: bytes as latin-1
+        targets = [meta.get("RAW_URI"), meta.get("REQUEST_URI")]
+    else:
+        mount = script.encode("utf-8", "surrogateescape")
+        raw_path = scope.get("raw_path")
+        targets = [bytes(raw_path).decode("latin-1")] if raw_path else []
+    routed = request.path_info.encode("utf-8", "surrogateescape")
+    found = (_split(t) for t in targets if isinstance(t, str))
+    split = next((t for t in found if t is not None), None)
+    # No raw target (the test client, runserver): encoding what Django has is the wire form.
+    raw, query = split or (quote_path(mount + routed), str(meta.get("QUERY_STRING", "")))
+    prefix, path = below_mount(raw, mount, routed)
+    return prefix, path, query
+
+
+def facts_from_request(request: HttpRequest) -> RequestFacts:
+    mount, path, query = _target(request)
     headers = [(k.lower(), v) for k, v in request.headers.items()]
     if not any(k == "host" for k, _ in headers):
         # Django falls back to SERVER_NAME (HTTP/1.0, its test client) and checks the
@@ -159,8 +182,9 @@ def facts_from_request(request: HttpRequest) -> RequestFacts:
         path=path,
         query=str(query),
         headers=headers,
-        peer=meta.get("REMOTE_ADDR") or None,
+        peer=request.META.get("REMOTE_ADDR") or None,
         scheme=request.scheme or "http",
+        mount=mount,
     )
 
 
@@ -185,6 +209,9 @@ def decide_request(authorizer: Authorizer, request: HttpRequest) -> tuple[Decisi
         decision = check_host(facts, http_version=version)
         if decision is None:
             decision = authorizer.decide(facts, read_body=read_body)
+    except BadRequestError as exc:  # the target and the script prefix disagree (_target)
+        decision = Decision.of(exc.reason, exc.message)
+        rid = request_id([(k.lower(), v) for k, v in request.headers.items()])
     except DisallowedHost:
         decision = Decision.of(Reason.BAD_HEADER, "Host header is not allowed")
     except Exception:

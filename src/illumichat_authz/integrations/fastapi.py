@@ -26,8 +26,10 @@ except ImportError as exc:
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..errors import BadRequestError
 from ..principal import Principal
 from ..reasons import Reason
+from ..request import RequestFacts
 from ._common import access_arguments, internal_error, log, render, request_id
 from .asgi import facts_from_scope
 
@@ -75,8 +77,23 @@ def install(app: FastAPI, *, authorizer: Authorizer) -> None:
     app.add_exception_handler(AuthzDenied, _render_denied)
 
 
+def _rid(request: Request) -> str:
+    raw = request.headers.raw
+    return request_id([(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw])
+
+
+def _facts(request: Request) -> RequestFacts | Decision:
+    """The request's facts, or the 400 when its target and ``root_path`` disagree."""
+    try:
+        return facts_from_scope(request.scope)
+    except BadRequestError as exc:
+        return Decision.of(exc.reason, exc.message)
+
+
 async def _decide(request: Request, authorizer: Authorizer) -> Decision:
-    facts = facts_from_scope(request.scope)
+    facts = _facts(request)
+    if isinstance(facts, Decision):
+        return facts
 
     async def read_body(max_bytes: int) -> bytes | None:
         declared = facts.header("content-length")
@@ -109,7 +126,7 @@ def authorized(
         _cookie: Annotated[str | None, Security(session_cookie)] = None,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
     ) -> Decision:
-        rid = request_id(facts_from_scope(request.scope).headers)
+        rid = _rid(request)
         decision = request.scope.get("auth")
         if not isinstance(decision, Decision):
             chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
@@ -171,7 +188,7 @@ def require(
                     "authentication required; sign in and retry",
                     headers=challenge,
                 ),
-                request_id(facts_from_scope(request.scope).headers),
+                _rid(request),
             )
         return decision.principal
 
@@ -186,7 +203,7 @@ def _require_access(
         _cookie: Annotated[str | None, Security(session_cookie)] = None,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
     ) -> Principal:
-        rid = request_id(facts_from_scope(request.scope).headers)
+        rid = _rid(request)
         try:
             chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
             if chosen is None:
@@ -213,7 +230,10 @@ async def _access(
     seen = request.scope.get("auth")
     principal = seen.principal if isinstance(seen, Decision) else None
     if principal is None:
-        identified = await authorizer.aidentify(facts_from_scope(request.scope))
+        facts = _facts(request)
+        if isinstance(facts, Decision):
+            return facts
+        identified = await authorizer.aidentify(facts)
         principal = identified.principal
         if not identified.allowed or principal is None:
             return identified

@@ -39,7 +39,7 @@ from ..decision import Decision
 from ..errors import ConfigurationError
 from ..reasons import Reason
 from ._common import access_arguments, authorizer_for_file, internal_error, log, render, request_id
-from .wsgi import decide_environ, facts_from_environ
+from .wsgi import decide_environ
 
 __all__ = ["CONFIG_KEY", "IllumiChatAuthz"]
 
@@ -157,7 +157,7 @@ class IllumiChatAuthz:
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | flask.Response:
                 decision: Any = flask.g.get("authz_decision")
                 rid = flask.g.get("authz_request_id") or request_id(
-                    facts_from_environ(flask.request.environ).headers
+                    [(k.lower(), v) for k, v in flask.request.headers.items()]
                 )
                 if not isinstance(decision, Decision):
                     # before_request did not run (e.g. another hook answered first): decide.

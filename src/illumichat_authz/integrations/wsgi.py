@@ -14,8 +14,9 @@ from typing import Any
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..errors import BadRequestError
 from ..request import RequestFacts, is_decimal
-from ._common import check_host, internal_error, log, quote_path, render, request_id
+from ._common import below_mount, check_host, internal_error, log, quote_path, render, request_id
 from ._common import split_request_uri as _split
 
 __all__ = ["AuthzWSGIMiddleware", "decide_environ", "facts_from_environ", "read_environ_body"]
@@ -29,25 +30,38 @@ DECISION_KEY = "illumichat_authz.decision"
 _SPECIAL = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
 
-def _raw_path(environ: Environ) -> tuple[str, str]:
-    # gunicorn sets RAW_URI, uwsgi and many others REQUEST_URI: the target as received.
+def _raw_path(environ: Environ) -> tuple[str, str, str]:
+    """``(mount, path, query)``: the raw target below ``SCRIPT_NAME``, which must decode to
+    ``PATH_INFO`` (what every WSGI framework routes), else a 400 (``below_mount``)."""
+    script = _wsgi_bytes(environ.get("SCRIPT_NAME", ""))
+    routed = _wsgi_bytes(environ.get("PATH_INFO", ""))
+    # gunicorn sets RAW_URI, uwsgi, waitress and many others REQUEST_URI: the target as
+    # received, mount included.
     for key in ("RAW_URI", "REQUEST_URI"):
         value = environ.get(key)
         if isinstance(value, str) and (split := _split(value)) is not None:
-            return split
-    # PEP 3333: PATH_INFO is the (percent-decoded) bytes as latin-1 characters; getting
-    # the bytes back and percent-encoding them gives the core a wire-form path again.
-    decoded = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+            raw, query = split
+            break
+    else:
+        # No raw target: percent-encoding the decoded bytes gives the core a wire form.
+        raw, query = quote_path(script + routed), str(environ.get("QUERY_STRING", ""))
+    mount, path = below_mount(raw, script, routed)
+    return mount, path, query
+
+
+def _wsgi_bytes(value: object) -> bytes:
+    # PEP 3333: SCRIPT_NAME and PATH_INFO are the (percent-decoded) bytes as latin-1
+    # characters.
+    text = str(value)
     try:
-        data = decoded.encode("latin-1")
+        return text.encode("latin-1")
     except UnicodeEncodeError:  # a server that decoded as UTF-8 after all
-        data = decoded.encode("utf-8", "surrogateescape")
-    return quote_path(data), str(environ.get("QUERY_STRING", ""))
+        return text.encode("utf-8", "surrogateescape")
 
 
 def facts_from_environ(environ: Environ) -> RequestFacts:
     """The core's view of a WSGI environ."""
-    path, query = _raw_path(environ)
+    mount, path, query = _raw_path(environ)
     headers: list[tuple[str, str]] = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
@@ -61,6 +75,7 @@ def facts_from_environ(environ: Environ) -> RequestFacts:
         headers=headers,
         peer=environ.get("REMOTE_ADDR") or None,
         scheme=str(environ.get("wsgi.url_scheme", "http")),
+        mount=mount,
     )
 
 
@@ -88,6 +103,9 @@ def decide_environ(authorizer: Authorizer, environ: Environ) -> tuple[Decision, 
         decision = check_host(facts, http_version=_version(environ))
         if decision is None:
             decision = authorizer.decide(facts, read_body=lambda n: read_environ_body(environ, n))
+    except BadRequestError as exc:  # the target and SCRIPT_NAME/PATH_INFO disagree
+        decision = Decision.of(exc.reason, exc.message)
+        rid = request_id([("x-request-id", str(environ.get("HTTP_X_REQUEST_ID", "")))])
     except Exception:
         log.exception("authorization middleware failed; request %s denied", rid)
         decision = internal_error()

@@ -27,7 +27,7 @@ import hmac
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,7 +39,8 @@ from .. import net
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError, SignatureError
-from ..integrations._common import render, request_id, split_request_uri
+from ..integrations._common import below_mount, render, request_id, split_request_uri
+from ..net import IPNetwork, is_trusted_peer
 from ..reasons import Reason
 from ..render import identity_headers
 from ..request import RequestFacts, is_decimal
@@ -59,6 +60,7 @@ _META = frozenset(
         "x-original-uri",
         "x-forwarded-method",
         "x-forwarded-uri",
+        "x-forwarded-prefix",
         "content-length",
         "transfer-encoding",
         "connection",
@@ -104,11 +106,14 @@ def forwarded_request(
     headers: Iterable[tuple[str, str]],
     peer: str | None,
     prefix: str = AUTH_PREFIX,
+    trusted: Sequence[IPNetwork] | None = None,
 ) -> RequestFacts:
     """The original request, as the core must see it, from a proxy's auth sub-request.
 
     ``raw_path``/``query`` are the sub-request's own; ``headers`` lower-cased pairs.
-    Raises :class:`BadRequestError` when the original request cannot be known.
+    ``trusted``: the proxies whose ``X-Forwarded-Prefix`` is believed (``[proxies]
+    trusted`` with ``forwarded_prefix = true``; ``None``: nobody's). Raises
+    :class:`BadRequestError` when the original request cannot be known.
     """
     pairs = [(k.lower(), v) for k, v in headers]
     original_method = _single(pairs, "x-original-method", "x-forwarded-method") or method
@@ -129,16 +134,48 @@ def forwarded_request(
         raise BadRequestError(
             "original URI is not an absolute path", reason=Reason.NON_CANONICAL_PATH
         )
-    path, original_query = split
+    mount, path = below_mount(split[0], _forwarded_prefix(pairs, peer, trusted), None)
     return RequestFacts.build(
         method=original_method,
         path=path,
-        query=original_query,
+        query=split[1],
         headers=[(k, v) for k, v in pairs if k not in _META],
         body=None,
         peer=peer,
         scheme="http",
+        mount=mount,
     )
+
+
+def _forwarded_prefix(
+    pairs: list[tuple[str, str]], peer: str | None, trusted: Sequence[IPNetwork] | None
+) -> str:
+    """The prefix a trusted proxy stripped before the service (``X-Forwarded-Prefix``).
+
+    The service routes the URI below it, so that is what is decided (``below_mount``: a
+    URI not under it is a 400). Where it is not believed (not enabled, or not from a
+    trusted proxy) it is refused, not ignored: ignoring it would decide ``/svc/api/...``
+    while the service runs ``/api/...``. Opt-in, because nginx and Caddy pass a client's
+    copy through unless told otherwise.
+    """
+    values = [v.strip() for k, v in pairs if k == "x-forwarded-prefix"]
+    if not values:
+        return ""
+    if len(values) > 1:
+        raise BadRequestError("more than one X-Forwarded-Prefix header", reason=Reason.BAD_HEADER)
+    if trusted is None:
+        raise BadRequestError(
+            "X-Forwarded-Prefix is not enabled ([proxies] forwarded_prefix)",
+            reason=Reason.BAD_HEADER,
+        )
+    if not is_trusted_peer(peer, trusted):
+        raise BadRequestError(
+            "X-Forwarded-Prefix from a peer that is not a trusted proxy ([proxies] trusted)",
+            reason=Reason.BAD_HEADER,
+        )
+    if values[0] and not values[0].startswith("/"):
+        raise BadRequestError("X-Forwarded-Prefix is not a path", reason=Reason.BAD_HEADER)
+    return values[0].rstrip("/")
 
 
 async def _no_body(max_bytes: int) -> bytes | None:
@@ -190,9 +227,15 @@ class _ForwardAuth:
     async def decide(self, request: Request) -> Response:
         path, query, headers, peer = _raw(request)
         rid = request_id([(k.lower(), v) for k, v in headers])
+        core = self.authorizer.core
         try:
             facts = forwarded_request(
-                method=request.method, raw_path=path, query=query, headers=headers, peer=peer
+                method=request.method,
+                raw_path=path,
+                query=query,
+                headers=headers,
+                peer=peer,
+                trusted=core.trusted_proxies if core.forwarded_prefix else None,
             )
             decision = await self.authorizer.adecide(facts, read_body=_no_body)
         except BadRequestError as exc:
