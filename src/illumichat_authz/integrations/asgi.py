@@ -15,6 +15,7 @@ from ..authorizer import Authorizer
 from ..decision import Decision
 from ..request import RequestFacts, is_decimal
 from ._common import ANONYMOUS, check_host, internal_error, log, quote_path, render, request_id
+from .route_check import check_asgi
 
 __all__ = ["AuthzMiddleware", "facts_from_scope"]
 
@@ -115,6 +116,7 @@ class AuthzMiddleware:
     def __init__(self, app: ASGIApp, *, authorizer: Authorizer) -> None:
         self.app = app
         self.authorizer = authorizer
+        check_asgi(app, authorizer)  # [routes] check_app, for a Starlette or FastAPI app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -36,6 +36,7 @@ from ..reasons import Reason
 from ..request import RequestFacts
 from ._common import check_host, internal_error, log, quote_path, render, request_id
 from ._common import split_request_uri as _split
+from .route_check import check_django
 
 __all__ = [
     "AnonymousPrincipalUser",
@@ -218,6 +219,7 @@ class IllumiChatAuthzMiddleware:
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
         self.authorizer = get_authorizer()
+        check_django(self.authorizer)  # [routes] check_app: Django builds this at start-up
 
     def __call__(self, request: HttpRequest) -> Any:
         decision, rid = decide_request(self.authorizer, request)

@@ -21,7 +21,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..reasons import Reason
-from ._common import access_arguments, render, request_id
+from ._common import access_arguments, action_mismatch, render, request_id
+from .route_check import Requirement, check_flask_on_first_request, mark
 from .wsgi import decide_environ, facts_from_environ
 
 __all__ = ["IllumiChatAuthz"]
@@ -47,6 +48,7 @@ class IllumiChatAuthz:
     def init_app(self, app: flask.Flask) -> None:
         app.extensions[_EXTENSION] = self
         app.before_request(self._before_request)
+        check_flask_on_first_request(app, lambda: self.authorizer)  # [routes] check_app
 
     def _before_request(self) -> flask.Response | None:
         decision, rid = decide_environ(self.authorizer, flask.request.environ)
@@ -91,9 +93,8 @@ class IllumiChatAuthz:
                     decision = self._access(decision, action or "", resource, workspace)
                     if not decision.allowed:
                         return _respond(decision, rid)
-                elif action is not None and decision.action != action:
-                    denied = Decision.of(Reason.POLICY_DENIED, f"this endpoint requires {action}")
-                    return _respond(denied, rid)
+                elif (mismatch := action_mismatch(decision, action, rid)) is not None:
+                    return _respond(mismatch, rid)
                 if decision.principal is None:
                     return _respond(
                         Decision.of(
@@ -105,7 +106,8 @@ class IllumiChatAuthz:
                     )
                 return view(*args, **kwargs)
 
-            return wrapper
+            names_resource = resource is not None or workspace is not None
+            return mark(wrapper, Requirement(action, names_resource=names_resource))
 
         return decorate
 
