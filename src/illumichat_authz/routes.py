@@ -123,13 +123,13 @@ class RouteTable:
     def _insert(self, route: Route) -> None:
         node = self._root
         for seg in _split_template(route.template):
-            if node.wildcard:
-                raise _covered(route, next(iter(node.wildcard.values())))
-            m = _PARAM.match(seg)
             w = _WILDCARD.match(seg)
             if w:
                 self._insert_wildcard(node, route, w.group(1))
                 return
+            if node.wildcard:
+                raise _covered(route, next(iter(node.wildcard.values())))
+            m = _PARAM.match(seg)
             if m:
                 if node.param is None:
                     node.param = _Node()

@@ -28,6 +28,7 @@ from ..policy_check import Finding
 
 if TYPE_CHECKING:
     from ..authorizer import Authorizer
+    from ..core import Core
     from ..routes import RouteTable
 
 __all__ = [
@@ -450,13 +451,14 @@ def django_routes(urlconf: Any = None) -> list[AppRoute]:
                     callback, "authz_action", None
                 )
                 reqs = (Requirement(action),) if isinstance(action, str) else ()
-                name = getattr(callback, "__qualname__", None) or entry.name or repr(entry)
+                named = cls or callback
+                name = getattr(named, "__qualname__", None) or entry.name or repr(entry)
                 found.append(
                     AppRoute(
                         _django_methods(callback),
                         "/" + path if path is not None else None,
                         reqs,
-                        f"view {getattr(callback, '__module__', '?')}.{name}",
+                        f"view {getattr(named, '__module__', '?')}.{name}",
                     )
                 )
 
@@ -476,13 +478,12 @@ def check_django(authorizer: Authorizer, urlconf: Any = None) -> None:
 # --- policy check --app -------------------------------------------------------------------------
 
 
-def check_app(target: Any, authorizer: Authorizer) -> list[Finding]:
+def check_app(target: Any, core: Core) -> list[Finding]:
     """The findings for ``target``: a FastAPI/Starlette app, a Flask app, a Django WSGI or
     ASGI handler (its ``ROOT_URLCONF``) or URLconf module, or one of those inside our
     ``AuthzMiddleware`` / ``AuthzWSGIMiddleware``."""
     from .asgi import AuthzMiddleware
 
-    core = authorizer.core
     behind = False
     for _ in range(8):
         kind = type(target).__module__.split(".")[0]
