@@ -299,9 +299,11 @@ def check_asgi(app: Any, authorizer: Authorizer) -> None:
     core = authorizer.core
     if core.check_app == "off":
         return
+    name = "the app behind AuthzMiddleware"
     if hasattr(app, "state") and hasattr(app, "routes"):
         setattr(app.state, _FRONTED, True)
         findings = check_fastapi(app, core.routes, undeclared=core.undeclared, behind=True)
+        name = f"the app {type(app).__name__}"
     else:
         layer, handlers = app, None
         for _ in range(64):
@@ -318,7 +320,7 @@ def check_asgi(app: Any, authorizer: Authorizer) -> None:
 
             if AuthzDenied not in handlers:
                 findings.extend(_not_installed(routes, behind=True))
-    enforce(findings, core.check_app, app=f"the app behind AuthzMiddleware ({type(app).__name__})")
+    enforce(findings, core.check_app, app=name)
 
 
 # --- Flask ----------------------------------------------------------------------------------
