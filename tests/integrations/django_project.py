@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+import illumichat_authz
+
+#: The package this test process imports, so the subprocess runs the same code.
+SRC = Path(illumichat_authz.__file__).resolve().parents[1]
 CLI = (sys.executable, "-m", "illumichat_authz.cli")
 
 SETTINGS = """
