@@ -25,64 +25,18 @@ from illumichat_authz.integrations.fastapi import install, require
 from illumichat_authz.integrations.flask import IllumiChatAuthz
 from illumichat_authz.principal import Principal
 
-# The recipes, as docs/integrations.md gives them.
-FASTAPI_ROUTES = """
-[[route]]
-methods = ["GET"]
-path = "/docs"
-class = "public"
-action = "host:docs"
+# The recipes docs/integrations.md shows (test_docs_show_the_recipes keeps them equal).
+RECIPES = Path(__file__).resolve().parents[2] / "examples" / "host-routes"
+FASTAPI_ROUTES = (RECIPES / "fastapi.toml").read_text("utf-8")
+FLASK_ROUTES = (RECIPES / "flask.toml").read_text("utf-8")
+DJANGO_ROUTES = (RECIPES / "django.toml").read_text("utf-8")
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
 
-[[route]]
-methods = ["GET"]
-path = "/docs/oauth2-redirect"
-class = "public"
-action = "host:docs"
 
-[[route]]
-methods = ["GET"]
-path = "/redoc"
-class = "public"
-action = "host:docs"
-
-[[route]]
-methods = ["GET"]
-path = "/openapi.json"
-class = "public"
-action = "host:openapi"
-
-[[route]]
-methods = ["GET"]
-path = "/healthz"
-class = "public"
-action = "host:health"
-"""
-FLASK_ROUTES = """
-[[route]]
-methods = ["GET"]
-path = "/static/{filename:path}"
-class = "public"
-action = "host:static"
-
-[[route]]
-methods = ["GET"]
-path = "/healthz"
-class = "public"
-action = "host:health"
-"""
-DJANGO_ROUTES = """
-[[route]]
-methods = ["GET", "POST"]
-path = "/admin/{rest:path}"
-class = "public"        # Django's own login guards the admin
-action = "host:admin"
-
-[[route]]
-methods = ["GET"]
-path = "/healthz/"
-class = "public"
-action = "host:health"
-"""
+def test_docs_show_the_recipes() -> None:
+    docs = DOCS.read_text("utf-8")
+    for recipe in (FASTAPI_ROUTES, FLASK_ROUTES, DJANGO_ROUTES):
+        assert recipe.strip() in docs
 
 
 def _authorizer(tmp_path: Path, host_routes: str | None) -> Authorizer:
