@@ -304,3 +304,15 @@ def test_django_check_app_error_refuses_to_start(tmp_path: Path) -> None:
     done = policy_check(root, "mysite.urls")
     assert done.returncode == 1
     assert "FAILED" in done.stdout
+
+
+def test_the_wsgi_middleware_checks_the_flask_app_it_wraps() -> None:
+    from illumichat_authz.integrations.wsgi import AuthzWSGIMiddleware
+
+    app = flask.Flask(__name__)
+    app.add_url_rule("/healthz", "healthz", lambda: "ok")
+    with pytest.raises(ConfigurationError, match=r"GET /healthz is not in the route table"):
+        AuthzWSGIMiddleware(app.wsgi_app, authorizer=_authorizer("error"))
+    with pytest.raises(ConfigurationError, match=r"GET /healthz is not in the route table"):
+        AuthzWSGIMiddleware(app, authorizer=_authorizer("error"))
+    AuthzWSGIMiddleware(app, authorizer=_authorizer("off"))  # not looked at

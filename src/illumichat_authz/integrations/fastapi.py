@@ -30,11 +30,10 @@ from ..principal import Principal
 from ..reasons import Reason
 from ._common import access_arguments, action_mismatch, internal_error, log, render, request_id
 from .asgi import facts_from_scope
-from .route_check import Requirement, install_fastapi_check, mark
+from .route_check import STATE_KEY, Requirement, install_fastapi_check, mark
 
 __all__ = ["AuthzDenied", "authorized", "bearer", "install", "require", "session_cookie"]
 
-STATE_KEY = "illumichat_authz"
 
 # Documentation only (auto_error=False): the decision is the authorizer's, not these.
 session_cookie = APIKeyCookie(

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..routes import RouteTable
 
 __all__ = [
+    "STATE_KEY",
     "AppRoute",
     "Requirement",
     "check_app",
@@ -40,6 +41,7 @@ __all__ = [
     "check_fastapi",
     "check_flask_on_first_request",
     "check_routes",
+    "check_wsgi",
     "django_routes",
     "enforce",
     "flask_routes",
@@ -53,6 +55,8 @@ log = logging.getLogger("illumichat_authz.integrations")
 F = TypeVar("F", bound=Callable[..., Any])
 #: The attribute :func:`mark` sets.
 _ATTRIBUTE = "authz_requirement"
+#: Where FastAPI's ``install()`` keeps the authorizer on ``app.state``.
+STATE_KEY = "illumichat_authz"
 #: Methods not compared: HEAD is classified as GET; OPTIONS are preflights or automatic.
 _SKIPPED = frozenset({"HEAD", "OPTIONS"})
 _STARLETTE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
@@ -238,7 +242,7 @@ def check_fastapi(app: Any, table: RouteTable, *, undeclared: str, behind: bool)
     if not behind:
         routes = [r for r in routes if r.requirements]
     findings = check_routes(table, routes, undeclared=undeclared)
-    installed = getattr(getattr(app, "state", None), "illumichat_authz", None) is not None
+    installed = getattr(getattr(app, "state", None), STATE_KEY, None) is not None
     if not installed:
         findings.extend(_not_installed(routes, behind=behind))
     return findings
@@ -357,7 +361,7 @@ def check_flask_on_first_request(app: Any, authorizer: Callable[[], Authorizer])
     one with our 500, logged, rather than serving a misconfigured app."""
     import flask
 
-    from ._common import internal_error, render
+    from ._common import internal_error, render, request_id
 
     lock = threading.Lock()
     state: dict[str, str | None] = {}
@@ -369,8 +373,9 @@ def check_flask_on_first_request(app: Any, authorizer: Callable[[], Authorizer])
                     state["error"] = _flask_outcome(app, authorizer())
         if state["error"] is None:
             return None
-        log.error("%s; request denied", state["error"])
-        rendered = render(internal_error(), "")
+        rid = request_id([])
+        log.error("request %s denied: %s", rid, state["error"])
+        rendered = render(internal_error(), rid)
         return flask.Response(rendered.body, status=rendered.status, headers=list(rendered.headers))
 
     app.before_request_funcs.setdefault(None, []).insert(0, check)
@@ -380,11 +385,14 @@ def _flask_outcome(app: Any, authorizer: Authorizer) -> str | None:
     core = authorizer.core
     if core.check_app == "off":
         return None
-    findings = check_routes(core.routes, flask_routes(app), undeclared=core.undeclared)
     try:
+        findings = check_routes(core.routes, flask_routes(app), undeclared=core.undeclared)
         enforce(findings, core.check_app, app=f"the Flask app {app.name!r}")
     except ConfigurationError as exc:
         return str(exc)
+    except Exception:  # our bug: fail closed, as a start-up error would
+        log.exception("the route check of the Flask app %r failed", app.name)
+        return "the route check failed"
     return None
 
 
@@ -475,6 +483,24 @@ def check_django(authorizer: Authorizer, urlconf: Any = None) -> None:
         return
     findings = check_routes(core.routes, django_routes(urlconf), undeclared=core.undeclared)
     enforce(findings, core.check_app, app="the Django URLconf")
+
+
+def check_wsgi(app: Any, authorizer: Authorizer) -> None:
+    """From ``AuthzWSGIMiddleware.__init__``: check the Flask app or Django handler it
+    wraps (any other WSGI app has no routes to compare)."""
+    core = authorizer.core
+    if core.check_app == "off":
+        return
+    app = getattr(app, "__self__", app)  # `app.wsgi_app = AuthzWSGIMiddleware(app.wsgi_app)`
+    kind = type(app).__module__.split(".")[0]
+    if kind == "flask":
+        routes, name = flask_routes(app), f"the Flask app {app.name!r}"
+    elif kind == "django":
+        routes, name = django_routes(), "the Django URLconf"
+    else:
+        return
+    findings = check_routes(core.routes, routes, undeclared=core.undeclared)
+    enforce(findings, core.check_app, app=name)
 
 
 # --- policy check --app -------------------------------------------------------------------------

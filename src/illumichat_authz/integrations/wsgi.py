@@ -17,6 +17,7 @@ from ..decision import Decision
 from ..request import RequestFacts, is_decimal
 from ._common import check_host, internal_error, log, quote_path, render, request_id
 from ._common import split_request_uri as _split
+from .route_check import check_wsgi
 
 __all__ = ["AuthzWSGIMiddleware", "decide_environ", "facts_from_environ", "read_environ_body"]
 
@@ -104,6 +105,7 @@ class AuthzWSGIMiddleware:
     def __init__(self, app: WSGIApp, *, authorizer: Authorizer) -> None:
         self.app = app
         self.authorizer = authorizer
+        check_wsgi(app, authorizer)  # [routes] check_app, for a Flask app or Django
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         decision, rid = decide_environ(self.authorizer, environ)
