@@ -316,3 +316,44 @@ def test_the_wsgi_middleware_checks_the_flask_app_it_wraps() -> None:
     with pytest.raises(ConfigurationError, match=r"GET /healthz is not in the route table"):
         AuthzWSGIMiddleware(app, authorizer=_authorizer("error"))
     AuthzWSGIMiddleware(app, authorizer=_authorizer("off"))  # not looked at
+
+
+def test_framework_path_syntax_is_read_in_the_tables_terms(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from illumichat_authz.integrations.route_check import check_routes, flask_routes
+
+    authorizer = _authorizer()
+    (tmp_path / "host.toml").write_text(
+        (Path(__file__).resolve().parents[2] / "examples/host-routes/flask.toml").read_text(),
+        encoding="utf-8",
+    )
+    settings = load_settings(overrides={"policies": {"host_routes": [str(tmp_path / "host.toml")]}})
+    table = Authorizer.from_settings(settings).core.routes
+
+    app = flask.Flask(__name__)  # its /static/<path:filename> is the recipe's wildcard
+    for rule in ("/api/chats/<int:chat>", "/api/widget/<a>/config", "/api/chats/<c>/x"):
+        app.add_url_rule(rule, rule, lambda **_: "")
+    found = _messages(check_routes(table, flask_routes(app)))
+    assert found == [
+        "endpoint '/api/chats/<c>/x': GET /api/chats/{c}/x is not in the route table: it is "
+        "denied as undeclared_route; declare it in a host routes file ([policies] host_routes)"
+    ]
+
+    async def endpoint(request: object) -> Response:
+        return Response()
+
+    starlette = Starlette(
+        routes=[
+            Route("/api/chats/{chat:int}", endpoint),
+            Route("/api/widget/tickets/create", endpoint, methods=["POST"]),
+            Route("/api/widget/{a}.json", endpoint),  # text beside a parameter
+        ],
+        middleware=[Middleware(AuthzMiddleware, authorizer=authorizer)],
+    )
+    found = _messages(check_app(starlette, authorizer.core))
+    assert len(found) == 1
+    assert "GET /api/widget/{_} is not in the route table" in found[0]

@@ -117,7 +117,7 @@ def check_routes(
             # Any method (a Django function view): declared if some method is.
             found = [r for m in sorted(table.methods) if (r := table.match_template(m, template))]
             if not found and not (own_resource and undeclared == "authenticated"):
-                findings.append(_unclassified(origin, "*", template))
+                findings.append(_unclassified(origin, "*", template, undeclared))
             pairs = [(r.method, r) for r in found]
         else:
             pairs = []
@@ -128,7 +128,7 @@ def check_routes(
                 if route is not None:
                     pairs.append((method, route))
                 elif not (own_resource and undeclared == "authenticated"):
-                    findings.append(_unclassified(origin, method, template))
+                    findings.append(_unclassified(origin, method, template, undeclared))
         for method, route in pairs:
             for req in app_route.requirements:
                 if req.action is not None and not req.names_resource and req.action != route.action:
@@ -143,11 +143,16 @@ def check_routes(
     return findings
 
 
-def _unclassified(origin: str, method: str, template: str) -> Finding:
+def _unclassified(origin: str, method: str, template: str, undeclared: str) -> Finding:
+    verdict = (
+        "any signed-in caller may use it, with no policy check"
+        if undeclared == "authenticated"
+        else "it is denied as undeclared_route"
+    )
     return Finding(
         "warning",
-        f"{origin}: {method} {template} is not in the route table: it is denied as "
-        "undeclared_route; declare it in a host routes file ([policies] host_routes)",
+        f"{origin}: {method} {template} is not in the route table: {verdict}; declare it "
+        "in a host routes file ([policies] host_routes)",
     )
 
 
