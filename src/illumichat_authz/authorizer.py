@@ -72,8 +72,10 @@ def build_core(
 ) -> Core:
     """Compile the routes, the policy and the credential verifiers; fail fast on mistakes."""
     pol = settings.policies
-    with _setting("policies.dir / policies.routes"):
-        routes = routes or load_routes(pol.dir / pol.routes)
+    with _setting(
+        "policies.dir / policies.routes" + (" / policies.host_routes" if pol.host_routes else "")
+    ):
+        routes = routes or load_routes(pol.dir / pol.routes, host_files=pol.host_routes)
     with _setting("policies.dir / policies.model / policies.policy"):
         policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
     for route in routes.routes:
@@ -116,6 +118,7 @@ def build_core(
         allow_preflight=settings.routes.allow_preflight,
         conceal_hidden=settings.decisions.conceal_hidden,
         max_path_length=settings.routes.max_path_length,
+        check_app=settings.routes.check_app,
         max_body_bytes=twilio_cfg.max_body_bytes,
         rate_limits=specs,
     )

@@ -78,6 +78,10 @@ class PoliciesSettings(_Section):
     model: str = "model.conf"
     policy: str = "policy.csv"
     routes: str = "routes.toml"
+    #: The host app's own route files (docs, health checks, static files), layered over
+    #: ``routes``: same format, relative to the configuration file; a route declared twice
+    #: is a start-up error.
+    host_routes: list[Path] = Field(default_factory=list)
 
 
 class FactsSettings(_Section):
@@ -94,6 +98,10 @@ class RouteSettings(_Section):
     allow_preflight: bool = True
     #: Longest raw path accepted; longer is 400 ``non_canonical_path``.
     max_path_length: int = Field(default=2048, ge=16, le=65536)
+    #: At start-up, the adapters compare the framework's routes with the table: framework
+    #: routes the table does not classify, and ``require(action)`` that disagrees with it.
+    #: ``warn`` logs them, ``error`` refuses to start, ``off`` does not look.
+    check_app: Literal["warn", "error", "off"] = "warn"
 
 
 class DecisionSettings(_Section):
@@ -303,6 +311,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value and not Path(value).is_absolute():
             data[section][key] = str((base / value).resolve())
+    policies = data.get("policies")
+    hosts = policies.get("host_routes") if isinstance(policies, dict) else None
+    if isinstance(hosts, list):
+        policies["host_routes"] = [  # type: ignore[index]
+            str((base / v).resolve()) if isinstance(v, str) and not Path(v).is_absolute() else v
+            for v in hosts
+        ]
     return data
 
 

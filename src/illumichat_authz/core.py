@@ -92,6 +92,9 @@ class Core:
     max_path_length: int = 2048
     max_body_bytes: int = 64 * 1024
     rate_limits: Mapping[str, RateLimitSpec] = field(default_factory=dict)
+    #: What the adapters do at start-up with framework routes the table does not classify
+    #: (``[routes] check_app``); not a decision input.
+    check_app: Literal["warn", "error", "off"] = "warn"
     #: (action, resource kind or None) -> the synthetic route ``decide_access`` evaluates,
     #: for every action of the policy: one lookup both validates and finds it.
     access_routes: Mapping[tuple[str, str | None], Route] = field(

@@ -62,7 +62,7 @@ def canonical_segments(raw_path: str, *, max_length: int = 2048) -> tuple[str, .
     """Return the decoded segments of ``raw_path`` or raise 400 ``non_canonical_path``.
 
     ``raw_path`` is the path as sent on the wire, still percent-encoded, without query.
-    ``/`` is the empty tuple.
+    ``/`` is the empty tuple; a trailing ``/`` is a final empty segment.
     """
     if len(raw_path) > max_length:
         raise _fail(f"longer than {max_length} characters")
@@ -79,9 +79,15 @@ def canonical_segments(raw_path: str, *, max_length: int = 2048) -> tuple[str, .
         return ()
     parts = raw_path[1:].split("/")
     segments: list[str] = []
-    for part in parts:
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        if part == "" and i == last:
+            # A trailing '/' is its own path (Django's `/admin/`): kept as a final empty
+            # segment, which only a route declared with the '/' matches.
+            segments.append("")
+            continue
         if part == "":
-            raise _fail("empty segment ('//' or a trailing '/')")
+            raise _fail("empty segment ('//')")
         if part in (".", ".."):
             raise _fail("dot segment")
         segments.append(_decode_segment(part))

@@ -32,6 +32,13 @@ _ADVICE = {
     429: "Too many requests; wait for Retry-After seconds.",
     503: "A dependency is unavailable; retry later.",
 }
+#: Where a reason's advice is not its status's: a signed-in caller on an undeclared route
+#: has nothing to fix in a workspace role (no role can use a route that does not exist).
+_REASON_ADVICE = {
+    (Reason.UNDECLARED_ROUTE, 403): (
+        "This service declares no such endpoint for this method; check the method and path."
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +62,7 @@ def render_denial(decision: Decision, *, request_id: str | None = None) -> Rende
         "detail": decision.message,
         "reason": decision.reason.value,
     }
-    advice = _ADVICE.get(status)
+    advice = _REASON_ADVICE.get((decision.reason, status)) or _ADVICE.get(status)
     if advice:
         problem["action"] = advice
     if request_id:

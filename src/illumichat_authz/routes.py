@@ -2,22 +2,26 @@
 
 Matching walks a segment trie. At each position a literal segment is tried before a
 parameter (so ``/api/widget/tickets/create`` is its own route, not widget ``tickets``),
-backtracking when the literal branch dead-ends. HEAD is classified as GET.
+and a parameter before a trailing ``{name:path}`` wildcard, backtracking when a branch
+dead-ends. HEAD is classified as GET. A host layers its own files over the shipped table
+(:func:`load_routes` ``host_files``): one trie, and a route two files both declare is a
+start-up error naming both.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .errors import ConfigurationError
+from .errors import BadRequestError, ConfigurationError
 from .paths import canonical_segments
+from .reasons import Reason
 from .vocab import ResourceKind
 
 __all__ = [
@@ -27,6 +31,7 @@ __all__ = [
     "RouteMatch",
     "RouteTable",
     "load_routes",
+    "template_segments",
 ]
 
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
@@ -34,6 +39,8 @@ _MISSING = object()
 #: Paths whose classification RouteTable.classify remembers.
 _MEMO_SIZE = 4096
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}\Z")
+#: ``{name:path}``: the rest of the path, one or more segments (last segment only).
+_WILDCARD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63}):path\}\Z")
 _LITERAL = re.compile(r"[A-Za-z0-9\-._~]+\Z")
 _RATE = re.compile(r"\s*(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?\s*\Z")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
@@ -88,6 +95,11 @@ class _Node:
     literals: dict[str, _Node] = field(default_factory=dict)
     param: _Node | None = None
     param_name: str | None = None
+    #: The route that named the parameter at this position (for conflict messages).
+    param_origin: str = ""
+    #: ``{name:path}`` routes below this node, per method: they own every deeper path.
+    wildcard: dict[str, Route] = field(default_factory=dict)
+    wildcard_name: str | None = None
     routes: dict[str, Route] = field(default_factory=dict)
 
 
@@ -111,15 +123,23 @@ class RouteTable:
     def _insert(self, route: Route) -> None:
         node = self._root
         for seg in _split_template(route.template):
+            w = _WILDCARD.match(seg)
+            if w:
+                self._insert_wildcard(node, route, w.group(1))
+                return
+            if node.wildcard:
+                raise _covered(route, next(iter(node.wildcard.values())))
             m = _PARAM.match(seg)
             if m:
                 if node.param is None:
                     node.param = _Node()
                     node.param_name = m.group(1)
+                    node.param_origin = route.origin
                 elif node.param_name != m.group(1):
                     raise ConfigurationError(
-                        f"{route.origin}: parameter {{{m.group(1)}}} at the position where another "
-                        f"route has {{{node.param_name}}}; use one name per position"
+                        f"{route.origin}: parameter {{{m.group(1)}}} in {route.id} at the position "
+                        f"where {node.param_origin} has {{{node.param_name}}}; "
+                        "use one name per position"
                     )
                 node = node.param
             else:
@@ -131,6 +151,30 @@ class RouteTable:
                 "the second can never match"
             )
         node.routes[route.method] = route
+
+    @staticmethod
+    def _insert_wildcard(node: _Node, route: Route, name: str) -> None:
+        # A wildcard owns its whole subtree: were it allowed beside deeper routes, a
+        # public `/api/{rest:path}` would quietly make every undeclared /api path public.
+        below = _first_route(node.literals.values()) or (
+            _first_route([node.param]) if node.param is not None else None
+        )
+        if below is not None:
+            raise _covered(route, below)
+        if node.wildcard_name not in (None, name):
+            other = next(iter(node.wildcard.values()))
+            raise ConfigurationError(
+                f"{route.origin}: {{{name}:path}} in {route.id} at the position where "
+                f"{other.origin} has {{{node.wildcard_name}:path}}; use one name per position"
+            )
+        if route.method in node.wildcard:
+            other = node.wildcard[route.method]
+            raise ConfigurationError(
+                f"{route.origin}: {route.id} shadows {other.origin} ({other.id}): "
+                "the second can never match"
+            )
+        node.wildcard_name = name
+        node.wildcard[route.method] = route
 
     def classify(self, method: str, raw_path: str, max_length: int) -> RouteMatch | None:
         """:func:`canonical_segments` then :meth:`match`, remembered per (method, path).
@@ -144,7 +188,16 @@ class RouteTable:
         found = self._memo.get(key, _MISSING)
         if found is not _MISSING and len(raw_path) <= max_length:
             return found  # type: ignore[return-value]
-        match = self.match(method, canonical_segments(raw_path, max_length=max_length))
+        segments = canonical_segments(raw_path, max_length=max_length)
+        match = self.match(method, segments)
+        if match is None and segments and segments[-1] == "" and self.path_exists(segments[:-1]):
+            # `/api/chats/` beside a declared `/api/chats`: frameworks may dispatch the two
+            # alike (Flask strict_slashes=False, optional-slash regexes), so an "undeclared"
+            # verdict here could let past what the declared route denies. 400, as always.
+            raise BadRequestError(
+                "non-canonical request path: trailing '/' on a route declared without one",
+                reason=Reason.NON_CANONICAL_PATH,
+            )
         if match is not None:
             match = RouteMatch(match.route, MappingProxyType(match.params))
         if len(self._memo) >= _MEMO_SIZE:
@@ -176,7 +229,46 @@ class RouteTable:
             if found is not None:
                 return found
             del params[node.param_name]
+        wildcard = node.wildcard.get(method)
+        if wildcard is not None and node.wildcard_name:
+            rest = segments[i:]
+            # Canonical paths have no empty segment but a final one (a trailing '/').
+            if all(_PARAM_VALUE.match(s) for s in rest[:-1]) and (
+                rest[-1] == "" or _PARAM_VALUE.match(rest[-1])
+            ):
+                params[node.wildcard_name] = "/".join(rest)
+                return wildcard
         return None
+
+    def match_template(self, method: str, template: str) -> Route | None:
+        """The route a framework's path template falls under, or ``None``.
+
+        ``template`` is in this table's syntax (literals, ``{name}``, ``{name:path}``); a
+        framework parameter only matches a parameter (or wildcard) of ours, since a literal
+        of ours would classify one of its values only. For route checks at start-up.
+        """
+        lookup = "GET" if method == "HEAD" else method
+        return self._walk_template(self._root, template_segments(template), 0, lookup)
+
+    def _walk_template(
+        self, node: _Node, segments: tuple[str, ...], i: int, method: str
+    ) -> Route | None:
+        if i == len(segments):
+            return node.routes.get(method)
+        seg = segments[i]
+        if _WILDCARD.match(seg):
+            return node.wildcard.get(method)
+        if not _PARAM.match(seg):
+            child = node.literals.get(seg)
+            if child is not None:
+                found = self._walk_template(child, segments, i + 1, method)
+                if found is not None:
+                    return found
+        if node.param is not None and (_PARAM.match(seg) or _PARAM_VALUE.match(seg)):
+            found = self._walk_template(node.param, segments, i + 1, method)
+            if found is not None:
+                return found
+        return node.wildcard.get(method)
 
     def path_exists(self, segments: tuple[str, ...]) -> bool:
         """Whether some method is declared for this path (for diagnostics)."""
@@ -185,6 +277,28 @@ class RouteTable:
 
 def _split_template(template: str) -> list[str]:
     return [] if template == "/" else template[1:].split("/")
+
+
+def template_segments(template: str) -> tuple[str, ...]:
+    """A template's segments (``/admin/`` ends with an empty one, as its paths do)."""
+    return tuple(_split_template(template))
+
+
+def _first_route(nodes: Iterable[_Node]) -> Route | None:
+    for node in nodes:
+        for route in (*node.routes.values(), *node.wildcard.values()):
+            return route
+        below = _first_route([*node.literals.values(), *([node.param] if node.param else [])])
+        if below is not None:
+            return below
+    return None
+
+
+def _covered(route: Route, other: Route) -> ConfigurationError:
+    return ConfigurationError(
+        f"{route.origin}: {route.id} and {other.origin} ({other.id}) overlap: a {{name:path}} "
+        "route must own every path below it"
+    )
 
 
 def _workspace_sources(raw: Any, origin: str) -> tuple[str, ...]:
@@ -237,10 +351,19 @@ def _route_from(raw: Any, origin: str) -> list[Route]:
     if not isinstance(path, str) or not path.startswith("/"):
         raise ConfigurationError(f"{origin}: path must start with '/'")
     names: list[str] = []
-    for seg in _split_template(path):
-        pm = _PARAM.match(seg)
+    segments = _split_template(path)
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        pm = _PARAM.match(seg) or _WILDCARD.match(seg)
         if pm:
             names.append(pm.group(1))
+            if seg.endswith(":path}") and (not last or raw["class"] != RouteClass.PUBLIC):
+                raise ConfigurationError(
+                    f"{origin}: {seg} must be the last segment of a public route "
+                    f"(it matches any path below {path.rsplit('/', 1)[0] or '/'})"
+                )
+        elif seg == "" and last:
+            pass  # a trailing '/' (`/admin/`): its own path, as the request's is
         elif not _LITERAL.match(seg):
             raise ConfigurationError(f"{origin}: bad path segment {seg!r} in {path!r}")
         elif seg in (".", ".."):
@@ -314,6 +437,13 @@ def _route_from(raw: Any, origin: str) -> list[Route]:
 
 
 def routes_from_document(data: Mapping[str, Any], *, source: str) -> RouteTable:
+    routes, read_actions = _document(data, source=source)
+    return RouteTable(routes, read_actions=read_actions)
+
+
+def _document(
+    data: Mapping[str, Any], *, source: str
+) -> tuple[list[Route], dict[ResourceKind, str]]:
     unknown = set(data) - {"route", "resources"}
     if unknown:
         raise ConfigurationError(f"{source}: unknown top-level key(s) {sorted(unknown)}")
@@ -332,18 +462,36 @@ def routes_from_document(data: Mapping[str, Any], *, source: str) -> RouteTable:
     routes: list[Route] = []
     for i, raw in enumerate(raw_routes, start=1):
         routes.extend(_route_from(raw, f"{source} route #{i}"))
+    return routes, read_actions
+
+
+def load_routes(path: str | Path, *, host_files: Sequence[str | Path] = ()) -> RouteTable:
+    """The table in ``path``, with each of ``host_files`` layered over it.
+
+    Host files hold ``[[route]]`` entries in the same format (the host app's own
+    endpoints: docs, health checks, static files); ``[resources]`` stays the main table's.
+    A host route that another file already declares is a :class:`ConfigurationError`
+    naming both files: layering adds routes, it never replaces one.
+    """
+    routes, read_actions = _document(_read(Path(path)), source=str(path))
+    for host_file in host_files:
+        data = _read(Path(host_file))
+        if "resources" in data:
+            raise ConfigurationError(
+                f"{host_file}: [resources] belongs to the main route table ({path}), "
+                "not to a host routes file"
+            )
+        routes.extend(_document(data, source=str(host_file))[0])
     return RouteTable(routes, read_actions=read_actions)
 
 
-def load_routes(path: str | Path) -> RouteTable:
-    file = Path(path)
+def _read(file: Path) -> dict[str, Any]:
     try:
         with file.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigurationError(f"route table not found: {file}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{file}: TOML syntax error: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigurationError(f"{file}: not valid UTF-8 (TOML files are UTF-8)") from None
-    return routes_from_document(data, source=str(file))

@@ -76,9 +76,11 @@ async def test_standalone_allow_and_deny(authorizer: Authorizer) -> None:
         assert denied.status_code == 403
         assert denied.json()["reason"] == "insufficient_role"
 
+        # require() disagrees with the table: our configuration mistake, a 500, never a
+        # 403 that sends the caller to check a workspace role.
         mismatch = await http.get("/api/assistants", headers=cookie_header("u1"))
-        assert mismatch.status_code == 403
-        assert mismatch.json()["reason"] == "policy_denied"
+        assert mismatch.status_code == 500
+        assert mismatch.json()["reason"] == "internal_error"
 
         public = await http.get("/api/widget/a1/config")
         assert public.status_code == 401

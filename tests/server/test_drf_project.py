@@ -71,7 +71,7 @@ class Assistant(APIView):
 
 
 class Chats(APIView):
-    authz_action = "assistant:update"  # not what the table says of /api/chats: a 403
+    authz_action = "assistant:update"  # not what the table says of /api/chats: our 500
 
     def get(self, request):
         ran("chats")
@@ -227,7 +227,6 @@ def test_anonymous_is_401_with_a_challenge(project: Project) -> None:
     ("path", "user", "reason"),
     [
         ("/api/assistants/a-priv", "bob", "not_visible"),
-        ("/api/chats", "bob", "policy_denied"),  # the view's authz_action disagrees
         ("/api/assistants/a-pub", "mallory", "not_a_member"),
     ],
 )
@@ -238,6 +237,15 @@ def test_denials_are_403_and_never_run_the_view(
     assert response.status_code == 403, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["reason"] == reason
+    assert project.last_ran == []
+
+
+def test_an_authz_action_the_table_disagrees_with_is_our_500(project: Project) -> None:
+    # A configuration mistake (the route check lists it at start-up), never a 403 that
+    # would send the caller to check a workspace role, and the view never runs.
+    response = project.get("/api/chats", user="bob")
+    assert response.status_code == 500, response.text
+    assert response.json()["reason"] == "internal_error"
     assert project.last_ran == []
 
 

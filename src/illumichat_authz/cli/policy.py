@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ..authorizer import Authorizer, build_core
+from ..errors import ConfigurationError
 from ..policy import Attributes
-from ..policy_check import check_policy
+from ..policy_check import Finding, check_policy
 from ..policy_tables import load_table, run_table
 from ..vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Visibility
 from ._common import add_config_flag, add_request_flags, request_from_flags, settings_from
@@ -32,6 +35,12 @@ def register(sub: Any) -> None:
     )
     add_config_flag(check)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    check.add_argument(
+        "--app",
+        metavar="MODULE[:ATTR]",
+        help="also compare an app's routes with the table: a FastAPI, Starlette or Flask "
+        "app, a Django wsgi/asgi application or URLconf module (DJANGO_SETTINGS_MODULE)",
+    )
     check.set_defaults(handler=_check)
 
     explain = psub.add_parser(
@@ -82,16 +91,49 @@ def _check(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     core = build_core(settings)  # raises ConfigurationError on load errors (exit 2)
     findings = check_policy(core.policy, core.routes)
+    if args.app:
+        from ..integrations.route_check import check_app
+
+        strict_app = core.check_app == "error"
+        for finding in check_app(_import_app(args.app), core):
+            findings.append(Finding("error", finding.message) if strict_app else finding)
     for finding in findings:
         print(finding)
     errors = [f for f in findings if f.severity == "error" or args.strict]
     pol = settings.policies
+    files = ", ".join(
+        str(f) for f in (pol.dir / pol.policy, pol.dir / pol.routes, *pol.host_routes)
+    )
     print(
-        f"{'FAILED' if errors else 'ok'}: {pol.dir / pol.policy}, {pol.dir / pol.routes}: "
+        f"{'FAILED' if errors else 'ok'}: {files}{f', app {args.app}' if args.app else ''}: "
         f"{len(core.routes.routes)} routes, {len(core.policy.actions)} actions, "
         f"{len(core.policy.roles)} roles; {len(findings)} finding(s)"
     )
     return 1 if errors else 0
+
+
+def _import_app(spec: str) -> Any:
+    """``module:attr`` (or a module) imported from the working directory, as uvicorn and
+    ``flask --app`` do; Django is set up first when ``DJANGO_SETTINGS_MODULE`` is set."""
+    module_name, _, attr = spec.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if os.environ.get("DJANGO_SETTINGS_MODULE"):
+            import django  # type: ignore[import-untyped]
+
+            django.setup()
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"--app {spec}: cannot import {module_name}: {exc}") from None
+    if not attr:
+        return module
+    target = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ConfigurationError(f"--app {spec}: {module_name} has no attribute {attr!r}")
+        target = getattr(target, part)
+    return target
 
 
 def _explain(args: argparse.Namespace) -> int:

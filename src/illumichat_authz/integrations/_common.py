@@ -30,6 +30,7 @@ __all__ = [
     "ANONYMOUS",
     "Anonymous",
     "access_arguments",
+    "action_mismatch",
     "authorizer_for_file",
     "below_mount",
     "check_host",
@@ -220,6 +221,24 @@ def authorizer_for_file(config_file: str) -> Authorizer:
     from ..authorizer import Authorizer
 
     return Authorizer.from_settings(config_file=config_file)
+
+
+def action_mismatch(decision: Decision, required: str | None, rid: str) -> Decision | None:
+    """The deny when an endpoint's ``require(action)`` is not the action the route table
+    declares for the request: our configuration mistake, so a logged 500, never a 403
+    that would send the caller to check a workspace role (``[routes] check_app`` lists
+    these at start-up)."""
+    if required is None or decision.action == required:
+        return None
+    log.error(
+        "configuration error: the route table declares %s as %s, but its endpoint requires "
+        "%s; request %s denied",
+        decision.route or "this undeclared route",
+        decision.action,
+        required,
+        rid,
+    )
+    return internal_error()
 
 
 def internal_error() -> Decision:

@@ -25,6 +25,7 @@ from ._common import (
     render,
     request_id,
 )
+from .route_check import check_asgi
 
 __all__ = ["AuthzMiddleware", "facts_from_scope"]
 
@@ -146,6 +147,7 @@ class AuthzMiddleware:
     def __init__(self, app: ASGIApp, *, authorizer: Authorizer) -> None:
         self.app = app
         self.authorizer = authorizer
+        check_asgi(app, authorizer)  # [routes] check_app, for a Starlette or FastAPI app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -45,6 +45,7 @@ from ._common import (
     request_id,
 )
 from ._common import split_request_uri as _split
+from .route_check import check_django
 
 __all__ = [
     "AnonymousPrincipalUser",
@@ -245,6 +246,7 @@ class IllumiChatAuthzMiddleware:
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
         self.authorizer = get_authorizer()
+        check_django(self.authorizer)  # [routes] check_app: Django builds this at start-up
 
     def __call__(self, request: HttpRequest) -> Any:
         decision, rid = decide_request(self.authorizer, request)

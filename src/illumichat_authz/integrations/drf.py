@@ -36,7 +36,7 @@ except ImportError as exc:
 
 from ..decision import Decision
 from ..reasons import Reason
-from ._common import request_id
+from ._common import action_mismatch, request_id
 from .django import PrincipalUser, attach, decide_request, get_authorizer, respond
 
 __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"]
@@ -105,10 +105,9 @@ class IllumiChatPermission(BasePermission):  # type: ignore[misc]
         decision, rid = _decision(request)
         if not decision.allowed:
             raise AuthzDenied(decision, rid)
-        required = getattr(view, "authz_action", None)
-        if required is not None and decision.action != required:
-            denied = Decision.of(Reason.POLICY_DENIED, f"this endpoint requires {required}")
-            raise AuthzDenied(denied, rid)
+        mismatch = action_mismatch(decision, getattr(view, "authz_action", None), rid)
+        if mismatch is not None:
+            raise AuthzDenied(mismatch, rid)
         return True
 
     def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:

@@ -30,12 +30,12 @@ from ..errors import BadRequestError
 from ..principal import Principal
 from ..reasons import Reason
 from ..request import RequestFacts
-from ._common import access_arguments, internal_error, log, render, request_id
+from ._common import access_arguments, action_mismatch, internal_error, log, render, request_id
 from .asgi import facts_from_scope
+from .route_check import STATE_KEY, Requirement, install_fastapi_check, mark
 
 __all__ = ["AuthzDenied", "authorized", "bearer", "install", "require", "session_cookie"]
 
-STATE_KEY = "illumichat_authz"
 
 # Documentation only (auto_error=False): the decision is the authorizer's, not these.
 session_cookie = APIKeyCookie(
@@ -75,6 +75,7 @@ def install(app: FastAPI, *, authorizer: Authorizer) -> None:
     """Register the authorizer and the problem+json handler for :class:`AuthzDenied`."""
     setattr(app.state, STATE_KEY, authorizer)
     app.add_exception_handler(AuthzDenied, _render_denied)
+    install_fastapi_check(app, authorizer)  # [routes] check_app, when the app starts
 
 
 def _rid(request: Request) -> str:
@@ -139,20 +140,12 @@ def authorized(
                 decision = internal_error()
         if not decision.allowed:
             raise AuthzDenied(decision, rid)
-        if action is not None and decision.action != action:
-            # The endpoint expects another action than the route table declares: a
-            # configuration mistake, and never a reason to allow.
-            log.warning(
-                "route %s is declared as %s, endpoint requires %s",
-                decision.route,
-                decision.action,
-                action,
-            )
-            denied = Decision.of(Reason.POLICY_DENIED, f"this endpoint requires {action}")
-            raise AuthzDenied(denied, rid)
+        mismatch = action_mismatch(decision, action, rid)
+        if mismatch is not None:
+            raise AuthzDenied(mismatch, rid)
         return decision
 
-    return dependency
+    return mark(dependency, Requirement(action, uses_app_state=authorizer is None))
 
 
 def require(
@@ -216,7 +209,8 @@ def _require_access(
             raise AuthzDenied(decision, rid)
         return decision.principal
 
-    return dependency
+    requirement = Requirement(action, names_resource=True, uses_app_state=authorizer is None)
+    return mark(dependency, requirement)
 
 
 async def _access(

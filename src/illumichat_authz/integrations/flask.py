@@ -38,7 +38,16 @@ from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import ConfigurationError
 from ..reasons import Reason
-from ._common import access_arguments, authorizer_for_file, internal_error, log, render, request_id
+from ._common import (
+    access_arguments,
+    action_mismatch,
+    authorizer_for_file,
+    internal_error,
+    log,
+    render,
+    request_id,
+)
+from .route_check import Requirement, check_flask_on_first_request, mark
 from .wsgi import decide_environ
 
 __all__ = ["CONFIG_KEY", "IllumiChatAuthz"]
@@ -124,6 +133,7 @@ class IllumiChatAuthz:
             authorizer = _configured_authorizer(app)
         app.extensions[_EXTENSION] = _AppState(authorizer=authorizer)
         app.before_request(self._before_request)
+        check_flask_on_first_request(app, lambda: authorizer)  # [routes] check_app
 
     def _before_request(self) -> flask.Response | None:
         decision, rid = _decide()
@@ -142,7 +152,7 @@ class IllumiChatAuthz:
         workspace: str | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R | flask.Response]]:
         """Demand a verified principal and, given ``action``, that the route table declares
-        this request as ``action`` (a mismatch is a configuration mistake: 403).
+        this request as ``action`` (a mismatch is our configuration mistake: a logged 500).
 
         With ``resource``/``workspace`` (names of the view's URL variables) the view names
         its resource itself: ``decide_access`` decides ``action`` on it, whatever the
@@ -168,9 +178,8 @@ class IllumiChatAuthz:
                     decision = self._access(decision, action or "", resource, workspace)
                     if not decision.allowed:
                         return _respond(decision, rid)
-                elif action is not None and decision.action != action:
-                    denied = Decision.of(Reason.POLICY_DENIED, f"this endpoint requires {action}")
-                    return _respond(denied, rid)
+                elif (mismatch := action_mismatch(decision, action, rid)) is not None:
+                    return _respond(mismatch, rid)
                 if decision.principal is None:
                     return _respond(
                         Decision.of(
@@ -182,7 +191,8 @@ class IllumiChatAuthz:
                     )
                 return view(*args, **kwargs)
 
-            return wrapper
+            names_resource = resource is not None or workspace is not None
+            return mark(wrapper, Requirement(action, names_resource=names_resource))
 
         return decorate
 

@@ -18,6 +18,7 @@ from ..errors import BadRequestError
 from ..request import RequestFacts, is_decimal
 from ._common import below_mount, check_host, internal_error, log, quote_path, render, request_id
 from ._common import split_request_uri as _split
+from .route_check import check_wsgi
 
 __all__ = ["AuthzWSGIMiddleware", "decide_environ", "facts_from_environ", "read_environ_body"]
 
@@ -122,6 +123,7 @@ class AuthzWSGIMiddleware:
     def __init__(self, app: WSGIApp, *, authorizer: Authorizer) -> None:
         self.app = app
         self.authorizer = authorizer
+        check_wsgi(app, authorizer)  # [routes] check_app, for a Flask app or Django
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         decision, rid = decide_environ(self.authorizer, environ)
