@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..decision import Decision
+from ..net import valid_host
 from ..reasons import Reason
 from ..render import Rendered, render_denial
 from ..request import RequestFacts
@@ -104,6 +105,9 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
     HTTP/1.1 request message that lacks a Host header field and to any request message
     that contains more than one Host header field line or a Host header field with an
     invalid field value." HTTP/1.0 may omit Host; it may never repeat it.
+
+    Every adapter calls this one check before the core, so a request is refused or let
+    through alike by each of them, whatever its server did with the header lines.
     """
     host: str | None = None
     for name, value in facts.headers:
@@ -115,8 +119,14 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
         if http_version == "1.0":
             return None
         return Decision.of(Reason.BAD_HEADER, "missing Host header")
-    if not host.strip():
+    # RFC 9110 §5.5: the field value excludes the whitespace around it.
+    host = host.strip(" \t")
+    if not host:
         return Decision.of(Reason.BAD_HEADER, "empty Host header")
+    if not valid_host(host):
+        if "," in host:
+            return Decision.of(Reason.BAD_HEADER, "more than one Host header")
+        return Decision.of(Reason.BAD_HEADER, "invalid Host header")
     return None
 
 

@@ -21,7 +21,6 @@ from ._common import missing_extra
 try:
     from django.conf import settings  # type: ignore[import-untyped]
     from django.core.exceptions import (  # type: ignore[import-untyped]
-        DisallowedHost,
         ImproperlyConfigured,
         RequestDataTooBig,
     )
@@ -32,7 +31,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..principal import Principal
-from ..reasons import Reason
 from ..request import RequestFacts
 from ._common import check_host, internal_error, log, quote_path, render, request_id
 from ._common import split_request_uri as _split
@@ -149,11 +147,9 @@ def facts_from_request(request: HttpRequest) -> RequestFacts:
             if raw is not None:
                 break
     path, query = raw or (quote_path(request.path.encode("utf-8")), meta.get("QUERY_STRING", ""))
+    # The Host the client sent, never Django's SERVER_NAME fallback: check_host judges it
+    # as every other adapter does (Django's test Client sends none: give it one).
     headers = [(k.lower(), v) for k, v in request.headers.items()]
-    if not any(k == "host" for k, _ in headers):
-        # Django falls back to SERVER_NAME (HTTP/1.0, its test client) and checks the
-        # result against ALLOWED_HOSTS; DisallowedHost is a 400 below.
-        headers.append(("host", request.get_host()))
     return RequestFacts.build(
         method=request.method or "",
         path=path,
@@ -185,8 +181,6 @@ def decide_request(authorizer: Authorizer, request: HttpRequest) -> tuple[Decisi
         decision = check_host(facts, http_version=version)
         if decision is None:
             decision = authorizer.decide(facts, read_body=read_body)
-    except DisallowedHost:
-        decision = Decision.of(Reason.BAD_HEADER, "Host header is not allowed")
     except Exception:
         log.exception("authorization middleware failed; request %s denied", rid)
         decision = internal_error()

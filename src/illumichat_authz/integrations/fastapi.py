@@ -28,7 +28,7 @@ from ..authorizer import Authorizer
 from ..decision import Decision
 from ..principal import Principal
 from ..reasons import Reason
-from ._common import access_arguments, internal_error, log, render, request_id
+from ._common import access_arguments, check_host, internal_error, log, render, request_id
 from .asgi import facts_from_scope
 
 __all__ = ["AuthzDenied", "authorized", "bearer", "install", "require", "session_cookie"]
@@ -77,6 +77,10 @@ def install(app: FastAPI, *, authorizer: Authorizer) -> None:
 
 async def _decide(request: Request, authorizer: Authorizer) -> Decision:
     facts = facts_from_scope(request.scope)
+    # What AuthzMiddleware checks first, when there is no middleware to have done it.
+    bad_host = check_host(facts, http_version=request.scope.get("http_version"))
+    if bad_host is not None:
+        return bad_host
 
     async def read_body(max_bytes: int) -> bytes | None:
         declared = facts.header("content-length")
@@ -213,7 +217,12 @@ async def _access(
     seen = request.scope.get("auth")
     principal = seen.principal if isinstance(seen, Decision) else None
     if principal is None:
-        identified = await authorizer.aidentify(facts_from_scope(request.scope))
+        facts = facts_from_scope(request.scope)
+        if not isinstance(seen, Decision):  # no middleware checked the Host
+            bad_host = check_host(facts, http_version=request.scope.get("http_version"))
+            if bad_host is not None:
+                return bad_host
+        identified = await authorizer.aidentify(facts)
         principal = identified.principal
         if not identified.allowed or principal is None:
             return identified

@@ -37,7 +37,7 @@ from starlette.routing import Route
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError, SignatureError
-from ..integrations._common import render, request_id, split_request_uri
+from ..integrations._common import check_host, render, request_id, split_request_uri
 from ..reasons import Reason
 from ..render import identity_headers
 from ..request import RequestFacts, is_decimal
@@ -192,7 +192,9 @@ class _ForwardAuth:
             facts = forwarded_request(
                 method=request.method, raw_path=path, query=query, headers=headers, peer=peer
             )
-            decision = await self.authorizer.adecide(facts, read_body=_no_body)
+            decision = check_host(facts, http_version=request.scope.get("http_version"))
+            if decision is None:
+                decision = await self.authorizer.adecide(facts, read_body=_no_body)
         except BadRequestError as exc:
             decision = Decision.of(exc.reason, exc.message)
         except Exception:
