@@ -106,7 +106,7 @@ def _fastapi(authorizer: Authorizer, ran: list[tuple[str, bytes]]) -> tuple[Any,
         ran.append((request.url.path, await request.body()))
         return {"ran": True}
 
-    @app.post(WEBHOOK)
+    @app.api_route(WEBHOOK, methods=METHODS)
     async def hook(
         request: Request, decision: Annotated[Decision, Depends(authorized("sms:inbound"))]
     ) -> dict[str, bool]:
@@ -131,7 +131,7 @@ def _flask(authorizer: Authorizer, ran: list[tuple[str, bytes]]) -> tuple[Any, b
         ran.append((flask.request.path, flask.request.get_data()))
         return {"ran": True}
 
-    @app.post(WEBHOOK)
+    @app.route(WEBHOOK, methods=METHODS)
     def hook() -> dict[str, bool]:
         ran.append((WEBHOOK, flask.request.get_data()))
         return {"ran": True}

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANONYMOUS",
+    "PREFLIGHT_STATUS",
     "Anonymous",
     "access_arguments",
+    "answers_itself",
     "check_host",
     "internal_error",
     "missing_extra",
@@ -166,12 +168,28 @@ def internal_error() -> Decision:
     return Decision.of(Reason.INTERNAL_ERROR, "internal error; the request was denied")
 
 
+#: What an adapter answers to an allowed CORS preflight, with no body.
+PREFLIGHT_STATUS = 204
+
+
+def answers_itself(decision: Decision) -> bool:
+    """Whether the adapter answers instead of the app: a denial, or an allowed CORS
+    preflight. No handler may see a preflight: it comes without credentials, and a view
+    that ignores the method (a Django function view, a Flask view listing OPTIONS, DRF's
+    ``options``) would run its GET logic for it. The host's CORS layer, in front of the
+    adapter, answers it first or decorates our 204 (docs/integrations.md)."""
+    return decision.reason is Reason.PREFLIGHT or not decision.allowed
+
+
 def render(decision: Decision, rid: str) -> Rendered:
-    """:func:`render_denial` plus the request id header, so logs and clients can meet.
+    """:func:`render_denial` plus the request id header, so logs and clients can meet;
+    for an allowed preflight an empty 204 (Fetch: a preflight needs an "ok status").
 
     Every adapter answers its denials through here, so this is where a 5xx (our failure
     or a dependency outage) is logged with the request id the client was given.
     """
+    if decision.reason is Reason.PREFLIGHT:
+        return Rendered(PREFLIGHT_STATUS, (("x-request-id", rid),), b"")
     if decision.status >= 500:
         log.warning("request %s denied: %s (%s)", rid, decision.reason.value, decision.message)
     rendered = render_denial(decision, request_id=rid)

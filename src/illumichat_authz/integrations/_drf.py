@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..decision import Decision
 from ..reasons import Reason
-from ._common import request_id
+from ._common import PREFLIGHT_STATUS, answers_itself, request_id
 from .django import PrincipalUser, attach, decide_request, get_authorizer, respond
 
 __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"]
@@ -29,11 +29,13 @@ __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "e
 
 class AuthzDenied(drf_exceptions.APIException):  # type: ignore[misc]
     """A denial DRF understands (status, WWW-Authenticate, Retry-After); render it as
-    problem+json with :func:`exception_handler`."""
+    problem+json with :func:`exception_handler`. An allowed CORS preflight is raised as
+    one too (status 204): DRF has no other way to answer before the view's handler."""
 
     def __init__(self, decision: Decision, rid: str) -> None:
         super().__init__(detail=decision.message, code=decision.reason.value)
-        self.status_code = decision.status
+        preflight = decision.reason is Reason.PREFLIGHT
+        self.status_code = PREFLIGHT_STATUS if preflight else decision.status
         self.decision = decision
         self.request_id = rid
         headers = {k.lower(): v for k, v in decision.headers}
@@ -70,7 +72,7 @@ class IllumiChatAuthentication(BaseAuthentication):  # type: ignore[misc]
 
     def authenticate(self, request: Any) -> tuple[PrincipalUser, Decision] | None:
         decision, rid = _decision(request)
-        if not decision.allowed:
+        if answers_itself(decision):
             raise AuthzDenied(decision, rid)
         if decision.principal is None:
             return None
@@ -85,7 +87,7 @@ class IllumiChatPermission(BasePermission):  # type: ignore[misc]
 
     def has_permission(self, request: Any, view: Any) -> bool:
         decision, rid = _decision(request)
-        if not decision.allowed:
+        if answers_itself(decision):
             raise AuthzDenied(decision, rid)
         required = getattr(view, "authz_action", None)
         if required is not None and decision.action != required:

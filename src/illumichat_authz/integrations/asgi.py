@@ -14,7 +14,16 @@ from typing import Any
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..request import RequestFacts, is_decimal
-from ._common import ANONYMOUS, check_host, internal_error, log, quote_path, render, request_id
+from ._common import (
+    ANONYMOUS,
+    answers_itself,
+    check_host,
+    internal_error,
+    log,
+    quote_path,
+    render,
+    request_id,
+)
 
 __all__ = ["AuthzMiddleware", "facts_from_scope"]
 
@@ -153,7 +162,7 @@ class AuthzMiddleware:
             return
         if body is not None and body.disconnected:
             return  # nobody to answer, and the app never sees a half request
-        if not decision.allowed:
+        if answers_itself(decision):
             # The request id is only needed when we answer ourselves.
             await self._deny(scope, send, decision, request_id(facts.headers))
             return

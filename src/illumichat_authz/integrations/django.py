@@ -32,7 +32,15 @@ from ..authorizer import Authorizer
 from ..decision import Decision
 from ..principal import Principal
 from ..request import RequestFacts
-from ._common import check_host, internal_error, log, quote_path, render, request_id
+from ._common import (
+    answers_itself,
+    check_host,
+    internal_error,
+    log,
+    quote_path,
+    render,
+    request_id,
+)
 from ._common import split_request_uri as _split
 
 __all__ = [
@@ -215,7 +223,7 @@ class IllumiChatAuthzMiddleware:
 
     def __call__(self, request: HttpRequest) -> Any:
         decision, rid = decide_request(self.authorizer, request)
-        if not decision.allowed:
+        if answers_itself(decision):
             return respond(decision, rid)
         attach(request, decision)
         return self.get_response(request)

@@ -28,7 +28,15 @@ from ..authorizer import Authorizer
 from ..decision import Decision
 from ..principal import Principal
 from ..reasons import Reason
-from ._common import access_arguments, check_host, internal_error, log, render, request_id
+from ._common import (
+    access_arguments,
+    answers_itself,
+    check_host,
+    internal_error,
+    log,
+    render,
+    request_id,
+)
 from .asgi import facts_from_scope
 
 __all__ = ["AuthzDenied", "authorized", "bearer", "install", "require", "session_cookie"]
@@ -50,8 +58,9 @@ bearer = HTTPBearer(
 
 
 class AuthzDenied(HTTPException):
-    """A denial; ``install`` renders it as problem+json. Without the handler Starlette still
-    answers with the right status and headers (WWW-Authenticate, Retry-After)."""
+    """A denial (or an allowed CORS preflight, answered with an empty 204); ``install``
+    renders it as problem+json. Without the handler Starlette still answers with the right
+    status and headers (WWW-Authenticate, Retry-After)."""
 
     def __init__(self, decision: Decision, rid: str) -> None:
         self.decision = decision
@@ -59,7 +68,7 @@ class AuthzDenied(HTTPException):
         self.rendered = render(decision, rid)
         keep = {"www-authenticate", "retry-after", "x-request-id"}
         headers = {k: v for k, v in self.rendered.headers if k.lower() in keep}
-        super().__init__(status_code=decision.status, detail=decision.message, headers=headers)
+        super().__init__(status_code=self.rendered.status, detail=decision.message, headers=headers)
 
 
 async def _render_denied(request: Request, exc: Exception) -> Response:
@@ -124,7 +133,8 @@ def authorized(
             except Exception:
                 log.exception("authorization dependency failed; request %s denied", rid)
                 decision = internal_error()
-        if not decision.allowed:
+        if answers_itself(decision):
+            # A denial, or a CORS preflight: an empty 204, and the endpoint never runs.
             raise AuthzDenied(decision, rid)
         if action is not None and decision.action != action:
             # The endpoint expects another action than the route table declares: a

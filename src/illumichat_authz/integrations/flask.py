@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..reasons import Reason
-from ._common import access_arguments, render, request_id
+from ._common import access_arguments, answers_itself, render, request_id
 from .wsgi import decide_environ, facts_from_environ
 
 __all__ = ["IllumiChatAuthz"]
@@ -51,7 +51,7 @@ class IllumiChatAuthz:
     def _before_request(self) -> flask.Response | None:
         decision, rid = decide_environ(self.authorizer, flask.request.environ)
         flask.g.authz_request_id = rid
-        if not decision.allowed:
+        if answers_itself(decision):
             return _respond(decision, rid)
         flask.g.authz_decision = decision
         flask.g.principal = decision.principal
@@ -85,7 +85,7 @@ class IllumiChatAuthz:
                 if not isinstance(decision, Decision):
                     # before_request did not run (e.g. another hook answered first): decide.
                     decision, rid = decide_environ(self.authorizer, flask.request.environ)
-                    if not decision.allowed:
+                    if answers_itself(decision):
                         return _respond(decision, rid)
                 if resource is not None or workspace is not None:
                     decision = self._access(decision, action or "", resource, workspace)

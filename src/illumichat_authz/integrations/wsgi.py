@@ -15,7 +15,7 @@ from typing import Any
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..request import RequestFacts, is_decimal
-from ._common import check_host, internal_error, log, quote_path, render, request_id
+from ._common import answers_itself, check_host, internal_error, log, quote_path, render, request_id
 from ._common import split_request_uri as _split
 
 __all__ = ["AuthzWSGIMiddleware", "decide_environ", "facts_from_environ", "read_environ_body"]
@@ -107,7 +107,7 @@ class AuthzWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         decision, rid = decide_environ(self.authorizer, environ)
-        if not decision.allowed:
+        if answers_itself(decision):
             rendered = render(decision, rid)
             status = f"{rendered.status} {_phrase(rendered.status)}"
             start_response(status, list(rendered.headers))

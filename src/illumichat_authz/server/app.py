@@ -161,6 +161,16 @@ def _raw(request: Request) -> tuple[str, str, list[tuple[str, str]], str | None]
     return path, query, headers, client.host if client else None
 
 
+# A 2xx would let the proxy pass the preflight on to the service, where a handler that
+# ignores the method runs without credentials; forward auth cannot answer it for the
+# proxy either (a 2xx *is* "pass"). So the proxy answers preflights before its auth check
+# (docs/forward-auth.md), and one that reaches us is refused.
+_PREFLIGHT_REFUSED = Decision.of(
+    Reason.POLICY_DENIED,
+    "CORS preflights must be answered by the proxy before forward auth (docs/forward-auth.md)",
+)
+
+
 def _deny(decision: Decision, rid: str) -> Response:
     rendered = render(decision, rid)
     headers = [(k, v) for k, v in rendered.headers if k.lower() != "content-length"]
@@ -195,6 +205,8 @@ class _ForwardAuth:
             decision = check_host(facts, http_version=request.scope.get("http_version"))
             if decision is None:
                 decision = await self.authorizer.adecide(facts, read_body=_no_body)
+            if decision.reason is Reason.PREFLIGHT:
+                decision = _PREFLIGHT_REFUSED
         except BadRequestError as exc:
             decision = Decision.of(exc.reason, exc.message)
         except Exception:
