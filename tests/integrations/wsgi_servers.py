@@ -7,6 +7,7 @@ written byte for byte on a socket with :func:`raw_request`.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,13 +15,21 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-SERVERS = ("waitress", "wsgiref")
+SERVERS = ("waitress", "werkzeug", "wsgiref")
 
 
 class RawResponse(NamedTuple):
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app answering with the body it was handed (``CONTENT_LENGTH`` bytes)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length)
+    start_response("200 OK", [("content-type", "application/json")])
+    return [json.dumps({"ran": True, "body": body.decode("latin-1")}).encode()]
 
 
 class _Quiet(WSGIRequestHandler):
@@ -30,10 +39,16 @@ class _Quiet(WSGIRequestHandler):
 
 @contextmanager
 def serve_wsgi(app: Any, server: str) -> Iterator[int]:
-    """``app`` on a real ``server`` (waitress or wsgiref) on a free loopback port; yields
-    the port and stops the server when the block ends."""
-    if server == "wsgiref":
-        httpd = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    """``app`` on a real ``server`` (one of :data:`SERVERS`) on a free loopback port;
+    yields the port and stops the server when the block ends."""
+    if server in ("wsgiref", "werkzeug"):
+        httpd: Any
+        if server == "werkzeug":
+            from werkzeug.serving import make_server as werkzeug_server
+
+            httpd = werkzeug_server("127.0.0.1", 0, app, threaded=True)
+        else:
+            httpd = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
         try:
@@ -51,24 +66,58 @@ def serve_wsgi(app: Any, server: str) -> Iterator[int]:
     try:
         yield int(served.effective_port)  # type: ignore[union-attr]
     finally:
-        served.close()
+        # Let running tasks finish, then close every socket from the loop's own thread
+        # (the trigger runs the thunk there): closing them from here races its poll.
         served.task_dispatcher.shutdown()
+
+        def close_all() -> None:
+            for dispatcher in list(served._map.values()):  # type: ignore[union-attr]
+                dispatcher.close()
+
+        served.trigger.pull_trigger(close_all)  # type: ignore[union-attr]
         thread.join(10)
 
 
-def raw_request(port: int, head: bytes, body: bytes = b"") -> RawResponse:
+def raw_request(port: int, head: bytes, body: bytes = b"", *, timeout_s: float = 10) -> RawResponse:
     """Send ``head`` (the request line and header lines, without the blank line; the
-    client adds ``Connection: close``) and ``body`` as they are; read the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    client adds ``Connection: close``) and ``body`` as they are; read one whole answer
+    (to its Content-Length, its last chunk, or the server closing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
         sock.sendall(head.rstrip(b"\r\n") + b"\r\nConnection: close\r\n\r\n" + body)
-        chunks = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-    answer = b"".join(chunks)
-    top, _, content = answer.partition(b"\r\n\r\n")
+        answer = b""
+        while (parsed := _parse(answer)) is None and (data := sock.recv(65536)):
+            answer += data
+    return parsed or _parse(answer, eof=True) or RawResponse(0, {}, answer)
+
+
+def _parse(answer: bytes, *, eof: bool = False) -> RawResponse | None:
+    """The response in ``answer`` if it is complete (or the connection ended)."""
+    top, blank, content = answer.partition(b"\r\n\r\n")
+    if not blank:
+        return None
     lines = top.decode("latin-1").split("\r\n")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        if not content.endswith(b"0\r\n\r\n"):
+            return None
+        content = _dechunk(content)
+    elif "content-length" in headers:
+        if len(content) < int(headers["content-length"]):
+            return None
+    elif not eof and int(lines[0].split()[1]) not in (204, 304):
+        return None
     return RawResponse(int(lines[0].split()[1]), headers, content)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = []
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[:size])
+        data = data[size + 2 :]

@@ -10,20 +10,18 @@
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..request import is_decimal
 from ._common import missing_extra
 
 try:
     from django.conf import settings  # type: ignore[import-untyped]
-    from django.core.exceptions import (  # type: ignore[import-untyped]
-        ImproperlyConfigured,
-        RequestDataTooBig,
-    )
+    from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+    from django.core.handlers.wsgi import LimitedStream  # type: ignore[import-untyped]
     from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise missing_extra("Django", "django") from exc
@@ -42,6 +40,7 @@ from ._common import (
     request_id,
 )
 from ._common import split_request_uri as _split
+from .wsgi import read_wsgi_input
 
 __all__ = [
     "AnonymousPrincipalUser",
@@ -173,14 +172,18 @@ def decide_request(authorizer: Authorizer, request: HttpRequest) -> tuple[Decisi
     rid: str | None = None
 
     def read_body(max_bytes: int) -> bytes | None:
-        declared = str(request.META.get("CONTENT_LENGTH") or "0").strip()
-        if not is_decimal(declared) or int(declared) > max_bytes:
-            return None
-        try:
-            body = request.body  # Django caches it, so the view reads it again
-        except RequestDataTooBig:
-            return None
-        return body if len(body) <= max_bytes else None
+        r: Any = request
+        if hasattr(r, "_body"):  # a middleware above ours read it already
+            return r._body if len(r._body) <= max_bytes else None
+        # From the server's input, as the WSGI middleware reads it (a chunked body too:
+        # WSGIRequest limited its own stream to the CONTENT_LENGTH it saw, none).
+        body = read_wsgi_input(request.META, max_bytes)
+        if body is not None:
+            # The stream WSGIRequest builds for a body of this length: request.body and
+            # request.POST (and DRF's request.data) read exactly these bytes.
+            request.META["CONTENT_LENGTH"] = str(len(body))
+            r._stream = LimitedStream(io.BytesIO(body), len(body))
+        return body
 
     try:
         facts = facts_from_request(request)
