@@ -229,7 +229,10 @@ class IllumiChatAuthzMiddleware:
         if answers_itself(decision):
             return respond(decision, rid)
         attach(request, decision)
-        return self.get_response(request)
+        response = self.get_response(request)
+        if "x-request-id" not in response:  # allowed answers carry the id too
+            response["x-request-id"] = rid
+        return response
 
 
 def __getattr__(name: str) -> Any:

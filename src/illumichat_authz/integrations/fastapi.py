@@ -119,12 +119,16 @@ def authorized(
 
     async def dependency(
         request: Request,
+        response: Response,
         _cookie: Annotated[str | None, Security(session_cookie)] = None,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
     ) -> Decision:
         rid = request_id(facts_from_scope(request.scope).headers)
         decision = request.scope.get("auth")
         if not isinstance(decision, Decision):
+            # No AuthzMiddleware to add it: FastAPI merges these headers into the
+            # endpoint's answer, so an allowed one carries the request id too.
+            response.headers["x-request-id"] = rid
             chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
             try:
                 if chosen is None:
@@ -197,10 +201,13 @@ def _require_access(
 ) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
+        response: Response,
         _cookie: Annotated[str | None, Security(session_cookie)] = None,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
     ) -> Principal:
         rid = request_id(facts_from_scope(request.scope).headers)
+        if not isinstance(request.scope.get("auth"), Decision):
+            response.headers["x-request-id"] = rid  # as in authorized()
         try:
             chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
             if chosen is None:

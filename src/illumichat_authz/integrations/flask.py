@@ -47,6 +47,7 @@ class IllumiChatAuthz:
     def init_app(self, app: flask.Flask) -> None:
         app.extensions[_EXTENSION] = self
         app.before_request(self._before_request)
+        app.after_request(self._after_request)
 
     def _before_request(self) -> flask.Response | None:
         decision, rid = decide_environ(self.authorizer, flask.request.environ)
@@ -56,6 +57,13 @@ class IllumiChatAuthz:
         flask.g.authz_decision = decision
         flask.g.principal = decision.principal
         return None
+
+    def _after_request(self, response: flask.Response) -> flask.Response:
+        # An allowed answer carries the request id too, as every denial does.
+        rid = flask.g.get("authz_request_id")
+        if rid and "x-request-id" not in response.headers:
+            response.headers["x-request-id"] = rid
+        return response
 
     def require(
         self,

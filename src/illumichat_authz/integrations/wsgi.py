@@ -154,7 +154,19 @@ class AuthzWSGIMiddleware:
             return [rendered.body]
         environ[PRINCIPAL_KEY] = decision.principal
         environ[DECISION_KEY] = decision
-        return self.app(environ, start_response)
+        return self.app(environ, _with_request_id(start_response, rid))
+
+
+def _with_request_id(start_response: StartResponse, rid: str) -> StartResponse:
+    """``start_response``, adding ``x-request-id`` unless the app set one: an allowed
+    response carries the id too, as every denial does."""
+
+    def starting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if not any(name.lower() == "x-request-id" for name, _ in headers):
+            headers = [*headers, ("x-request-id", rid)]
+        return start_response(status, headers, exc_info)
+
+    return starting
 
 
 def _phrase(status: int) -> str:
