@@ -22,12 +22,14 @@ from conftest import FORM, TWILIO_TOKEN, WEBHOOK, make_authorizer
 from twilio.request_validator import RequestValidator
 from wsgi_servers import RawResponse, echo, raw_request, serve_wsgi
 
+import illumichat_authz
 from illumichat_authz.integrations.wsgi import AuthzWSGIMiddleware, read_environ_body
 
 pytestmark = pytest.mark.interop
 
 HERE = Path(__file__).parent
-SRC = HERE.parents[1] / "src"
+# The worker imports the library the tests import (a source tree or site-packages).
+SRC = Path(illumichat_authz.__file__).parents[1]
 BODY = urlencode(FORM).encode()
 
 

@@ -103,3 +103,20 @@ def test_two_host_lines_through_uvicorn(http: str, authorizer: Authorizer) -> No
             assert raw_request(port, TWO_HOSTS).status == 400
             assert raw_request(port, b"GET /api/widget/a1/config HTTP/1.1").status == 400
         assert target.ran == []
+
+
+def test_forward_auth_checks_the_check_requests_host(authorizer: Authorizer) -> None:
+    from illumichat_authz.server import create_app
+    from illumichat_authz.testing.http import call_asgi_sync
+
+    app = create_app(authorizer=authorizer)
+    for case in ("missing", "two lines", "merged by waitress", "userinfo"):
+        headers = [*BAD_HOSTS[case], ("x-original-uri", CONFIG)]
+        check = RequestFacts.build(method="GET", path="/auth", headers=headers)
+        response = call_asgi_sync(app, check)
+        assert response.status_code == 400, case
+        assert json.loads(response.content)["reason"] == "bad_header"
+    good = RequestFacts.build(
+        method="GET", path="/auth", headers=[("host", "authz:9180"), ("x-original-uri", CONFIG)]
+    )
+    assert call_asgi_sync(app, good).status_code == 200

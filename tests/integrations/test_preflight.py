@@ -225,3 +225,18 @@ def test_forward_auth_refuses_a_preflight_check(authorizer: Authorizer) -> None:
     # 2xx would be "pass": the proxy must answer preflights itself, before its auth check.
     assert response.status_code == 403
     assert json.loads(response.content)["reason"] == "policy_denied"
+
+
+def test_drf_without_our_exception_handler_still_answers_with_no_handler(
+    authorizer: Authorizer,
+) -> None:
+    # DRF's own handler renders {"detail": ...}: an ok status (200, since a 204 must have
+    # no body), and still no handler ran.
+    from django.test.utils import override_settings
+
+    with (
+        override_settings(REST_FRAMEWORK={"UNAUTHENTICATED_USER": None}),
+        adapter_app("drf", authorizer) as target,
+    ):
+        assert target.call(preflight()).status_code == 200
+        assert target.ran == []

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..decision import Decision
 from ..reasons import Reason
-from ._common import PREFLIGHT_STATUS, answers_itself, request_id
+from ._common import answers_itself, request_id
 from .django import PrincipalUser, attach, decide_request, get_authorizer, respond
 
 __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"]
@@ -30,12 +30,13 @@ __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "e
 class AuthzDenied(drf_exceptions.APIException):  # type: ignore[misc]
     """A denial DRF understands (status, WWW-Authenticate, Retry-After); render it as
     problem+json with :func:`exception_handler`. An allowed CORS preflight is raised as
-    one too (status 204): DRF has no other way to answer before the view's handler."""
+    one too: DRF has no other way to answer before the view's handler."""
 
     def __init__(self, decision: Decision, rid: str) -> None:
         super().__init__(detail=decision.message, code=decision.reason.value)
-        preflight = decision.reason is Reason.PREFLIGHT
-        self.status_code = PREFLIGHT_STATUS if preflight else decision.status
+        # A preflight: 200 here, since DRF's own exception handler would send its
+        # {"detail": ...} body, and a 204 must have none; ours answers the empty 204.
+        self.status_code = 200 if decision.reason is Reason.PREFLIGHT else decision.status
         self.decision = decision
         self.request_id = rid
         headers = {k.lower(): v for k, v in decision.headers}
