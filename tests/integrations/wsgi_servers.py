@@ -59,22 +59,27 @@ def serve_wsgi(app: Any, server: str) -> Iterator[int]:
             thread.join(10)
         return
     import waitress
+    from waitress import wasyncore
 
-    served = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=served.run, daemon=True)
+    served: Any = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
+    stop = threading.Event()
+
+    def run() -> None:
+        # waitress's own loop, a short poll at a time, so that it can be stopped and its
+        # sockets closed here, in the loop's own thread: closing them from another one
+        # races its poll (and the trigger its task threads pull).
+        while not stop.is_set():
+            wasyncore.loop(timeout=0.05, map=served._map, count=1)
+        served.task_dispatcher.shutdown()
+        for dispatcher in list(served._map.values()):
+            dispatcher.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        yield int(served.effective_port)  # type: ignore[union-attr]
+        yield int(served.effective_port)
     finally:
-        # Let running tasks finish, then close every socket from the loop's own thread
-        # (the trigger runs the thunk there): closing them from here races its poll.
-        served.task_dispatcher.shutdown()
-
-        def close_all() -> None:
-            for dispatcher in list(served._map.values()):  # type: ignore[union-attr]
-                dispatcher.close()
-
-        served.trigger.pull_trigger(close_all)  # type: ignore[union-attr]
+        stop.set()
         thread.join(10)
 
 
