@@ -15,6 +15,7 @@ and ``scope["headers"]`` decoded as latin-1).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 
 from illumichat_authz.errors import BadRequestError, ConfigurationError
@@ -31,6 +32,7 @@ __all__ = [
     "parse_trusted",
     "public_url",
     "rate_limit_subject",
+    "valid_host",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -39,7 +41,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Entries of X-Forwarded-For examined from the right; a longer chain stops the walk there.
 MAX_FORWARDED_HOPS = 32
 _MAX_HOST_CHARS = 255
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]_")
+# RFC 9110 §7.2: Host = uri-host [ ":" port ]; RFC 3986 §3.2.2: uri-host is an IP-literal
+# ("[" IPv6 / IPvFuture "]") or a reg-name of unreserved, pct-encoded and sub-delims, and
+# RFC 9110 §4.2.1 forbids an empty one. Every sub-delim is kept but ",": RFC 9110 §5.3
+# lets a recipient combine repeated field lines "in order, separated by a comma" (waitress,
+# wsgiref, werkzeug and gunicorn do so to two Host lines), so a comma in this singleton
+# field means it was repeated. Whitespace, "@" (userinfo), "/", "?", "#" are no part of it.
+# Possessive quantifiers: no backtracking, whatever the client sent.
+_REG_NAME_PORT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+;=%]++(?::[0-9]*+)?+").fullmatch
+_BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})").search
+_IP_LITERAL_PORT = re.compile(
+    r"\[([0-9A-Fa-f:.]++|[vV][0-9A-Fa-f]++\.[A-Za-z0-9\-._~!$&'()*+;=:]++)\](?::[0-9]*+)?+"
+).fullmatch
 
 
 def parse_trusted(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -136,8 +149,24 @@ def client_ip(
     return current.compressed
 
 
-def _valid_host(host: str) -> bool:
-    return 0 < len(host) <= _MAX_HOST_CHARS and all(ch in _HOST_CHARS for ch in host)
+def valid_host(host: str) -> bool:
+    """``host`` is a Host value (RFC 9110 §7.2, after its surrounding whitespace is gone):
+    one authority, no comma, at most 255 characters. Cheap: one regex on the usual name."""
+    if not 0 < len(host) <= _MAX_HOST_CHARS:
+        return False
+    if host[0] != "[":
+        return _REG_NAME_PORT(host) is not None and ("%" not in host or _BAD_PCT(host) is None)
+    literal = _IP_LITERAL_PORT(host)
+    if literal is None:
+        return False
+    address = literal[1]
+    if address[0] in "vV":
+        return True  # IPvFuture: the pattern is its whole grammar
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def public_url(
@@ -171,9 +200,9 @@ def public_url(
         if protos and protos[-1] in ("http", "https"):
             scheme = protos[-1]
         hosts = [h.strip() for h in _header_values(headers, "x-forwarded-host")]
-        if hosts and _valid_host(hosts[-1]):
+        if hosts and valid_host(hosts[-1]):
             host = hosts[-1]
-    if not _valid_host(host):
+    if not valid_host(host):
         raise BadRequestError("missing or invalid Host header", reason=Reason.BAD_HEADER)
     if scheme not in ("http", "https"):
         raise BadRequestError("request scheme is not http(s)", reason=Reason.BAD_HEADER)

@@ -113,7 +113,9 @@ def use(django_configured: None) -> Iterator[Any]:
         stack.append(ctx)
         from django.test import Client
 
-        return Client()
+        # Django's test Client sends no Host header (get_host() falls back to
+        # SERVER_NAME); HTTP/1.1 requires one, and the adapter asks for it.
+        return Client(headers={"host": "testserver"})
 
     stack: list[Any] = []
     yield use_authorizer

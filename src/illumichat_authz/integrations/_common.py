@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from ..decision import Decision
 from ..errors import BadRequestError
+from ..net import valid_host
 from ..reasons import Reason
 from ..render import Rendered, render_denial
 from ..request import RequestFacts
@@ -28,9 +29,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANONYMOUS",
+    "PREFLIGHT_STATUS",
     "Anonymous",
     "access_arguments",
     "action_mismatch",
+    "answers_itself",
     "authorizer_for_file",
     "below_mount",
     "check_host",
@@ -88,11 +91,13 @@ def raise_import_failure(exc: ImportError, *, module: str, framework: str, extra
 
 
 def request_id(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
-    """The caller's ``x-request-id`` when it is sane, else a fresh random one."""
+    """The caller's ``x-request-id`` when it is sane, else a fresh random one (128 random
+    bits as 32 hex digits, like ``uuid4().hex`` at a fifth of its cost: allowed answers
+    carry one too, so this is on every request's path)."""
     for name, value in headers:
         if name == "x-request-id":
-            return value if _REQUEST_ID.match(value) else uuid.uuid4().hex
-    return uuid.uuid4().hex
+            return value if _REQUEST_ID.match(value) else os.urandom(16).hex()
+    return os.urandom(16).hex()
 
 
 def quote_path(decoded: str | bytes) -> str:
@@ -165,6 +170,9 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
     HTTP/1.1 request message that lacks a Host header field and to any request message
     that contains more than one Host header field line or a Host header field with an
     invalid field value." HTTP/1.0 may omit Host; it may never repeat it.
+
+    Every adapter calls this one check before the core, so a request is refused or let
+    through alike by each of them, whatever its server did with the header lines.
     """
     host: str | None = None
     for name, value in facts.headers:
@@ -176,8 +184,14 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
         if http_version == "1.0":
             return None
         return Decision.of(Reason.BAD_HEADER, "missing Host header")
-    if not host.strip():
+    # RFC 9110 §5.5: the field value excludes the whitespace around it.
+    host = host.strip(" \t")
+    if not host:
         return Decision.of(Reason.BAD_HEADER, "empty Host header")
+    if not valid_host(host):
+        if "," in host:
+            return Decision.of(Reason.BAD_HEADER, "more than one Host header")
+        return Decision.of(Reason.BAD_HEADER, "invalid Host header")
     return None
 
 
@@ -246,12 +260,28 @@ def internal_error() -> Decision:
     return Decision.of(Reason.INTERNAL_ERROR, "internal error; the request was denied")
 
 
+#: What an adapter answers to an allowed CORS preflight, with no body.
+PREFLIGHT_STATUS = 204
+
+
+def answers_itself(decision: Decision) -> bool:
+    """Whether the adapter answers instead of the app: a denial, or an allowed CORS
+    preflight. No handler may see a preflight: it comes without credentials, and a view
+    that ignores the method (a Django function view, a Flask view listing OPTIONS, DRF's
+    ``options``) would run its GET logic for it. The host's CORS layer, in front of the
+    adapter, answers it first or decorates our 204 (docs/integrations.md)."""
+    return decision.reason is Reason.PREFLIGHT or not decision.allowed
+
+
 def render(decision: Decision, rid: str) -> Rendered:
-    """:func:`render_denial` plus the request id header, so logs and clients can meet.
+    """:func:`render_denial` plus the request id header, so logs and clients can meet;
+    for an allowed preflight an empty 204 (Fetch: a preflight needs an "ok status").
 
     Every adapter answers its denials through here, so this is where a 5xx (our failure
     or a dependency outage) is logged with the request id the client was given.
     """
+    if decision.reason is Reason.PREFLIGHT:
+        return Rendered(PREFLIGHT_STATUS, (("x-request-id", rid),), b"")
     if decision.status >= 500:
         log.warning("request %s denied: %s (%s)", rid, decision.reason.value, decision.message)
     rendered = render_denial(decision, request_id=rid)

@@ -17,6 +17,7 @@ from ..errors import BadRequestError
 from ..request import RequestFacts, is_decimal
 from ._common import (
     ANONYMOUS,
+    answers_itself,
     below_mount,
     check_host,
     internal_error,
@@ -189,13 +190,15 @@ class AuthzMiddleware:
             return
         if body is not None and body.disconnected:
             return  # nobody to answer, and the app never sees a half request
-        if not decision.allowed:
+        if answers_itself(decision):
             # The request id is only needed when we answer ourselves.
             await self._deny(scope, send, decision, request_id(facts.headers))
             return
         # Only a body we read must be replayed; otherwise the app reads the real channel.
         if body is not None and body.body is not None:
             receive = body.replay
+        if scope["type"] == "http":
+            send = _with_request_id(send, request_id(facts.headers))
         await self.app(scope, receive, send)
 
     async def _deny(self, scope: Scope, send: Send, decision: Decision, rid: str) -> None:
@@ -214,6 +217,27 @@ class AuthzMiddleware:
             # RFC 6455 §7.4.1: 1008 "policy violation"; 1011 when we failed ourselves.
             code = 1011 if decision.status >= 500 else 1008
             await send({"type": "websocket.close", "code": code, "reason": decision.reason.value})
+
+
+_REQUEST_ID = b"x-request-id"
+
+
+def _with_request_id(send: Send, rid: str) -> Send:
+    """``send``, adding ``x-request-id`` to the app's response unless it set one: an
+    allowed response carries the id too, as every denial does."""
+    value = rid.encode("latin-1")
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or ()
+            for name, _ in headers:
+                if name.lower() == _REQUEST_ID:
+                    break
+            else:  # a new list: the app's own may be a tuple, or shared
+                message["headers"] = [*headers, (_REQUEST_ID, value)]
+        await send(message)
+
+    return sending
 
 
 def _add_auth(scope: Scope, decision: Decision) -> None:

@@ -9,21 +9,18 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..request import is_decimal
 from ._common import raise_import_failure
 
 try:
     from django.conf import settings  # type: ignore[import-untyped]
-    from django.core.exceptions import (  # type: ignore[import-untyped]
-        DisallowedHost,
-        ImproperlyConfigured,
-        RequestDataTooBig,
-    )
+    from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+    from django.core.handlers.wsgi import LimitedStream  # type: ignore[import-untyped]
     from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 except ImportError as exc:
     raise_import_failure(exc, module="django", framework="Django", extra="django")
@@ -32,9 +29,9 @@ from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError
 from ..principal import Principal
-from ..reasons import Reason
 from ..request import RequestFacts
 from ._common import (
+    answers_itself,
     authorizer_for_file,
     below_mount,
     check_host,
@@ -46,6 +43,7 @@ from ._common import (
 )
 from ._common import split_request_uri as _split
 from .route_check import check_django
+from .wsgi import read_wsgi_input
 
 __all__ = [
     "AnonymousPrincipalUser",
@@ -174,10 +172,6 @@ def _target(request: HttpRequest) -> tuple[str, str, str]:
 def facts_from_request(request: HttpRequest) -> RequestFacts:
     mount, path, query = _target(request)
     headers = [(k.lower(), v) for k, v in request.headers.items()]
-    if not any(k == "host" for k, _ in headers):
-        # Django falls back to SERVER_NAME (HTTP/1.0, its test client) and checks the
-        # result against ALLOWED_HOSTS; DisallowedHost is a 400 below.
-        headers.append(("host", request.get_host()))
     return RequestFacts.build(
         method=request.method or "",
         path=path,
@@ -194,14 +188,18 @@ def decide_request(authorizer: Authorizer, request: HttpRequest) -> tuple[Decisi
     rid: str | None = None
 
     def read_body(max_bytes: int) -> bytes | None:
-        declared = str(request.META.get("CONTENT_LENGTH") or "0").strip()
-        if not is_decimal(declared) or int(declared) > max_bytes:
-            return None
-        try:
-            body = request.body  # Django caches it, so the view reads it again
-        except RequestDataTooBig:
-            return None
-        return body if len(body) <= max_bytes else None
+        r: Any = request
+        if hasattr(r, "_body"):  # a middleware above ours read it already
+            return r._body if len(r._body) <= max_bytes else None
+        # From the server's input, as the WSGI middleware reads it (a chunked body too:
+        # WSGIRequest limited its own stream to the CONTENT_LENGTH it saw, none).
+        body = read_wsgi_input(request.META, max_bytes)
+        if body is not None:
+            # The stream WSGIRequest builds for a body of this length: request.body and
+            # request.POST (and DRF's request.data) read exactly these bytes.
+            request.META["CONTENT_LENGTH"] = str(len(body))
+            r._stream = LimitedStream(io.BytesIO(body), len(body))
+        return body
 
     try:
         facts = facts_from_request(request)
@@ -213,8 +211,6 @@ def decide_request(authorizer: Authorizer, request: HttpRequest) -> tuple[Decisi
     except BadRequestError as exc:  # the target and the script prefix disagree (_target)
         decision = Decision.of(exc.reason, exc.message)
         rid = request_id([(k.lower(), v) for k, v in request.headers.items()])
-    except DisallowedHost:
-        decision = Decision.of(Reason.BAD_HEADER, "Host header is not allowed")
     except Exception:
         log.exception("authorization middleware failed; request %s denied", rid)
         decision = internal_error()
@@ -250,10 +246,13 @@ class IllumiChatAuthzMiddleware:
 
     def __call__(self, request: HttpRequest) -> Any:
         decision, rid = decide_request(self.authorizer, request)
-        if not decision.allowed:
+        if answers_itself(decision):
             return respond(decision, rid)
         attach(request, decision)
-        return self.get_response(request)
+        response = self.get_response(request)
+        if "x-request-id" not in response:  # allowed answers carry the id too
+            response["x-request-id"] = rid
+        return response
 
 
 def __getattr__(name: str) -> Any:

@@ -36,7 +36,7 @@ except ImportError as exc:
 
 from ..decision import Decision
 from ..reasons import Reason
-from ._common import action_mismatch, request_id
+from ._common import action_mismatch, answers_itself, request_id
 from .django import PrincipalUser, attach, decide_request, get_authorizer, respond
 
 __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"]
@@ -44,11 +44,14 @@ __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "e
 
 class AuthzDenied(drf_exceptions.APIException):  # type: ignore[misc]
     """A denial DRF understands (status, WWW-Authenticate, Retry-After); render it as
-    problem+json with :func:`exception_handler`."""
+    problem+json with :func:`exception_handler`. An allowed CORS preflight is raised as
+    one too: DRF has no other way to answer before the view's handler."""
 
     def __init__(self, decision: Decision, rid: str) -> None:
         super().__init__(detail=decision.message, code=decision.reason.value)
-        self.status_code = decision.status
+        # A preflight: 200 here, since DRF's own exception handler would send its
+        # {"detail": ...} body, and a 204 must have none; ours answers the empty 204.
+        self.status_code = 200 if decision.reason is Reason.PREFLIGHT else decision.status
         self.decision = decision
         self.request_id = rid
         headers = {k.lower(): v for k, v in decision.headers}
@@ -88,7 +91,7 @@ class IllumiChatAuthentication(BaseAuthentication):  # type: ignore[misc]
 
     def authenticate(self, request: Any) -> tuple[PrincipalUser, Decision] | None:
         decision, rid = _decision(request)
-        if not decision.allowed:
+        if answers_itself(decision):
             raise AuthzDenied(decision, rid)
         if decision.principal is None:
             return None
@@ -103,7 +106,7 @@ class IllumiChatPermission(BasePermission):  # type: ignore[misc]
 
     def has_permission(self, request: Any, view: Any) -> bool:
         decision, rid = _decision(request)
-        if not decision.allowed:
+        if answers_itself(decision):
             raise AuthzDenied(decision, rid)
         mismatch = action_mismatch(decision, getattr(view, "authz_action", None), rid)
         if mismatch is not None:

@@ -30,7 +30,16 @@ from ..errors import BadRequestError
 from ..principal import Principal
 from ..reasons import Reason
 from ..request import RequestFacts
-from ._common import access_arguments, action_mismatch, internal_error, log, render, request_id
+from ._common import (
+    access_arguments,
+    action_mismatch,
+    answers_itself,
+    check_host,
+    internal_error,
+    log,
+    render,
+    request_id,
+)
 from .asgi import facts_from_scope
 from .route_check import STATE_KEY, Requirement, install_fastapi_check, mark
 
@@ -52,8 +61,9 @@ bearer = HTTPBearer(
 
 
 class AuthzDenied(HTTPException):
-    """A denial; ``install`` renders it as problem+json. Without the handler Starlette still
-    answers with the right status and headers (WWW-Authenticate, Retry-After)."""
+    """A denial (or an allowed CORS preflight, answered with an empty 204); ``install``
+    renders it as problem+json. Without the handler Starlette still answers with the right
+    status and headers (WWW-Authenticate, Retry-After)."""
 
     def __init__(self, decision: Decision, rid: str) -> None:
         self.decision = decision
@@ -61,7 +71,7 @@ class AuthzDenied(HTTPException):
         self.rendered = render(decision, rid)
         keep = {"www-authenticate", "retry-after", "x-request-id"}
         headers = {k: v for k, v in self.rendered.headers if k.lower() in keep}
-        super().__init__(status_code=decision.status, detail=decision.message, headers=headers)
+        super().__init__(status_code=self.rendered.status, detail=decision.message, headers=headers)
 
 
 async def _render_denied(request: Request, exc: Exception) -> Response:
@@ -95,6 +105,10 @@ async def _decide(request: Request, authorizer: Authorizer) -> Decision:
     facts = _facts(request)
     if isinstance(facts, Decision):
         return facts
+    # What AuthzMiddleware checks first, when there is no middleware to have done it.
+    bad_host = check_host(facts, http_version=request.scope.get("http_version"))
+    if bad_host is not None:
+        return bad_host
 
     async def read_body(max_bytes: int) -> bytes | None:
         declared = facts.header("content-length")
@@ -124,12 +138,16 @@ def authorized(
 
     async def dependency(
         request: Request,
+        response: Response,
         _cookie: Annotated[str | None, Security(session_cookie)] = None,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
     ) -> Decision:
         rid = _rid(request)
         decision = request.scope.get("auth")
         if not isinstance(decision, Decision):
+            # No AuthzMiddleware to add it: FastAPI merges these headers into the
+            # endpoint's answer, so an allowed one carries the request id too.
+            response.headers["x-request-id"] = rid
             chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
             try:
                 if chosen is None:
@@ -138,7 +156,8 @@ def authorized(
             except Exception:
                 log.exception("authorization dependency failed; request %s denied", rid)
                 decision = internal_error()
-        if not decision.allowed:
+        if answers_itself(decision):
+            # A denial, or a CORS preflight: an empty 204, and the endpoint never runs.
             raise AuthzDenied(decision, rid)
         mismatch = action_mismatch(decision, action, rid)
         if mismatch is not None:
@@ -193,10 +212,13 @@ def _require_access(
 ) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
+        response: Response,
         _cookie: Annotated[str | None, Security(session_cookie)] = None,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
     ) -> Principal:
         rid = _rid(request)
+        if not isinstance(request.scope.get("auth"), Decision):
+            response.headers["x-request-id"] = rid  # as in authorized()
         try:
             chosen = authorizer or getattr(request.app.state, STATE_KEY, None)
             if chosen is None:
@@ -227,6 +249,10 @@ async def _access(
         facts = _facts(request)
         if isinstance(facts, Decision):
             return facts
+        if not isinstance(seen, Decision):  # no middleware checked the Host
+            bad_host = check_host(facts, http_version=request.scope.get("http_version"))
+            if bad_host is not None:
+                return bad_host
         identified = await authorizer.aidentify(facts)
         principal = identified.principal
         if not identified.allowed or principal is None:

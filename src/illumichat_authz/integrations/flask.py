@@ -41,6 +41,7 @@ from ..reasons import Reason
 from ._common import (
     access_arguments,
     action_mismatch,
+    answers_itself,
     authorizer_for_file,
     internal_error,
     log,
@@ -133,16 +134,24 @@ class IllumiChatAuthz:
             authorizer = _configured_authorizer(app)
         app.extensions[_EXTENSION] = _AppState(authorizer=authorizer)
         app.before_request(self._before_request)
+        app.after_request(self._after_request)
         check_flask_on_first_request(app, lambda: authorizer)  # [routes] check_app
 
     def _before_request(self) -> flask.Response | None:
         decision, rid = _decide()
         flask.g.authz_request_id = rid
-        if not decision.allowed:
+        if answers_itself(decision):
             return _respond(decision, rid)
         flask.g.authz_decision = decision
         flask.g.principal = decision.principal
         return None
+
+    def _after_request(self, response: flask.Response) -> flask.Response:
+        # An allowed answer carries the request id too, as every denial does.
+        rid = flask.g.get("authz_request_id")
+        if rid and "x-request-id" not in response.headers:
+            response.headers["x-request-id"] = rid
+        return response
 
     def require(
         self,
@@ -172,7 +181,7 @@ class IllumiChatAuthz:
                 if not isinstance(decision, Decision):
                     # before_request did not run (e.g. another hook answered first): decide.
                     decision, rid = _decide()
-                    if not decision.allowed:
+                    if answers_itself(decision):
                         return _respond(decision, rid)
                 if resource is not None or workspace is not None:
                     decision = self._access(decision, action or "", resource, workspace)

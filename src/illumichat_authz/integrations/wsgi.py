@@ -15,12 +15,28 @@ from typing import Any
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError
+from ..reasons import Reason
 from ..request import RequestFacts, is_decimal
-from ._common import below_mount, check_host, internal_error, log, quote_path, render, request_id
+from ._common import (
+    answers_itself,
+    below_mount,
+    check_host,
+    internal_error,
+    log,
+    quote_path,
+    render,
+    request_id,
+)
 from ._common import split_request_uri as _split
 from .route_check import check_wsgi
 
-__all__ = ["AuthzWSGIMiddleware", "decide_environ", "facts_from_environ", "read_environ_body"]
+__all__ = [
+    "AuthzWSGIMiddleware",
+    "decide_environ",
+    "facts_from_environ",
+    "read_environ_body",
+    "read_wsgi_input",
+]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -80,19 +96,51 @@ def facts_from_environ(environ: Environ) -> RequestFacts:
     )
 
 
-def read_environ_body(environ: Environ, max_bytes: int) -> bytes | None:
-    """Read at most ``max_bytes`` of the body and put it back as a ``BytesIO``.
+def read_wsgi_input(environ: Environ, max_bytes: int) -> bytes | None:
+    """The body in ``environ["wsgi.input"]``, or ``None`` when it is over ``max_bytes``.
 
     PEP 3333: the app "should not attempt to read more data than is specified by the
-    CONTENT_LENGTH variable", so without a usable length we read nothing; over the limit
-    we return ``None`` (413) without reading.
+    CONTENT_LENGTH variable"; a declared length over the limit is ``None`` unread. A body
+    with no length (``Transfer-Encoding: chunked``) is read to its end only where the
+    server sets ``wsgi.input_terminated`` (gunicorn; werkzeug's server for chunked bodies;
+    waitress dechunks and declares a length itself), at most ``max_bytes + 1`` bytes to
+    know it is too large. Without that flag (wsgiref) such a body cannot be delimited:
+    400, never a guess and never a verdict on an empty body.
     """
-    declared = str(environ.get("CONTENT_LENGTH") or "0").strip()
-    if not is_decimal(declared) or int(declared) > max_bytes:
-        return None
-    body = environ["wsgi.input"].read(int(declared)) if int(declared) else b""
-    environ["wsgi.input"] = io.BytesIO(body)
-    return bytes(body)
+    declared = str(environ.get("CONTENT_LENGTH") or "").strip()
+    stream = environ["wsgi.input"]
+    if declared:
+        if not is_decimal(declared) or int(declared) > max_bytes:
+            return None
+        return bytes(stream.read(int(declared))) if int(declared) else b""
+    if not environ.get("wsgi.input_terminated"):
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            raise BadRequestError(
+                "this server does not delimit a body without Content-Length "
+                "(no wsgi.input_terminated); send Content-Length",
+                reason=Reason.MALFORMED_REQUEST,
+            )
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes:
+        chunk = bytes(stream.read(max_bytes + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > max_bytes else b"".join(chunks)
+
+
+def read_environ_body(environ: Environ, max_bytes: int) -> bytes | None:
+    """:func:`read_wsgi_input`, then hand the app exactly those bytes: a ``BytesIO`` with
+    their length declared, as waitress presents a body it dechunked."""
+    body = read_wsgi_input(environ, max_bytes)
+    if body is not None:
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+    return body
 
 
 def decide_environ(authorizer: Authorizer, environ: Environ) -> tuple[Decision, str]:
@@ -127,14 +175,26 @@ class AuthzWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         decision, rid = decide_environ(self.authorizer, environ)
-        if not decision.allowed:
+        if answers_itself(decision):
             rendered = render(decision, rid)
             status = f"{rendered.status} {_phrase(rendered.status)}"
             start_response(status, list(rendered.headers))
             return [rendered.body]
         environ[PRINCIPAL_KEY] = decision.principal
         environ[DECISION_KEY] = decision
-        return self.app(environ, start_response)
+        return self.app(environ, _with_request_id(start_response, rid))
+
+
+def _with_request_id(start_response: StartResponse, rid: str) -> StartResponse:
+    """``start_response``, adding ``x-request-id`` unless the app set one: an allowed
+    response carries the id too, as every denial does."""
+
+    def starting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if not any(name.lower() == "x-request-id" for name, _ in headers):
+            headers = [*headers, ("x-request-id", rid)]
+        return start_response(status, headers, exc_info)
+
+    return starting
 
 
 def _phrase(status: int) -> str:

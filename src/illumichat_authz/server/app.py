@@ -39,7 +39,7 @@ from .. import net
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError, SignatureError
-from ..integrations._common import below_mount, render, request_id, split_request_uri
+from ..integrations._common import below_mount, check_host, render, request_id, split_request_uri
 from ..net import IPNetwork, is_trusted_peer
 from ..reasons import Reason
 from ..render import identity_headers
@@ -200,6 +200,16 @@ def _raw(request: Request) -> tuple[str, str, list[tuple[str, str]], str | None]
     return path, query, headers, client.host if client else None
 
 
+# A 2xx would let the proxy pass the preflight on to the service, where a handler that
+# ignores the method runs without credentials; forward auth cannot answer it for the
+# proxy either (a 2xx *is* "pass"). So the proxy answers preflights before its auth check
+# (docs/forward-auth.md), and one that reaches us is refused.
+_PREFLIGHT_REFUSED = Decision.of(
+    Reason.POLICY_DENIED,
+    "CORS preflights must be answered by the proxy before forward auth (docs/forward-auth.md)",
+)
+
+
 def _deny(decision: Decision, rid: str) -> Response:
     rendered = render(decision, rid)
     headers = [(k, v) for k, v in rendered.headers if k.lower() != "content-length"]
@@ -237,7 +247,11 @@ class _ForwardAuth:
                 peer=peer,
                 trusted=core.trusted_proxies if core.forwarded_prefix else None,
             )
-            decision = await self.authorizer.adecide(facts, read_body=_no_body)
+            decision = check_host(facts, http_version=request.scope.get("http_version"))
+            if decision is None:
+                decision = await self.authorizer.adecide(facts, read_body=_no_body)
+            if decision.reason is Reason.PREFLIGHT:
+                decision = _PREFLIGHT_REFUSED
         except BadRequestError as exc:
             decision = Decision.of(exc.reason, exc.message)
         except Exception:
