@@ -94,7 +94,7 @@ logging.getLogger("illumichat_authz").addHandler(Keep())
 from mysite import urls
 out = {}
 try:
-    c = Client()
+    c = Client(headers={"host": "testserver"})  # HTTP/1.1 needs a Host
     for p in sys.argv[1:]:
         r = c.get(p)
         out[p] = [r.status_code, r.get("Location", "")]
