@@ -148,8 +148,8 @@ def test_touch_skips_the_database_inside_the_interval(db: Path) -> None:
     store.add(record)
     store.touch(record.key_id, now=NOW)
     statements: list[str] = []
-    with store._touch_pool.connection() as conn:  # the one touch borrows next
-        conn.set_trace_callback(statements.append)
+    conn = store._touch_pool.run(lambda c: c)  # the one touch borrows next
+    conn.set_trace_callback(statements.append)
     for i in range(1, 50):
         store.touch(record.key_id, now=NOW + i)
     conn.set_trace_callback(None)

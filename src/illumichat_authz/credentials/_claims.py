@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "MAX_NUMERIC_DATE",
@@ -72,9 +71,9 @@ def strict_json(raw: bytes) -> Any:
         raise ValueError("JSON is nested too deeply") from None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RegisteredClaims:
-    """RFC 7519 §4.1, typed: each ``None`` when the claim is absent."""
+class RegisteredClaims(NamedTuple):
+    """RFC 7519 §4.1, typed: each ``None`` when the claim is absent. A tuple: built once per
+    token on the hot path (a frozen dataclass costs a ``object.__setattr__`` per field)."""
 
     iss: str | None = None
     sub: str | None = None
@@ -85,13 +84,16 @@ class RegisteredClaims:
     jti: str | None = None
 
 
-def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+#: What ``dict.get`` answers for an absent claim (``None`` is a JSON value: ``null``).
+_ABSENT: Final[Any] = object()
+
+
+def _numeric_date(value: Any, name: str) -> float | None:
     # RFC 7519 §4.1.4-6: the value "MUST be a number containing a NumericDate value";
     # §2: NumericDate is "A JSON numeric value". Present as null is not absent (jose:
     # only `undefined` is absent, anything else "claim must be a number").
-    if name not in claims:
+    if value is _ABSENT:
         return None
-    value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClaimTypeError(f"{name!r} claim is not a number")
     # Compared before any float(): exact for huge integers, and false for NaN.
@@ -100,23 +102,21 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _string(claims: Mapping[str, Any], name: str) -> str | None:
+def _string(value: Any, name: str) -> str | None:
     # RFC 7519 §4.1.1, §4.1.2, §4.1.7: iss and sub are StringOrURI, jti "a case-sensitive
     # string".
-    if name not in claims:
+    if value is _ABSENT:
         return None
-    value = claims[name]
     if not isinstance(value, str):
         raise ClaimTypeError(f"{name!r} claim is not a string")
     return value
 
 
-def _audience(claims: Mapping[str, Any]) -> tuple[str, ...] | None:
+def _audience(value: Any) -> tuple[str, ...] | None:
     # RFC 7519 §4.1.3: "an array of case-sensitive strings, each containing a StringOrURI
     # value", or "a single case-sensitive string".
-    if "aud" not in claims:
+    if value is _ABSENT:
         return None
-    value = claims["aud"]
     if isinstance(value, str):
         return (value,)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
@@ -130,12 +130,13 @@ def registered_claims(claims: Mapping[str, Any]) -> RegisteredClaims:
     Only types and ranges: whether the issuer, audience and times are the right ones is
     each verifier's business (they differ in what they require).
     """
+    get = claims.get
     return RegisteredClaims(
-        iss=_string(claims, "iss"),
-        sub=_string(claims, "sub"),
-        aud=_audience(claims),
-        exp=_numeric_date(claims, "exp"),
-        nbf=_numeric_date(claims, "nbf"),
-        iat=_numeric_date(claims, "iat"),
-        jti=_string(claims, "jti"),
+        _string(get("iss", _ABSENT), "iss"),
+        _string(get("sub", _ABSENT), "sub"),
+        _audience(get("aud", _ABSENT)),
+        _numeric_date(get("exp", _ABSENT), "exp"),
+        _numeric_date(get("nbf", _ABSENT), "nbf"),
+        _numeric_date(get("iat", _ABSENT), "iat"),
+        _string(get("jti", _ABSENT), "jti"),
     )

@@ -170,8 +170,7 @@ class SqliteApiKeyStore:
 
     def _read(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
         try:
-            with self._pool.connection() as conn:
-                return conn.execute(sql, params).fetchall()
+            return self._pool.run(lambda conn: conn.execute(sql, params).fetchall())
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
 
@@ -201,8 +200,7 @@ class SqliteApiKeyStore:
         )
         insert = f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
         try:
-            with self._pool.connection() as conn:
-                write(conn, [(insert, values)])
+            self._pool.run(lambda conn: write(conn, [(insert, values)]))
         except sqlite3.IntegrityError as exc:
             raise ValueError(f"API key id {record.key_id} already exists") from exc
         except sqlite3.Error as exc:
@@ -228,8 +226,7 @@ class SqliteApiKeyStore:
     def revoke(self, key_id: str, *, now: float) -> bool:
         revoke = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?"
         try:
-            with self._pool.connection() as conn:
-                (count,) = write(conn, [(revoke, (now, key_id))])
+            (count,) = self._pool.run(lambda conn: write(conn, [(revoke, (now, key_id))]))
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         return count > 0
@@ -243,8 +240,8 @@ class SqliteApiKeyStore:
             "AND (last_used_at IS NULL OR last_used_at <= ?)"
         )
         try:
-            with self._touch_pool.connection() as conn:
-                write(conn, [(touch, (now, key_id, now - self._throttle.interval_s))])
+            params = (now, key_id, now - self._throttle.interval_s)
+            self._touch_pool.run(lambda conn: write(conn, [(touch, params)]))
         except sqlite3.Error as exc:
             self._throttle.forget(key_id)
             if not is_busy(exc):

@@ -146,8 +146,7 @@ class SqliteSessionStore:
 
     def get_session(self, token: str) -> SessionRecord | None:
         try:
-            with self._pool.connection() as conn:
-                rows = conn.execute(self._query, (token,)).fetchall()
+            rows = self._pool.run(lambda conn: conn.execute(self._query, (token,)).fetchall())
         except sqlite3.Error as exc:
             _log.warning("session store unavailable: %s", type(exc).__name__)
             raise DependencyUnavailableError(
