@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -146,7 +148,7 @@ def test_touch_skips_the_database_inside_the_interval(db: Path) -> None:
     store.add(record)
     store.touch(record.key_id, now=NOW)
     statements: list[str] = []
-    conn = store._connect()
+    conn = store._touch_pool.run(lambda c: c)  # the one touch borrows next
     conn.set_trace_callback(statements.append)
     for i in range(1, 50):
         store.touch(record.key_id, now=NOW + i)
@@ -155,32 +157,155 @@ def test_touch_skips_the_database_inside_the_interval(db: Path) -> None:
     assert statements == []
 
 
-def test_many_threads_share_one_store(store: SqliteApiKeyStore) -> None:
-    issued = [_issue(f"ws_{i % 3}") for i in range(40)]
+THREADS, KEYS_PER_THREAD, VERIFIES = 8, 5, 5
+
+
+def test_many_threads_share_one_store(
+    store: SqliteApiKeyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Eight threads add, verify and revoke at once on a fresh file: every answer right.
+
+    The barrier makes all eight open the new file at the same moment (where switching it
+    to WAL used to fail at once with "database is locked"); nothing here depends on timing.
+    """
+    issued = [_issue(f"ws_{i % 3}") for i in range(THREADS * KEYS_PER_THREAD)]
+    answers: list[tuple[str, str]] = []  # (key id, what the verify answered)
     errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(THREADS)
 
     def work(chunk: list[tuple[str, ApiKeyRecord]]) -> None:
         try:
             barrier.wait()
             for token, record in chunk:
                 store.add(record)
-                for j in range(5):
-                    p = authenticate_api_key(token, store, now=NOW + j)
-                    assert p.credential_id == record.key_id
+                for j in range(VERIFIES):
+                    answer = authenticate_api_key(token, store, now=NOW + j).credential_id
+                    answers.append((record.key_id, str(answer)))
                 store.revoke(record.key_id, now=NOW + 10)
+                with pytest.raises(CredentialError) as info:
+                    authenticate_api_key(token, store, now=NOW + 11)
+                answers.append((record.key_id, info.value.reason.value))
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(issued[i::8],)) for i in range(8)]
+    caplog.set_level(logging.WARNING, logger="illumichat_authz")
+    threads = [threading.Thread(target=work, args=(issued[i::THREADS],)) for i in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
+    # Every verify answered, and answered right; no 503 anywhere, not even a logged one
+    # from a last-use write.
+    expected = sorted(
+        [(r.key_id, r.key_id) for _, r in issued] * VERIFIES
+        + [(r.key_id, Reason.API_KEY_REVOKED.value) for _, r in issued]
+    )
+    assert sorted(answers) == expected
+    assert caplog.records == []
     listed = store.list()
-    assert len(listed) == 40
-    assert all(r.revoked_at == NOW + 10 and r.last_used_at == NOW for r in listed)
+    assert len(listed) == THREADS * KEYS_PER_THREAD
+    assert all(r.revoked_at == NOW + 10 for r in listed)
+    # A last use is recorded unless the store was busy at each of the key's uses (touch
+    # never waits); when recorded it is one of the uses.
+    assert all(r.last_used_at is None or NOW <= r.last_used_at < NOW + VERIFIES for r in listed)
+
+
+def _hold_write_lock(db: Path) -> sqlite3.Connection:
+    """Another connection (another process, the CLI) in the middle of a write."""
+    blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_first_open_waits_for_a_writer_instead_of_failing(db: Path) -> None:
+    # Switching the file to WAL while another connection writes is refused at once by
+    # SQLite, whatever the busy timeout: the store must wait it out, not answer 503.
+    blocker = _hold_write_lock(db)
+    release = threading.Timer(0.2, blocker.rollback)
+    release.start()
+    store = SqliteApiKeyStore(db, timeout_s=10)
+    try:
+        assert store.get("nothing") is None
+    finally:
+        release.join()
+        blocker.close()
+        store.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_writes_wait_out_a_busy_database_within_the_timeout(db: Path) -> None:
+    store = SqliteApiKeyStore(db, timeout_s=10)
+    store.get("nothing")  # the file exists, in WAL
+    _, record = _issue()
+    blocker = _hold_write_lock(db)
+    release = threading.Timer(0.2, blocker.rollback)
+    release.start()
+    try:
+        store.add(record)
+        assert store.revoke(record.key_id, now=NOW) is True
+    finally:
+        release.join()
+        blocker.close()
+    # Past the timeout it is a 503 (fail closed), not a wait without end.
+    impatient = SqliteApiKeyStore(db, timeout_s=0.05)
+    blocker = _hold_write_lock(db)
+    try:
+        with pytest.raises(DependencyUnavailableError) as info:
+            impatient.revoke(record.key_id, now=NOW)
+        assert info.value.status == 503
+    finally:
+        blocker.close()
+        impatient.close()
+        store.close()
+
+
+def test_verify_never_waits_for_someone_elses_write(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A last-use write that waited would hold this verify for the busy timeout and then
+    # log a failure; it must skip at once instead, and record the next use.
+    store = SqliteApiKeyStore(db, timeout_s=2)
+    token, record = _issue()
+    store.add(record)
+    caplog.set_level(logging.DEBUG, logger="illumichat_authz")
+    blocker = _hold_write_lock(db)
+    try:
+        assert authenticate_api_key(token, store, now=NOW).credential_id == record.key_id
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    got = store.get(record.key_id)
+    assert got is not None
+    assert got.last_used_at is None
+    authenticate_api_key(token, store, now=NOW + 1)
+    got = store.get(record.key_id)
+    assert got is not None
+    assert got.last_used_at == NOW + 1
+    store.close()
+
+
+def _open_files(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_thread_per_request_server_does_not_leak_connections(
+    store: SqliteApiKeyStore, db: Path
+) -> None:
+    token, record = _issue()
+    store.add(record)
+    for i in range(40):  # ThreadingHTTPServer, wsgiref: a new thread for every request
+        t = threading.Thread(target=lambda i=i: authenticate_api_key(token, store, now=NOW + i))
+        t.start()
+        t.join()
+    assert _open_files(db) <= 10
+    store.close()
+    assert _open_files(db) == 0
 
 
 def test_unusable_database_is_503_not_a_traceback(tmp_path: Path) -> None:

@@ -216,3 +216,70 @@ def test_nextauth_v4_tokens() -> None:
     assert dec.decode(found, now=time.time()).user_id == "v4-user"
     with pytest.raises(CredentialError):
         AuthjsSessionDecoder(secrets=["v4-secret"]).decode(found, now=time.time())
+
+
+#: Registered claims of the wrong type that @auth/core's ``encode`` writes as given (it
+#: sets ``iat``, ``exp`` and ``jti`` itself).
+BAD_CLAIMS_VIA_ENCODE = [
+    ("iss", None),
+    ("iss", 5),
+    ("aud", None),
+    ("aud", {"x": "y"}),
+    ("aud", ["a", 1]),
+    ("sub", 7),
+    ("sub", ["user-1"]),
+    ("nbf", None),
+    ("nbf", "0"),
+    ("nbf", True),
+    ("nbf", [0]),
+    ("nbf", {"t": 0}),
+]
+
+
+def test_badly_typed_registered_claims_written_by_authjs_are_refused() -> None:
+    tokens = peer(*(encode_req({**CLAIMS, c: v}, "s1", NAME) for c, v in BAD_CLAIMS_VIA_ENCODE))
+    verdicts = peer(*(decode_req(token, "s1", NAME) for token in tokens))
+    dec = AuthjsSessionDecoder(secrets=["s1"])
+    for (claim, value), token, theirs in zip(BAD_CLAIMS_VIA_ENCODE, tokens, verdicts, strict=True):
+        assert token is not None, (claim, value)
+        if claim == "nbf":  # jose: '"nbf" claim must be a number'
+            assert theirs is None, value
+        # Wherever @auth/core refuses we refuse; we also refuse what jose does not type
+        # without an issuer/audience option (RFC 7519 §4.1: iss, sub are strings, aud a
+        # string or strings).
+        with pytest.raises(CredentialError) as info:
+            dec.decode(SessionCookie(name=NAME, value=token), now=time.time())
+        assert info.value.reason is Reason.INVALID_CREDENTIAL
+        assert repr(claim) in info.value.message
+
+
+def _sealed(raw: bytes, secret: str) -> str:
+    """Exactly these claim bytes, encrypted as @auth/core's encode encrypts."""
+    from illumichat_authz.credentials import _jwe
+    from illumichat_authz.credentials.authjs import derive_content_key
+
+    key = derive_content_key(secret, salt=NAME, enc="A256CBC-HS512")
+    return _jwe.encrypt(raw, key, header={"alg": "dir", "enc": "A256CBC-HS512", "kid": key.kid})
+
+
+def test_badly_typed_dates_authjs_never_writes_are_refused_as_authjs_refuses_them() -> None:
+    now = int(time.time())
+    good = {**CLAIMS, "iat": now, "exp": now + 3600, "jti": "j"}
+    cases = [("jti", "5"), ("jti", "null")] + [
+        (claim, text)
+        for claim in ("exp", "iat")
+        for text in ("null", '"1"', "true", "[1]", "1" + "0" * 400, "NaN", "1e309", "-1")
+    ]
+    tokens = []
+    for claim, text in cases:
+        rest = json.dumps({k: v for k, v in good.items() if k != claim})
+        tokens.append(_sealed(f'{rest[:-1]}, "{claim}": {text}}}'.encode(), "s1"))
+    verdicts = peer(*(decode_req(token, "s1", NAME) for token in tokens))
+    dec = AuthjsSessionDecoder(secrets=["s1"])
+    for (claim, text), token, theirs in zip(cases, tokens, verdicts, strict=True):
+        if claim in ("exp", "iat") and text in ("null", '"1"', "true", "[1]", "NaN"):
+            assert theirs is None, (claim, text)  # jose: not a number, or not JSON
+        # A 400-digit exp is Infinity to JavaScript: a session that never ends there.
+        with pytest.raises(CredentialError) as info:
+            dec.decode(SessionCookie(name=NAME, value=token), now=time.time())
+        assert info.value.reason is Reason.INVALID_CREDENTIAL, (claim, text)

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ._claims import strict_json
+
 __all__ = [
     "ENC_KEY_LENGTH",
     "MAX_TOKEN_CHARS",
@@ -178,28 +180,13 @@ class Compact:
         return kid
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise JweError("duplicate header member")
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise JweError(f"non-finite number {name}")
-
-
 def parse_header(segment: str) -> dict[str, Any]:
     """Decode and validate a protected header (no key material involved)."""
     if len(segment) > _MAX_HEADER_CHARS:
         raise JweError("header too long")
     try:
-        header = json.loads(
-            b64url_decode(segment),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError
+        header = strict_json(b64url_decode(segment))
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError and strict_json's refusals
         raise JweError("header is not JSON") from None
     if not isinstance(header, dict):
         raise JweError("header is not an object")

@@ -7,6 +7,13 @@ plain (one table, ``?`` placeholders aside) so the PostgreSQL store can reuse it
 default), remembered in memory and enforced again in the ``UPDATE``'s ``WHERE`` so that
 several processes sharing one file do not multiply writes. Without this, every
 authenticated request would become a database write.
+
+Under threads (and processes) sharing one file, :class:`SqliteApiKeyStore` follows the
+rules in :mod:`._sqlite`: WAL is set once, when the store first opens the file; every
+write is a ``BEGIN IMMEDIATE`` transaction that waits out a busy database for
+``timeout_s``; and ``touch``, the one write on the verify path, never waits: when the
+database is busy it skips (the key's next use tries again), so no verify is held up or
+turned into a 503 by someone else's write.
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from illumichat_authz.credentials._sqlite import ConnectionPool, is_busy, retry_busy, write
 from illumichat_authz.credentials.apikeys import ApiKeyRecord, ApiKeyStore
 from illumichat_authz.errors import DependencyUnavailableError
 from illumichat_authz.reasons import Reason
@@ -97,9 +105,14 @@ class _TouchThrottle:
                 self._seen.popitem(last=False)
             return True
 
+    def forget(self, key_id: str) -> None:
+        """A write that was due did not happen: let the next use try again."""
+        with self._lock:
+            self._seen.pop(key_id, None)
+
 
 class SqliteApiKeyStore:
-    """API key records in a SQLite file: WAL, one connection per thread, schema on first use."""
+    """API key records in a SQLite file, shared by threads; schema and WAL on first use."""
 
     def __init__(
         self,
@@ -111,36 +124,43 @@ class SqliteApiKeyStore:
         self.path = Path(path)
         self._timeout_s = timeout_s
         self._throttle = _TouchThrottle(interval_s=touch_interval_s)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._schema_ready = False
+        self._init_lock = threading.Lock()
+        self._initialized = False
+        self._pool = ConnectionPool(lambda: self._open(timeout_s=timeout_s))
+        # touch's own connections never wait for a lock (busy_timeout 0).
+        self._touch_pool = ConnectionPool(lambda: self._open(timeout_s=0.0), max_idle=2)
 
     # -- connections -------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+    def _open(self, *, timeout_s: float) -> sqlite3.Connection:
+        # Autocommit (isolation_level=None): a read is one statement, a write the explicit
+        # transaction of _sqlite.write. ``timeout`` is SQLite's busy_timeout.
+        conn = sqlite3.connect(
+            self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
         try:
-            # autocommit (isolation_level=None): each statement is its own transaction.
-            conn = sqlite3.connect(
-                self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout_s * 1000)}")
-            with self._lock:
-                if not self._schema_ready:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    self._schema_ready = True
-                self._connections.append(conn)
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
-            raise self._unavailable(exc) from exc
-        self._local.conn = conn
+            with self._init_lock:
+                if not self._initialized:
+                    self._initialize(conn)
+                    self._initialized = True
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _initialize(self, conn: sqlite3.Connection) -> None:
+        # The journal mode is stored in the file: set once here, not per connection. The
+        # switch upgrades a read lock to a write lock, which SQLite refuses at once while
+        # another connection (another store, another process) writes: retried by hand,
+        # as is the schema (``conn`` may be one of touch's, which never wait).
+        def wal() -> object:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()
+
+        def schema() -> object:
+            return write(conn, [(statement, ()) for statement in _SCHEMA])
+
+        retry_busy(wal, timeout_s=self._timeout_s)
+        retry_busy(schema, timeout_s=self._timeout_s)
 
     def _unavailable(self, exc: sqlite3.Error) -> DependencyUnavailableError:
         _log.error("API key store %s failed: %s", self.path, exc)
@@ -148,26 +168,22 @@ class SqliteApiKeyStore:
             "API key store unavailable", reason=Reason.AUTH_UNAVAILABLE
         )
 
+    def _read(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        try:
+            return self._pool.run(lambda conn: conn.execute(sql, params).fetchall())
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
     def close(self) -> None:
-        """Close every connection this store opened (call at shutdown)."""
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        """Close the store's open connections (call at shutdown); a later use reopens."""
+        self._pool.close()
+        self._touch_pool.close()
 
     # -- ApiKeyStore -------------------------------------------------------------------
 
     def get(self, key_id: str) -> ApiKeyRecord | None:
-        try:
-            row = (
-                self._connect()
-                .execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))  # noqa: S608
-                .fetchone()
-            )
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
-        return None if row is None else _row_to_record(row)
+        rows = self._read(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))  # noqa: S608
+        return _row_to_record(rows[0]) if rows else None
 
     def add(self, record: ApiKeyRecord) -> None:
         values = (
@@ -182,11 +198,9 @@ class SqliteApiKeyStore:
             record.revoked_at,
             record.last_used_at,
         )
+        insert = f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
         try:
-            self._connect().execute(
-                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                values,
-            )
+            self._pool.run(lambda conn: write(conn, [(insert, values)]))
         except sqlite3.IntegrityError as exc:
             raise ValueError(f"API key id {record.key_id} already exists") from exc
         except sqlite3.Error as exc:
@@ -206,34 +220,33 @@ class SqliteApiKeyStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, key_id"
-        try:
-            rows = self._connect().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
+        rows = self._read(sql, params)
         return [_row_to_record(row) for row in rows]
 
     def revoke(self, key_id: str, *, now: float) -> bool:
+        revoke = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?"
         try:
-            cursor = self._connect().execute(
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?",
-                (now, key_id),
-            )
+            (count,) = self._pool.run(lambda conn: write(conn, [(revoke, (now, key_id))]))
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
-        return cursor.rowcount > 0
+        return count > 0
 
     def touch(self, key_id: str, *, now: float) -> None:
+        """Record use, at most once per interval, without ever waiting for a lock."""
         if not self._throttle.due(key_id, now):
             return
-        interval = self._throttle.interval_s
+        touch = (
+            "UPDATE api_keys SET last_used_at = ? WHERE key_id = ? "
+            "AND (last_used_at IS NULL OR last_used_at <= ?)"
+        )
         try:
-            self._connect().execute(
-                "UPDATE api_keys SET last_used_at = ? WHERE key_id = ? "
-                "AND (last_used_at IS NULL OR last_used_at <= ?)",
-                (now, key_id, now - interval),
-            )
+            params = (now, key_id, now - self._throttle.interval_s)
+            self._touch_pool.run(lambda conn: write(conn, [(touch, params)]))
         except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
+            self._throttle.forget(key_id)
+            if not is_busy(exc):
+                raise self._unavailable(exc) from exc
+            _log.debug("API key %s: last use not recorded, the store is busy", key_id)
 
 
 class MemoryApiKeyStore:

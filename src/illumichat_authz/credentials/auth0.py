@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from illumichat_authz.credentials._claims import (
+    ClaimTypeError,
+    RegisteredClaims,
+    registered_claims,
+    strict_json,
+)
 from illumichat_authz.credentials.jwks import SUPPORTED_ALGORITHMS, JwkKey, JwksCache
 from illumichat_authz.errors import ConfigurationError, CredentialError
 from illumichat_authz.principal import CredentialKind, Principal
@@ -111,41 +115,15 @@ def _b64url_decode(part: str, what: str) -> bytes:
     return raw
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate member")
-    return obj
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: Built once: ``json.loads`` with keyword arguments builds a new decoder on every call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-
-
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    """RFC 7515 §5.2 step 4 / RFC 7519 §7.2: a UTF-8 JSON object; duplicates refused.
-
-    Python's ``json`` accepts ``NaN``/``Infinity``, which RFC 8259 does not; an ``exp`` of
-    ``NaN`` would never compare as expired, so they are refused here.
-    """
+    """RFC 7515 §5.2 step 4 / RFC 7519 §7.2: a UTF-8 JSON object, read strictly."""
     try:
-        value = _DECODER.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        value = strict_json(raw)
+    except ValueError:
         raise _invalid(f"token {what} is not a JSON object") from None
     if not isinstance(value, dict):
         raise _invalid(f"token {what} is not a JSON object")
     return value
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    """A finite JSON number (RFC 7519 §2 NumericDate); ``true`` is not 1, ``1e999`` is not."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,29 +264,29 @@ class Auth0BearerVerifier:
         except InvalidSignature:
             raise _invalid("token signature does not verify") from None
 
-    def _check_claims(self, claims: Mapping[str, Any], now: float) -> None:
+    def _check_claims(self, claims: Mapping[str, Any], now: float) -> RegisteredClaims:
+        try:
+            registered = registered_claims(claims)
+        except ClaimTypeError as exc:
+            raise _invalid(f"token {exc}") from None
         leeway = self.clock_tolerance_s
         # RFC 7519 §4.1.1 / Auth0: "iss" is exactly "https://{domain}/" (trailing slash).
-        if claims.get("iss") != self.issuer:
+        if registered.iss != self.issuer:
             raise _invalid("token issuer is not this API's Auth0 tenant")
         # RFC 7519 §4.1.3: "each principal intended to process the JWT MUST identify itself
         # with a value in the audience claim ... the JWT MUST be rejected".
-        aud = claims.get("aud")
-        audiences = [aud] if isinstance(aud, str) else aud
-        if not isinstance(audiences, list) or self.audience not in audiences:
+        if registered.aud is None or self.audience not in registered.aud:
             raise _invalid("token audience is not this API")
         # RFC 7519 §4.1.4: "the current date/time MUST be before the expiration date/time".
-        exp = claims.get("exp")
-        if not _is_number(exp):
-            raise _invalid("token has no numeric exp")
+        exp = registered.exp
+        if exp is None:
+            raise _invalid("token has no exp")
         if now >= exp + leeway:
             raise CredentialError("token has expired", reason=Reason.TOKEN_EXPIRED)
         # RFC 7519 §4.1.5: "MUST NOT be accepted for processing" before "nbf".
-        nbf = claims.get("nbf")
-        if nbf is not None and (not _is_number(nbf) or now + leeway < nbf):
+        if registered.nbf is not None and now + leeway < registered.nbf:
             raise _invalid("token is not valid yet (nbf)")
-        iat = claims.get("iat")
-        if iat is not None and (not _is_number(iat) or iat > now + leeway):
+        if registered.iat is not None and registered.iat > now + leeway:
             raise _invalid("token was issued in the future (iat)")
         permissions = claims.get("permissions")
         if permissions is not None and (
@@ -326,6 +304,7 @@ class Auth0BearerVerifier:
         # configured clients, and a token naming no client is refused too.
         if self.authorized_parties is not None and azp not in self.authorized_parties:
             raise _invalid("token was issued to a client this API does not accept (azp)")
+        return registered
 
     @staticmethod
     def _text_claim(claims: Mapping[str, Any], name: str) -> str:
@@ -342,13 +321,13 @@ class Auth0BearerVerifier:
         """
         self._check_signature(parsed, key)
         claims = parsed.claims
-        self._check_claims(claims, now)
+        registered = self._check_claims(claims, now)
         user_id = self._text_claim(claims, self.user_id_claim)
         workspace = None
         if self.workspace_claim is not None and claims.get(self.workspace_claim) is not None:
             workspace = self._text_claim(claims, self.workspace_claim)
-        jti = claims.get("jti")
-        if isinstance(jti, str) and 0 < len(jti) <= 128:
+        jti = registered.jti
+        if jti is not None and 0 < len(jti) <= 128:
             credential_id = f"jti:{jti}"
         else:
             credential_id = "jwt:" + hashlib.sha256(parsed.signature).hexdigest()[:16]
@@ -360,7 +339,7 @@ class Auth0BearerVerifier:
             email=email if isinstance(email, str) else None,
             name=name if isinstance(name, str) else None,
             scopes=None,
-            expires_at=float(claims["exp"]),
+            expires_at=registered.exp,
             credential_id=credential_id,
             claims=claims,
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -28,6 +27,7 @@ from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
 
 from . import _jwe
+from ._claims import ClaimTypeError, registered_claims, strict_json
 from ._jwe import ContentKey, Enc, JweError
 from .cookies import SessionCookie, find_session_cookie, parse_cookie_header
 from .sessions_db import (
@@ -64,8 +64,6 @@ _V4_INFO: Final = b"NextAuth.js Generated Encryption Key"
 _GENERIC: Final = "session token is invalid"
 _ENCS: Final[tuple[Enc, ...]] = get_args(Enc)
 _HEADER_CACHE_SIZE: Final = 64
-#: One decoder for all requests (``json.loads`` with options builds one per call).
-_CLAIMS_JSON: Final = json.JSONDecoder(parse_constant=_jwe._reject_constant)
 
 
 def _authjs_info(salt: str) -> str:
@@ -84,16 +82,6 @@ def derive_v4_key(secret: str, *, secret_index: int = 0) -> ContentKey:
     """NextAuth v4: ``hkdf("sha256", secret, "", "NextAuth.js Generated Encryption Key", 32)``."""
     key = _jwe.derive_key(secret, salt=b"", info=_V4_INFO, length=32)
     return ContentKey.create(key, enc="A256GCM", secret_index=secret_index)
-
-
-def _is_number(value: object) -> bool:
-    """A finite JSON number that fits a float (``True`` is not a number here)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float range
-        return False
 
 
 def _token_id(token: str) -> str:
@@ -139,7 +127,11 @@ class AuthjsSessionDecoder:
             raise ConfigurationError("session.secrets must not contain empty strings")
         if not cookie_name or any(c in cookie_name for c in " ;=,\t\r\n"):
             raise ConfigurationError(f"session.cookie_name {cookie_name!r} is not a cookie name")
-        if not _is_number(clock_tolerance_s) or not 0 <= clock_tolerance_s <= 300:
+        if (
+            isinstance(clock_tolerance_s, bool)
+            or not isinstance(clock_tolerance_s, int | float)
+            or not 0 <= clock_tolerance_s <= 300
+        ):
             raise ConfigurationError("session.clock_tolerance_s must be between 0 and 300")
         if accept_nextauth_v4 and cookie_name.removeprefix(_SECURE) == NEXTAUTH_V4_COOKIE:
             raise ConfigurationError(
@@ -243,8 +235,8 @@ class AuthjsSessionDecoder:
         except JweError as exc:
             _log.debug("session token rejected: %s", exc)
             raise CredentialError(_GENERIC, reason=Reason.INVALID_CREDENTIAL) from None
-        claims = self._claims(payload, now=now)
-        return self._principal(claims, token=cookie.value)
+        claims, exp = self._claims(payload, now=now)
+        return self._principal(claims, exp=exp, token=cookie.value)
 
     def _decode_database(self, cookie: SessionCookie, *, now: float) -> Principal:
         if self.session_store is None:
@@ -283,36 +275,38 @@ class AuthjsSessionDecoder:
             raise JweError("no secret for this enc")
         return keys[0], _jwe.decrypt(parts, keys[0])
 
-    def _claims(self, payload: bytes, *, now: float) -> dict[str, Any]:
+    def _claims(self, payload: bytes, *, now: float) -> tuple[dict[str, Any], float]:
+        """The claims and their ``exp``, checked as ``@auth/core``'s ``decode`` (jose) does."""
         try:
-            claims = _CLAIMS_JSON.decode(payload.decode("utf-8"))
-        except (ValueError, RecursionError, JweError):
+            claims = strict_json(payload)
+        except ValueError:
             raise CredentialError(_GENERIC, reason=Reason.INVALID_CREDENTIAL) from None
         if not isinstance(claims, dict):
             raise CredentialError(_GENERIC, reason=Reason.INVALID_CREDENTIAL)
+        try:
+            registered = registered_claims(claims)
+        except ClaimTypeError as exc:
+            raise CredentialError(
+                f"session token {exc}", reason=Reason.INVALID_CREDENTIAL
+            ) from None
         tolerance = self.clock_tolerance_s
-        exp: Any = claims.get("exp")
+        exp = registered.exp
         # Auth.js always sets exp ("setExpirationTime(now() + maxAge)"); a session without
         # one would never end, so it is refused.
-        if not _is_number(exp):
-            raise CredentialError(
-                "session token has no valid exp", reason=Reason.INVALID_CREDENTIAL
-            )
+        if exp is None:
+            raise CredentialError("session token has no exp", reason=Reason.INVALID_CREDENTIAL)
         # jose: `if (payload.exp <= now - tolerance)` -> "exp" claim timestamp check failed.
         if exp <= now - tolerance:
             raise CredentialError("session expired", reason=Reason.SESSION_EXPIRED)
-        # jose: "nbf"/"iat", when present (even as null), must be numbers.
-        nbf: Any = claims.get("nbf", 0)
-        if not _is_number(nbf) or nbf > now + tolerance:
+        if registered.nbf is not None and registered.nbf > now + tolerance:
             raise CredentialError("session token not yet valid", reason=Reason.INVALID_CREDENTIAL)
-        iat: Any = claims.get("iat", 0)
-        if not _is_number(iat) or iat > now + tolerance:
+        if registered.iat is not None and registered.iat > now + tolerance:
             raise CredentialError(
                 "session token issued in the future", reason=Reason.INVALID_CREDENTIAL
             )
-        return claims
+        return claims, exp
 
-    def _principal(self, claims: dict[str, Any], *, token: str) -> Principal:
+    def _principal(self, claims: dict[str, Any], *, exp: float, token: str) -> Principal:
         user_id = claims.get(self.user_id_claim)
         if not isinstance(user_id, str) or not user_id:
             raise CredentialError("session token has no user id", reason=Reason.INVALID_CREDENTIAL)
@@ -332,7 +326,7 @@ class AuthjsSessionDecoder:
             workspace=workspace,
             email=email if isinstance(email, str) else None,
             name=name if isinstance(name, str) else None,
-            expires_at=float(claims["exp"]),
+            expires_at=exp,
             credential_id=_token_id(token),
             claims=MappingProxyType(claims),
         )

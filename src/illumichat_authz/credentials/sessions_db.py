@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
 
+from illumichat_authz.credentials._sqlite import ConnectionPool
 from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
@@ -109,7 +110,12 @@ def parse_expires(value: object) -> float:
 
 class SqliteSessionStore:
     """Reads the Auth.js adapter table (``sessions``: ``sessionToken``, ``userId``,
-    ``expires``) from a SQLite file, read-only, one short connection per lookup."""
+    ``expires``) from a SQLite file, read-only, on pooled connections shared by threads.
+
+    The file is the app's: its journal mode is left as the app set it. Under WAL a lookup
+    never waits for the app's writes; under a rollback journal it waits up to
+    ``timeout_s`` for a commit to finish (and answers 503 past that).
+    """
 
     def __init__(self, path: str | Path, *, table: str = "sessions", timeout_s: float = 2.0):
         if not _IDENTIFIER_RE.fullmatch(table):
@@ -121,14 +127,26 @@ class SqliteSessionStore:
             f'SELECT "sessionToken", "userId", "expires" FROM "{table}" '  # noqa: S608
             'WHERE "sessionToken" = ? LIMIT 2'
         )
+        # Opening a connection costs some 30 times the lookup itself: they are kept.
+        self._pool = ConnectionPool(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        # Autocommit: each lookup is one statement and sees the app's latest commit.
+        return sqlite3.connect(
+            self._uri,
+            uri=True,
+            timeout=self._timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    def close(self) -> None:
+        """Close the open connections (call at shutdown); a later lookup reopens."""
+        self._pool.close()
 
     def get_session(self, token: str) -> SessionRecord | None:
         try:
-            conn = sqlite3.connect(self._uri, uri=True, timeout=self._timeout_s)
-            try:
-                rows = conn.execute(self._query, (token,)).fetchall()
-            finally:
-                conn.close()
+            rows = self._pool.run(lambda conn: conn.execute(self._query, (token,)).fetchall())
         except sqlite3.Error as exc:
             _log.warning("session store unavailable: %s", type(exc).__name__)
             raise DependencyUnavailableError(

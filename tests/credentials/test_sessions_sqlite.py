@@ -1,0 +1,123 @@
+"""SqliteSessionStore under threads, while the Auth.js app writes the same file."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from illumichat_authz.credentials.sessions_db import SqliteSessionStore
+
+READERS, LOOKUPS, SESSIONS = 8, 60, 20
+EXPIRES = 1_750_000_000_000  # Drizzle timestamp_ms
+
+
+def _auth_database(path: Path, journal_mode: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA journal_mode={journal_mode}")
+    conn.execute(
+        'CREATE TABLE "sessions" ("sessionToken" text PRIMARY KEY, "userId" text NOT NULL, '
+        '"expires" integer NOT NULL)'
+    )
+    conn.executemany(
+        "INSERT INTO sessions VALUES (?, ?, ?)",
+        [(f"tok-{i}", f"user-{i}", EXPIRES) for i in range(SESSIONS)],
+    )
+    conn.close()
+
+
+def _lookups(store: SqliteSessionStore, start: threading.Barrier) -> list[BaseException]:
+    """READERS threads, LOOKUPS each after ``start``; every answer checked; the errors."""
+    errors: list[BaseException] = []
+
+    def reader(r: int) -> None:
+        try:
+            start.wait()
+            for j in range(LOOKUPS):
+                token = f"tok-{(r + j) % SESSIONS}"
+                found = store.get_session(token)
+                assert found is not None
+                assert (found.session_token, found.user_id) == (token, f"user-{(r + j) % SESSIONS}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(r,)) for r in range(READERS)]
+    for t in threads:
+        t.start()
+    start.wait()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_wal_lookups_never_wait_for_the_app_writing(tmp_path: Path) -> None:
+    """The app writes without a pause (what Auth.js does all day: sign-ins insert rows,
+    requests extend ``expires``); every lookup answers right, none is a 503."""
+    db = tmp_path / "auth.sqlite3"
+    _auth_database(db, "wal")
+    store = SqliteSessionStore(db)
+    done = threading.Event()
+    writes: list[int] = []
+
+    def app() -> None:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+        n = 0
+        while not done.is_set():
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?)", (f"new-{n}", "u", EXPIRES))
+            conn.execute(
+                'UPDATE sessions SET "expires" = "expires" + 1 WHERE "sessionToken" = ?',
+                (f"tok-{n % SESSIONS}",),
+            )
+            conn.execute("COMMIT")
+            n += 1
+        writes.append(n)
+        conn.close()
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    try:
+        errors = _lookups(store, threading.Barrier(READERS + 1))
+    finally:
+        done.set()
+        writer.join()
+        store.close()
+    assert errors == []
+    assert writes[0] > 0
+
+
+def test_rollback_journal_lookups_wait_out_a_commit(tmp_path: Path) -> None:
+    """Under a rollback journal the app's commit locks readers out; they wait (up to
+    ``timeout_s``) and then answer, instead of a 503."""
+    db = tmp_path / "auth.sqlite3"
+    _auth_database(db, "delete")
+    store = SqliteSessionStore(db, timeout_s=10)
+    app = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    app.execute("BEGIN EXCLUSIVE")  # what a commit holds, here held for a while
+    start = threading.Barrier(READERS + 1, action=threading.Timer(0.2, app.rollback).start)
+    try:
+        errors = _lookups(store, start)
+    finally:
+        app.close()
+        store.close()
+    assert errors == []
+
+
+def test_a_thread_per_request_server_reuses_connections(tmp_path: Path) -> None:
+    db = tmp_path / "auth.sqlite3"
+    _auth_database(db, "wal")
+    store = SqliteSessionStore(db)
+    opened: list[int] = []
+    open_connection = store._open
+
+    def counting_open() -> sqlite3.Connection:
+        opened.append(1)
+        return open_connection()
+
+    store._pool = type(store._pool)(counting_open)
+    for _ in range(20):  # one new thread per request, one after the other
+        t = threading.Thread(target=store.get_session, args=("tok-1",))
+        t.start()
+        t.join()
+    store.close()
+    assert len(opened) == 1
