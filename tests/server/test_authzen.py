@@ -476,3 +476,23 @@ def test_metadata_is_not_served_without_a_token(authorizer: Authorizer) -> None:
 def test_a_malformed_public_url_is_a_configuration_error(authorizer: Authorizer, url: str) -> None:
     with pytest.raises(ConfigurationError, match="public URL"):
         create_app(authorizer=authorizer, authzen_token=TOKEN, public_url=url)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"subject": {"type": "user", "id": "u"}, "subject": {"type": "user", "id": "v"}}',
+        b'{"subject": {"type": "user", "id": "u"}, "context": {"n": NaN}}',
+        b'{"context": {"n": 1e999}}',
+    ],
+)
+def test_json_with_two_meanings_is_400(authorizer: Authorizer, content: bytes) -> None:
+    # Duplicate members (which one wins?), NaN and overflowing numbers are not RFC 8259 JSON.
+    response = post(
+        authorizer,
+        "/access/v1/evaluation",
+        headers={**AUTH, "content-type": "application/json"},
+        content=content,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "the body is not JSON"}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
@@ -37,6 +36,7 @@ from starlette.routing import Route
 
 from .. import net
 from ..authorizer import Authorizer
+from ..credentials._claims import strict_json
 from ..decision import Decision
 from ..errors import BadRequestError, SignatureError
 from ..integrations._common import below_mount, check_host, render, request_id, split_request_uri
@@ -308,7 +308,7 @@ def _authzen_endpoint(
             if len(body) > authzen.MAX_BODY_BYTES:
                 return _authzen_error(413, "request body too large", rid)
         try:
-            doc = json.loads(body)
+            doc = strict_json(body)  # NaN, duplicate members: one request, one meaning
         except (ValueError, UnicodeDecodeError, RecursionError):
             return _authzen_error(400, "the body is not JSON", rid)
         if not isinstance(doc, dict):
