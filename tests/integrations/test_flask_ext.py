@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import flask
 import httpx
@@ -20,6 +18,7 @@ from conftest import (
     session_cookie,
     twilio_request,
 )
+from wsgi_servers import serve_wsgi
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.integrations.flask import IllumiChatAuthz
@@ -133,22 +132,10 @@ def test_exception_is_500(seen: list[Any]) -> None:
     assert seen == []
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def live(app: flask.Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serve_wsgi(app, "wsgiref") as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.interop

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import flask
 import httpx
 import pytest
 from conftest import COOKIE, SECRET, cookie_header, make_authorizer, session_cookie
+from wsgi_servers import serve_wsgi
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.errors import ConfigurationError
@@ -132,22 +131,10 @@ def test_a_blueprint_on_an_app_never_initialised_is_denied(
     assert RAN == []
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @contextmanager
 def serving(app: flask.Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serve_wsgi(app, "wsgiref") as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.interop

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.util import setup_testing_defaults
 
 import httpx
 import pytest
 from conftest import WEBHOOK, Exploding, cookie_header, twilio_request
+from wsgi_servers import serve_wsgi
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.integrations.wsgi import (
@@ -167,22 +166,10 @@ def test_path_info_latin1_roundtrip() -> None:
 # --- a real server ---------------------------------------------------------------------
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def live_server(mw: AuthzWSGIMiddleware) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, mw, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serve_wsgi(mw, "wsgiref") as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.interop
