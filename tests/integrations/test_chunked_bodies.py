@@ -100,11 +100,8 @@ def test_a_chunked_webhook_on_gunicorn(gunicorn: int) -> None:
         assert seen["form"] == FORM
 
 
-def test_a_chunked_webhook_reaches_drf_request_data_on_gunicorn(
-    gunicorn: int, request: pytest.FixtureRequest
-) -> None:
-    if request.node.callspec.params["gunicorn"] != "django_app":
-        pytest.skip("a DRF view is in the Django app only")
+@pytest.mark.parametrize("gunicorn", ["django_app"], indirect=True)  # the DRF view's app
+def test_a_chunked_webhook_reaches_drf_request_data_on_gunicorn(gunicorn: int) -> None:
     answer = send_webhook(gunicorn, path="/api/sms/webhook/a2")
     assert answer.status == 200, answer.body
     seen = ran(answer)
