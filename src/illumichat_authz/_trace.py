@@ -12,16 +12,16 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from .decision import Decision, ResourceRef
+from .denials import INTERNAL_ERROR_MESSAGE, www_authenticate
 from .errors import AuthzError, CredentialError
 from .principal import Principal
 from .reasons import STATUS_OF, Reason
 from .routes import Route
 
-__all__ = ["REALM", "Trace", "failure", "www_authenticate"]
+__all__ = ["Trace", "failure"]
 
 _log = logging.getLogger("illumichat_authz")
 
-REALM = "illumichat"
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 _new_tuple = tuple.__new__
 
@@ -73,20 +73,6 @@ class Trace:
         )
 
 
-def www_authenticate(exc: CredentialError | None) -> tuple[tuple[str, str], ...]:
-    # RFC 6750 §3: a request without credentials gets the bare challenge; an invalid or
-    # expired token gets error="invalid_token". RFC 9110 §15.5.2: a 401 MUST carry one.
-    if exc is None or not exc.token_error:
-        return (("WWW-Authenticate", f'Bearer realm="{REALM}"'),)
-    desc = exc.message.replace("\\", "").replace('"', "'")
-    return (
-        (
-            "WWW-Authenticate",
-            f'Bearer realm="{REALM}", error="invalid_token", error_description="{desc}"',
-        ),
-    )
-
-
 def failure(exc: Exception, trace: Trace) -> Decision:
     """The deny an exception means: a challenge for a bad credential, the error's own
     status for ours, a logged 500 for anything else. Never an allow."""
@@ -100,4 +86,4 @@ def failure(exc: Exception, trace: Trace) -> Decision:
             _log.warning("denied with %s: %s", exc.reason.value, exc.message)
         return trace.decision(exc.reason, exc.message)
     _log.error("internal error while deciding; the request is denied", exc_info=exc)
-    return trace.decision(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+    return trace.decision(Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)

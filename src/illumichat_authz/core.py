@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ._trace import Trace, failure, www_authenticate
+from ._trace import Trace, failure
 from .authn import Authenticators, Presented, authenticate, cached, presented, verify
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision
+from .denials import SIGN_IN_MESSAGE, www_authenticate
 from .errors import BadRequestError
 from .facts import Facts
 from .net import IPNetwork, client_ip, public_url, rate_limit_subject
@@ -260,7 +261,7 @@ def _sign_in(trace: Trace, reason: Reason) -> Decision:
     """No credential at all: 401 with the bare challenge (RFC 6750 §3)."""
     return trace.decision(
         reason,
-        "authentication required; sign in and retry",
+        SIGN_IN_MESSAGE,
         status=401,
         headers=www_authenticate(None),
     )

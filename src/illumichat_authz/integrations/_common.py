@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, unquote_to_bytes
 
 from ..decision import Decision
+from ..denials import internal_error
 from ..errors import BadRequestError
 from ..net import valid_host
 from ..reasons import Reason
@@ -253,11 +254,6 @@ def action_mismatch(decision: Decision, required: str | None, rid: str) -> Decis
         rid,
     )
     return internal_error()
-
-
-def internal_error() -> Decision:
-    """Our own failure (never the app's): deny with 500, say nothing about why."""
-    return Decision.of(Reason.INTERNAL_ERROR, "internal error; the request was denied")
 
 
 #: What an adapter answers to an allowed CORS preflight, with no body.

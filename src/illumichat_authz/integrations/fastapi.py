@@ -26,9 +26,9 @@ except ImportError as exc:
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..denials import sign_in
 from ..errors import BadRequestError
 from ..principal import Principal
-from ..reasons import Reason
 from ..request import RequestFacts
 from ._common import (
     access_arguments,
@@ -193,15 +193,7 @@ def require(
         request: Request, decision: Annotated[Decision, Depends(decided)]
     ) -> Principal:
         if decision.principal is None:
-            challenge = (("WWW-Authenticate", 'Bearer realm="illumichat"'),)
-            raise AuthzDenied(
-                Decision.of(
-                    Reason.AUTHENTICATION_REQUIRED,
-                    "authentication required; sign in and retry",
-                    headers=challenge,
-                ),
-                _rid(request),
-            )
+            raise AuthzDenied(sign_in(), _rid(request))
         return decision.principal
 
     return dependency

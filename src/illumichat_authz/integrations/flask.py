@@ -36,8 +36,8 @@ except ImportError as exc:
 
 from ..authorizer import Authorizer
 from ..decision import Decision
+from ..denials import sign_in
 from ..errors import ConfigurationError
-from ..reasons import Reason
 from ._common import (
     access_arguments,
     action_mismatch,
@@ -190,14 +190,7 @@ class IllumiChatAuthz:
                 elif (mismatch := action_mismatch(decision, action, rid)) is not None:
                     return _respond(mismatch, rid)
                 if decision.principal is None:
-                    return _respond(
-                        Decision.of(
-                            Reason.AUTHENTICATION_REQUIRED,
-                            "authentication required; sign in and retry",
-                            headers=(("WWW-Authenticate", 'Bearer realm="illumichat"'),),
-                        ),
-                        rid,
-                    )
+                    return _respond(sign_in(), rid)
                 return view(*args, **kwargs)
 
             names_resource = resource is not None or workspace is not None

@@ -38,6 +38,7 @@ from .. import net
 from ..authorizer import Authorizer
 from ..credentials._claims import strict_json
 from ..decision import Decision
+from ..denials import internal_error
 from ..errors import BadRequestError, SignatureError
 from ..integrations._common import below_mount, check_host, render, request_id, split_request_uri
 from ..net import IPNetwork, is_trusted_peer
@@ -256,7 +257,7 @@ class _ForwardAuth:
             decision = Decision.of(exc.reason, exc.message)
         except Exception:
             _log.exception("forward auth failed; request %s denied", rid)
-            decision = Decision.of(Reason.INTERNAL_ERROR, "internal error; the request was denied")
+            decision = internal_error()
         if not decision.allowed:
             return _deny(decision, rid)
         response = Response(b"", status_code=200)
