@@ -8,7 +8,7 @@ lines may sit between); ``sh`` blocks may:
   and no ``ILLUMICHAT_AUTHZ_*`` variables inherited. Expected failures inside a block are
   written ``cmd || echo "exit $?"``, so any other non-zero exit fails the test.
 * ``<!-- ci: pytest -->``: a test module for the pytest plugin, run by pytest in such a
-  copy; ``myservice`` (the reader's own app) is tests/docs_support/myservice.py.
+  copy; ``myservice`` (the reader's own app) is tests/docs/support/myservice.py.
 * ``<!-- ci: fragment -->``: not runnable on its own (it uses names the text around it
   introduces); it must still compile, and its imports must resolve.
 """
@@ -31,7 +31,7 @@ import pytest
 from illumichat_authz.config import Settings
 from illumichat_authz.reasons import Reason
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Pages whose examples must include at least one that runs.
 RUNNABLE_DOCS = ("docs/architecture.md", "docs/policy.md", "docs/configuration.md", "docs/cli.md")
 #: Every page a reader sees (the docs site is built from these).
@@ -157,7 +157,7 @@ class PytestRun:
 @pytest.fixture(scope="module")
 def pytest_blocks(tmp_path_factory: pytest.TempPathFactory) -> PytestRun:
     cwd = _workdir(tmp_path_factory.mktemp("pytest-blocks"))
-    shutil.copy(ROOT / "tests" / "docs_support" / "myservice.py", cwd)
+    shutil.copy(ROOT / "tests" / "docs" / "support" / "myservice.py", cwd)
     for n, snippet in enumerate(TESTS):
         (cwd / f"test_block_{n}.py").write_text(snippet.code, encoding="utf-8")
     done = subprocess.run(

@@ -1,6 +1,6 @@
 """Stands in for "your service" in the docs' snippets: ``from myservice import build_app``.
 
-tests/test_docs_snippets.py puts it beside each ``<!-- ci: pytest -->`` block it runs.
+tests/docs/test_docs_snippets.py puts it beside each ``<!-- ci: pytest -->`` block it runs.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.request import RequestFacts
 from illumichat_authz.vocab import NO_ROLE, Role, Visibility
 
-REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
 def _load(directory: Path) -> Policy:

@@ -27,7 +27,7 @@ from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.request import RequestFacts
 from oracle import AUTHENTICATED_ENDPOINTS, PUBLIC_ENDPOINTS, WEBHOOK_ENDPOINTS, Endpoint
 
-REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 USER = Principal(user_id="u1", kind=CredentialKind.SESSION, workspace="w1")
 TWILIO_TOKEN = "twilio-test-auth-token-0123456789"
 BASE_URL = "https://api.example.test"
