@@ -19,17 +19,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from illumichat_authz.credentials.apikey_store import (
-    CachingApiKeyStore,
-    MemoryApiKeyStore,
-    SqliteApiKeyStore,
-)
 from illumichat_authz.credentials.apikeys import (
     ApiKeyStore,
     authenticate_api_key,
     issue_api_key,
     parse_api_key,
     verify_api_key,
+)
+from illumichat_authz.stores.api_keys import (
+    CachingApiKeyStore,
+    MemoryApiKeyStore,
+    SqliteApiKeyStore,
 )
 
 NOW = 1_800_000_000.0

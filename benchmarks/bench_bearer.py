@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from illumichat_authz.credentials.auth0 import Auth0BearerVerifier, verify_bearer_sync
-from illumichat_authz.credentials.jwks import JwksCache
+from illumichat_authz.stores.jwks import JwksCache
 
 ISSUER = "https://illumichat-bench.us.auth0.com/"
 AUDIENCE = "https://api.illumichat.com"

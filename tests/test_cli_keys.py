@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from illumichat_authz.cli import main
-from illumichat_authz.credentials.apikey_store import SqliteApiKeyStore
 from illumichat_authz.credentials.apikeys import API_KEY_PATTERN, authenticate_api_key
 from illumichat_authz.errors import CredentialError
 from illumichat_authz.reasons import Reason
+from illumichat_authz.stores.api_keys import SqliteApiKeyStore
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,9 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from .credentials.jwk import SUPPORTED_ALGORITHMS
 from .errors import ConfigurationError
+from .net import is_loopback_host
 from .ratelimit import check_storage_uri
 
 __all__ = [
@@ -50,18 +52,6 @@ __all__ = [
 
 _ENV_PREFIX = "ILLUMICHAT_AUTHZ_"
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?\Z")
-
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-def _is_loopback(host: str) -> bool:
-    """``localhost`` or any loopback address (127.0.0.0/8, ::1), as the fetcher allows."""
-    if host in _LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def default_policies_dir() -> Path:
@@ -166,10 +156,11 @@ class Auth0Settings(_Section):
     @field_validator("algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
-        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-        bad = [a for a in value if a not in allowed]
+        bad = [a for a in value if a not in SUPPORTED_ALGORITHMS]
         if bad or not value:
-            raise ValueError(f"algorithms must be a non-empty subset of {sorted(allowed)}")
+            raise ValueError(
+                f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
+            )
         return value
 
     @property
@@ -190,7 +181,7 @@ class Auth0Settings(_Section):
         parts = urlsplit(value)
         if parts.scheme == "https":
             return value
-        if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
+        if parts.scheme == "http" and is_loopback_host(parts.hostname or ""):
             return value
         raise ValueError("jwks_url must be https (plain http only for loopback hosts)")
 

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
 from illumichat_authz.credentials.apikeys import (
     API_KEY_LENGTH,
     API_KEY_PATTERN,
@@ -28,6 +27,7 @@ from illumichat_authz.credentials.apikeys import (
 from illumichat_authz.errors import CredentialError, DependencyUnavailableError
 from illumichat_authz.principal import CredentialKind
 from illumichat_authz.reasons import STATUS_OF, Reason
+from illumichat_authz.stores.api_keys import MemoryApiKeyStore
 
 NOW = 1_800_000_000.0
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -29,10 +29,11 @@ from illumichat_authz.credentials.auth0 import (
     averify_bearer,
     verify_bearer_sync,
 )
-from illumichat_authz.credentials.jwks import JwksCache, UrllibJwksFetcher, parse_jwks
+from illumichat_authz.credentials.jwk import parse_jwks
 from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
+from illumichat_authz.stores.jwks import JwksCache, UrllibJwksFetcher
 
 DOMAIN = "illumichat-test.us.auth0.com"
 ISSUER = f"https://{DOMAIN}/"

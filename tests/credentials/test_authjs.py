@@ -17,16 +17,15 @@ from illumichat_authz.credentials import _jwe
 from illumichat_authz.credentials.authjs import (
     AuthjsSessionDecoder,
     SessionCookie,
-    SessionRecord,
     derive_content_key,
     derive_v4_key,
     encode_session_token,
-    principal_from_session_record,
 )
-from illumichat_authz.credentials.sessions_db import SqliteSessionStore, parse_expires
+from illumichat_authz.credentials.sessions import SessionRecord, principal_from_session_record
 from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
 from illumichat_authz.principal import CredentialKind
 from illumichat_authz.reasons import Reason
+from illumichat_authz.stores.sessions import SqliteSessionStore, parse_expires
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 NAME = "authjs.session-token"

@@ -32,10 +32,10 @@ from illumichat_authz.credentials._claims import (
 from illumichat_authz.credentials.auth0 import Auth0BearerVerifier, verify_bearer_sync
 from illumichat_authz.credentials.authjs import AuthjsSessionDecoder, derive_content_key
 from illumichat_authz.credentials.cookies import SessionCookie
-from illumichat_authz.credentials.jwks import JwksCache, UrllibJwksFetcher
 from illumichat_authz.errors import CredentialError
 from illumichat_authz.reasons import Reason
 from illumichat_authz.request import RequestFacts
+from illumichat_authz.stores.jwks import JwksCache, UrllibJwksFetcher
 from illumichat_authz.testing.fixtures import (
     AUDIENCE,
     AUTH0_DOMAIN,

@@ -6,7 +6,7 @@ Two pure steps, so the caller decides where keys come from and what time it is:
   strict base64url parts, JSON objects, an allowed ``alg``, a ``kid``, no key-bearing or
   critical headers) and returns a :class:`ParsedJwt`. No crypto, no I/O.
 * :meth:`Auth0BearerVerifier.verify` checks the signature with ``cryptography`` on the key
-  the :class:`~illumichat_authz.credentials.jwks.JwksCache` already parsed, then the
+  the :class:`~illumichat_authz.credentials.jwk.JwkKey` the caller looked up, then the, then the
   claims, and returns a :class:`Principal`.
 
 The algorithm is fixed by configuration; the token's ``alg`` is only checked against it
@@ -34,10 +34,11 @@ from illumichat_authz.credentials._claims import (
     registered_claims,
     strict_json,
 )
-from illumichat_authz.credentials.jwks import SUPPORTED_ALGORITHMS, JwkKey, JwksCache
+from illumichat_authz.credentials.jwk import SUPPORTED_ALGORITHMS, JwkKey
 from illumichat_authz.errors import ConfigurationError, CredentialError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
+from illumichat_authz.stores.jwks import JwksCache
 
 if TYPE_CHECKING:
     from illumichat_authz.config import Auth0Settings

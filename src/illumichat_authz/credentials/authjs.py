@@ -9,7 +9,7 @@ secret that successfully decrypts the JWT will be used".
 
 Sans-IO: every key is derived once in the constructor; :meth:`AuthjsSessionDecoder.decode`
 is a pure function of (cookie, now) except for the optional database lookup, which goes
-through an injected :class:`~.sessions_db.SessionStore`.
+through an injected :class:`~.sessions.SessionStore`.
 """
 
 from __future__ import annotations
@@ -30,13 +30,7 @@ from . import _jwe
 from ._claims import ClaimTypeError, registered_claims, strict_json
 from ._jwe import ContentKey, Enc, JweError
 from .cookies import SessionCookie, find_session_cookie, parse_cookie_header
-from .sessions_db import (
-    SessionRecord,
-    SessionStore,
-    SqliteSessionStore,
-    check_session_token,
-    principal_from_session_record,
-)
+from .sessions import SessionStore, check_session_token, principal_from_session_record
 
 if TYPE_CHECKING:
     from illumichat_authz.config import SessionSettings
@@ -45,11 +39,7 @@ __all__ = [
     "NEXTAUTH_V4_COOKIE",
     "AuthjsSessionDecoder",
     "SessionCookie",
-    "SessionRecord",
-    "SessionStore",
-    "SqliteSessionStore",
     "encode_session_token",
-    "principal_from_session_record",
 ]
 
 _log = logging.getLogger("illumichat_authz.credentials.authjs")
@@ -182,6 +172,8 @@ class AuthjsSessionDecoder:
     ) -> AuthjsSessionDecoder:
         """Build from ``settings.session``; ``database`` opens a :class:`SqliteSessionStore`."""
         if session_store is None and settings.database is not None:
+            from illumichat_authz.stores.sessions import SqliteSessionStore
+
             session_store = SqliteSessionStore(settings.database)
         return cls(
             secrets=list(settings.secrets),

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from illumichat_authz.credentials.sessions_db import SqliteSessionStore
+from illumichat_authz.stores.sessions import SqliteSessionStore
 
 READERS, LOOKUPS, SESSIONS = 8, 60, 20
 EXPIRES = 1_750_000_000_000  # Drizzle timestamp_ms

@@ -11,11 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from illumichat_authz.credentials.apikey_store import (
-    CachingApiKeyStore,
-    MemoryApiKeyStore,
-    SqliteApiKeyStore,
-)
 from illumichat_authz.credentials.apikeys import (
     ApiKeyRecord,
     authenticate_api_key,
@@ -23,6 +18,11 @@ from illumichat_authz.credentials.apikeys import (
 )
 from illumichat_authz.errors import CredentialError, DependencyUnavailableError
 from illumichat_authz.reasons import Reason
+from illumichat_authz.stores.api_keys import (
+    CachingApiKeyStore,
+    MemoryApiKeyStore,
+    SqliteApiKeyStore,
+)
 
 NOW = 1_800_000_000.0
 
