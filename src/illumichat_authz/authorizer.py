@@ -98,9 +98,7 @@ def build_core(
     )
     session_cfg = settings.session
     authenticators = Authenticators(
-        session=AuthjsSessionDecoder.from_settings(
-            session_cfg.model_copy(update={"database": None})
-        )
+        session=AuthjsSessionDecoder.from_settings(session_cfg)
         if session_cfg.secrets or session_cfg.database
         else None,
         session_database=session_cfg.database is not None,

@@ -38,7 +38,6 @@ from illumichat_authz.credentials.jwk import SUPPORTED_ALGORITHMS, JwkKey
 from illumichat_authz.errors import ConfigurationError, CredentialError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
-from illumichat_authz.stores.jwks import JwksCache
 
 if TYPE_CHECKING:
     from illumichat_authz.config import Auth0Settings
@@ -49,8 +48,6 @@ __all__ = [
     "ParsedJwt",
     "auth0_permissions",
     "auth0_scopes",
-    "averify_bearer",
-    "verify_bearer_sync",
 ]
 
 #: Longest token accepted. Auth0 access tokens with many RBAC permissions reach a few KB;
@@ -360,19 +357,3 @@ def auth0_scopes(principal: Principal) -> frozenset[str]:
         return frozenset()
     value = principal.claims.get("scope")
     return frozenset(value.split()) if isinstance(value, str) else frozenset()
-
-
-def verify_bearer_sync(
-    verifier: Auth0BearerVerifier, cache: JwksCache, token: str, *, now: float
-) -> Principal:
-    """parse, key lookup (may fetch), verify: the whole bearer check for sync callers."""
-    parsed = verifier.parse(token)
-    return verifier.verify(parsed, cache.get_key(parsed.kid, parsed.alg), now=now)
-
-
-async def averify_bearer(
-    verifier: Auth0BearerVerifier, cache: JwksCache, token: str, *, now: float
-) -> Principal:
-    """As :func:`verify_bearer_sync`; the JWKS fetch never blocks the event loop."""
-    parsed = verifier.parse(token)
-    return verifier.verify(parsed, await cache.aget_key(parsed.kid, parsed.alg), now=now)
