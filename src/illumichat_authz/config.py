@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from .credentials._util import DEFAULT_CLOCK_TOLERANCE_S, MAX_CLOCK_TOLERANCE_S
 from .credentials.jwk import SUPPORTED_ALGORITHMS
 from .errors import ConfigurationError
 from .net import is_loopback_host
@@ -107,7 +108,9 @@ class SessionSettings(_Section):
     workspace_claim: str | None = None
     email_claim: str = "email"
     name_claim: str = "name"
-    clock_tolerance_s: float = Field(default=15.0, ge=0, le=300)
+    clock_tolerance_s: float = Field(
+        default=DEFAULT_CLOCK_TOLERANCE_S, ge=0, le=MAX_CLOCK_TOLERANCE_S
+    )
     #: Auth.js database strategy: a SQLite file with the adapter's ``sessions`` table.
     database: Path | None = None
     #: Accept NextAuth v4 cookies (``next-auth.session-token``, A256GCM, empty salt).
@@ -135,7 +138,9 @@ class Auth0Settings(_Section):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
     user_id_claim: str = "sub"
     workspace_claim: str | None = None
-    clock_tolerance_s: float = Field(default=15.0, ge=0, le=300)
+    clock_tolerance_s: float = Field(
+        default=DEFAULT_CLOCK_TOLERANCE_S, ge=0, le=MAX_CLOCK_TOLERANCE_S
+    )
     #: Shortest interval between two JWKS fetches (an unknown ``kid`` cannot force more).
     jwks_min_refresh_s: float = Field(default=60.0, ge=0)
     #: How long fetched keys are fresh, and how long stale keys serve during an outage.

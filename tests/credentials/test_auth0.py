@@ -534,3 +534,30 @@ def test_fuzz_structured_tokens(
 def test_fuzz_validly_signed_garbage_claims(payload: dict[str, Any]) -> None:
     token = jwt.encode(payload, RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
     _only_credential_errors(token)
+
+
+class _MemoryFetcher:
+    """The tenant's JWKS from memory: a JwksCache that never touches the network."""
+
+    def fetch(self, url: str, *, timeout_s: float) -> bytes:
+        return JWKS
+
+
+@pytest.mark.parametrize("exp", [10**400, -(10**400), 10**20])
+def test_a_huge_integer_exp_is_a_401_not_a_500(exp: int) -> None:
+    """A tenant-signed token whose ``exp`` no float can hold is a bad token, not a crash.
+
+    (``float(10**400)`` raises ``OverflowError``: an unguarded number check turns that into
+    a logged 500.) Pure verifier first, then the whole decision through the driver.
+    """
+    token = mint(claims(exp=exp))
+    with pytest.raises(CredentialError) as info:
+        check(token)
+    assert (info.value.status, info.value.reason) == (401, Reason.INVALID_TOKEN)
+    assert "'exp'" in info.value.message
+    auth0 = {"domain": DOMAIN, "audience": AUDIENCE, "jwks_url": "https://tenant.invalid/"}
+    settings = load_settings(overrides={"auth0": auth0}, environment=False)
+    cache = JwksCache(url="https://tenant.invalid/", fetcher=_MemoryFetcher())
+    authz = Authorizer(core=build_core(settings), jwks=cache, clock=lambda: NOW)
+    decision = authz.identify(bearer_request(token))
+    assert (decision.status, decision.reason) == (401, Reason.INVALID_TOKEN)

@@ -17,7 +17,6 @@ algorithms and MUST NOT use any other algorithms when performing cryptographic o
 from __future__ import annotations
 
 import binascii
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -33,6 +32,11 @@ from illumichat_authz.credentials._claims import (
     RegisteredClaims,
     registered_claims,
     strict_json,
+)
+from illumichat_authz.credentials._util import (
+    DEFAULT_CLOCK_TOLERANCE_S,
+    clock_tolerance,
+    credential_id,
 )
 from illumichat_authz.credentials.jwk import SUPPORTED_ALGORITHMS, JwkKey
 from illumichat_authz.errors import ConfigurationError, CredentialError
@@ -147,7 +151,7 @@ class Auth0BearerVerifier:
         algorithms: Sequence[str] = ("RS256",),
         user_id_claim: str = "sub",
         workspace_claim: str | None = None,
-        clock_tolerance_s: float = 15.0,
+        clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S,
         authorized_parties: Iterable[str] | None = None,
     ) -> None:
         if not issuer or not audience:
@@ -159,14 +163,13 @@ class Auth0BearerVerifier:
             raise ConfigurationError(
                 f"auth0.algorithms: unsupported {unknown}; use {sorted(SUPPORTED_ALGORITHMS)}"
             )
-        if not 0 <= clock_tolerance_s <= 300:
-            raise ConfigurationError("auth0.clock_tolerance_s: between 0 and 300 seconds")
+        tolerance = clock_tolerance(clock_tolerance_s, key="auth0.clock_tolerance_s")
         self.issuer = issuer
         self.audience = audience
         self.algorithms = frozenset(algorithms)
         self.user_id_claim = user_id_claim
         self.workspace_claim = workspace_claim
-        self.clock_tolerance_s = float(clock_tolerance_s)
+        self.clock_tolerance_s = tolerance
         #: Client ids whose tokens are accepted (``azp``); ``None``: any client of the tenant.
         self.authorized_parties = (
             None if authorized_parties is None else frozenset(authorized_parties)
@@ -326,9 +329,9 @@ class Auth0BearerVerifier:
             workspace = self._text_claim(claims, self.workspace_claim)
         jti = registered.jti
         if jti is not None and 0 < len(jti) <= 128:
-            credential_id = f"jti:{jti}"
+            cid = f"jti:{jti}"
         else:
-            credential_id = "jwt:" + hashlib.sha256(parsed.signature).hexdigest()[:16]
+            cid = "jwt:" + credential_id(parsed.signature)
         email, name = claims.get("email"), claims.get("name")
         return Principal(
             user_id=user_id,
@@ -338,7 +341,7 @@ class Auth0BearerVerifier:
             name=name if isinstance(name, str) else None,
             scopes=None,
             expires_at=registered.exp,
-            credential_id=credential_id,
+            credential_id=cid,
             claims=claims,
         )
 

@@ -15,7 +15,6 @@ and :func:`~.sessions.principal_from_session_record` decides what the row means.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -30,6 +29,7 @@ from illumichat_authz.reasons import Reason
 from . import _jwe
 from ._claims import ClaimTypeError, registered_claims, strict_json
 from ._jwe import ContentKey, Enc, JweError
+from ._util import DEFAULT_CLOCK_TOLERANCE_S, clock_tolerance, credential_id
 from .cookies import SessionCookie, find_session_cookie, parse_cookie_header
 
 if TYPE_CHECKING:
@@ -74,10 +74,6 @@ def derive_v4_key(secret: str, *, secret_index: int = 0) -> ContentKey:
     return ContentKey.create(key, enc="A256GCM", secret_index=secret_index)
 
 
-def _token_id(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
 class _KeyRing:
     """The keys for one cookie name: by ``kid``, and per ``enc`` newest secret first."""
 
@@ -107,7 +103,7 @@ class AuthjsSessionDecoder:
         workspace_claim: str | None = None,
         email_claim: str = "email",
         name_claim: str = "name",
-        clock_tolerance_s: float = 15.0,
+        clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S,
         accept_nextauth_v4: bool = False,
     ) -> None:
         if isinstance(secrets, str):
@@ -116,12 +112,7 @@ class AuthjsSessionDecoder:
             raise ConfigurationError("session.secrets must not contain empty strings")
         if not cookie_name or any(c in cookie_name for c in " ;=,\t\r\n"):
             raise ConfigurationError(f"session.cookie_name {cookie_name!r} is not a cookie name")
-        if (
-            isinstance(clock_tolerance_s, bool)
-            or not isinstance(clock_tolerance_s, int | float)
-            or not 0 <= clock_tolerance_s <= 300
-        ):
-            raise ConfigurationError("session.clock_tolerance_s must be between 0 and 300")
+        tolerance = clock_tolerance(clock_tolerance_s, key="session.clock_tolerance_s")
         if accept_nextauth_v4 and cookie_name.removeprefix(_SECURE) == NEXTAUTH_V4_COOKIE:
             raise ConfigurationError(
                 "session.cookie_name is the NextAuth v4 cookie; set accept_nextauth_v4 instead"
@@ -131,7 +122,7 @@ class AuthjsSessionDecoder:
         self.workspace_claim = workspace_claim
         self.email_claim = email_claim
         self.name_claim = name_claim
-        self.clock_tolerance_s = float(clock_tolerance_s)
+        self.clock_tolerance_s = tolerance
         self.accept_nextauth_v4 = accept_nextauth_v4
 
         # Auth.js: "Use secure prefix for cookie name, unless URL ... is http://".
@@ -304,7 +295,7 @@ class AuthjsSessionDecoder:
             email=email if isinstance(email, str) else None,
             name=name if isinstance(name, str) else None,
             expires_at=exp,
-            credential_id=_token_id(token),
+            credential_id=credential_id(token),
             claims=MappingProxyType(claims),
         )
 

@@ -11,11 +11,11 @@ itself is a :class:`SessionStore` (the SQLite one is
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
+from illumichat_authz.credentials._util import credential_id
 from illumichat_authz.errors import CredentialError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
@@ -53,11 +53,6 @@ class SessionStore(Protocol):
     def get_session(self, token: str) -> SessionRecord | None: ...
 
 
-def session_credential_id(token: str) -> str:
-    """Safe to log: a short SHA-256 prefix of the token, never the token."""
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
 def check_session_token(token: str) -> None:
     """Bound the opaque token before it goes anywhere near the database."""
     if len(token) > MAX_SESSION_TOKEN_CHARS or not _TOKEN_RE.fullmatch(token):
@@ -80,5 +75,5 @@ def principal_from_session_record(record: SessionRecord | None, *, now: float) -
         user_id=record.user_id,
         kind=CredentialKind.SESSION,
         expires_at=record.expires,
-        credential_id=session_credential_id(record.session_token),
+        credential_id=credential_id(record.session_token),
     )
