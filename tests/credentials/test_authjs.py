@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -625,3 +626,28 @@ def test_concurrent_decoding_shares_nothing_mutable() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(work, range(2000)))
     assert results == [f"u{i % 64}" for i in range(2000)]
+
+
+def test_threads_decoding_at_once_each_get_the_right_session() -> None:
+    """The AES-CBC decryptors are reused across requests, lent to one caller at a time."""
+    dec = decoder()
+    tokens = [mint({"sub": f"u{i}", "pad": "x" * (i * 40)}) for i in range(8)]
+    start = threading.Barrier(len(tokens))
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(200):
+                assert dec.decode(cookie(tokens[i]), now=NOW).user_id == f"u{i}"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(tokens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ring = dec._rings[NAME].ordered["A256CBC-HS512"][0]
+    assert 1 <= len(ring._ecbs) <= len(tokens)
