@@ -44,8 +44,8 @@ from illumichat_authz.credentials.authjs import (
     derive_content_key,
     encode_session_token,
 )
-from illumichat_authz.credentials.cache import CredentialCache
-from illumichat_authz.credentials.sessions_db import SqliteSessionStore
+from illumichat_authz.stores.credential_cache import CredentialCache
+from illumichat_authz.stores.sessions import SqliteSessionStore
 
 NAME = "authjs.session-token"
 SECRETS = ["secret-3-newest", "secret-2", "secret-1"]

@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlencode
 from twilio.request_validator import RequestValidator
 
 from illumichat_authz.credentials.twilio import TwilioSignatureVerifier
-from illumichat_authz.ratelimit import RateLimiter, RateLimitSpec
+from illumichat_authz.ratelimit import RateLimitSpec
+from illumichat_authz.stores.ratelimit import RateLimiter
 
 TOKEN = "12345678901234567890123456789012"
 URL = "https://api.illumichat.test/api/sms/webhook/asst_1"

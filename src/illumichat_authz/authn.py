@@ -15,13 +15,13 @@ from typing import Any, NamedTuple
 from .credentials.apikeys import looks_like_api_key, parse_api_key, verify_api_key
 from .credentials.auth0 import Auth0BearerVerifier
 from .credentials.authjs import AuthjsSessionDecoder
-from .credentials.cache import CredentialCache
-from .credentials.sessions_db import check_session_token, principal_from_session_record
+from .credentials.sessions import check_session_token, principal_from_session_record
 from .errors import CredentialError
 from .principal import CredentialKind, Principal
 from .queries import NeedApiKey, NeedJwk, NeedSession, Query, RecordApiKeyUse
 from .reasons import Reason
 from .request import RequestFacts
+from .stores.credential_cache import CredentialCache
 
 __all__ = ["Authenticators", "Presented", "authenticate", "cached", "presented", "verify"]
 

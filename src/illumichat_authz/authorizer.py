@@ -20,13 +20,10 @@ from typing import Any
 from .authn import Authenticators
 from .config import Settings, load_settings
 from .core import Core, Flow, access_decision, decide_access, identify, request_decision
-from .credentials.apikey_store import SqliteApiKeyStore
 from .credentials.apikeys import ApiKeyStore
 from .credentials.auth0 import Auth0BearerVerifier
 from .credentials.authjs import AuthjsSessionDecoder
-from .credentials.cache import CredentialCache
-from .credentials.jwks import JwksCache, UrllibJwksFetcher
-from .credentials.sessions_db import SessionStore, SqliteSessionStore
+from .credentials.sessions import SessionStore
 from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision
 from .errors import AuthzError, BadRequestError, ConfigurationError, DependencyUnavailableError
@@ -53,10 +50,15 @@ from .queries import (
     Query,
     RecordApiKeyUse,
 )
-from .ratelimit import RateLimiter, RateLimitSpec
+from .ratelimit import RateLimitSpec
 from .reasons import Reason
 from .request import RequestFacts
 from .routes import RouteClass, RouteTable, load_routes
+from .stores.api_keys import SqliteApiKeyStore
+from .stores.credential_cache import CredentialCache
+from .stores.jwks import JwksCache, UrllibJwksFetcher
+from .stores.ratelimit import RateLimiter
+from .stores.sessions import SqliteSessionStore
 
 __all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "GuardedFacts", "build_core"]
 
@@ -96,9 +98,7 @@ def build_core(
     )
     session_cfg = settings.session
     authenticators = Authenticators(
-        session=AuthjsSessionDecoder.from_settings(
-            session_cfg.model_copy(update={"database": None})
-        )
+        session=AuthjsSessionDecoder.from_settings(session_cfg)
         if session_cfg.secrets or session_cfg.database
         else None,
         session_database=session_cfg.database is not None,

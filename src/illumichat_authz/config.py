@@ -29,7 +29,10 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from .credentials._util import DEFAULT_CLOCK_TOLERANCE_S, MAX_CLOCK_TOLERANCE_S
+from .credentials.jwk import SUPPORTED_ALGORITHMS
 from .errors import ConfigurationError
+from .net import is_loopback_host
 from .ratelimit import check_storage_uri
 
 __all__ = [
@@ -50,18 +53,6 @@ __all__ = [
 
 _ENV_PREFIX = "ILLUMICHAT_AUTHZ_"
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?\Z")
-
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-def _is_loopback(host: str) -> bool:
-    """``localhost`` or any loopback address (127.0.0.0/8, ::1), as the fetcher allows."""
-    if host in _LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def default_policies_dir() -> Path:
@@ -117,7 +108,9 @@ class SessionSettings(_Section):
     workspace_claim: str | None = None
     email_claim: str = "email"
     name_claim: str = "name"
-    clock_tolerance_s: float = Field(default=15.0, ge=0, le=300)
+    clock_tolerance_s: float = Field(
+        default=DEFAULT_CLOCK_TOLERANCE_S, ge=0, le=MAX_CLOCK_TOLERANCE_S
+    )
     #: Auth.js database strategy: a SQLite file with the adapter's ``sessions`` table.
     database: Path | None = None
     #: Accept NextAuth v4 cookies (``next-auth.session-token``, A256GCM, empty salt).
@@ -145,7 +138,9 @@ class Auth0Settings(_Section):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
     user_id_claim: str = "sub"
     workspace_claim: str | None = None
-    clock_tolerance_s: float = Field(default=15.0, ge=0, le=300)
+    clock_tolerance_s: float = Field(
+        default=DEFAULT_CLOCK_TOLERANCE_S, ge=0, le=MAX_CLOCK_TOLERANCE_S
+    )
     #: Shortest interval between two JWKS fetches (an unknown ``kid`` cannot force more).
     jwks_min_refresh_s: float = Field(default=60.0, ge=0)
     #: How long fetched keys are fresh, and how long stale keys serve during an outage.
@@ -166,10 +161,11 @@ class Auth0Settings(_Section):
     @field_validator("algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
-        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-        bad = [a for a in value if a not in allowed]
+        bad = [a for a in value if a not in SUPPORTED_ALGORITHMS]
         if bad or not value:
-            raise ValueError(f"algorithms must be a non-empty subset of {sorted(allowed)}")
+            raise ValueError(
+                f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
+            )
         return value
 
     @property
@@ -190,7 +186,7 @@ class Auth0Settings(_Section):
         parts = urlsplit(value)
         if parts.scheme == "https":
             return value
-        if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
+        if parts.scheme == "http" and is_loopback_host(parts.hostname or ""):
             return value
         raise ValueError("jwks_url must be https (plain http only for loopback hosts)")
 

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_FORWARDED_HOPS",
     "IPNetwork",
     "client_ip",
+    "is_loopback_host",
     "is_trusted",
     "is_trusted_peer",
     "parse_trusted",
@@ -95,6 +96,20 @@ def _parse_ip(text: str) -> IPAddress | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` (any case) or a loopback address (127.0.0.0/8, ``::1``).
+
+    The one place plain ``http`` is allowed for a JWKS URL: the settings check the URL
+    with this at start-up, and the fetcher checks it again before every request.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_trusted(ip: IPAddress, trusted: Sequence[IPNetwork]) -> bool:

@@ -20,10 +20,10 @@ import pytest
 
 from illumichat_authz import authorizer as authorizer_module
 from illumichat_authz.cli import main
-from illumichat_authz.credentials.apikey_store import SqliteApiKeyStore
 from illumichat_authz.credentials.apikeys import issue_api_key
 from illumichat_authz.credentials.authjs import encode_session_token
-from illumichat_authz.ratelimit import RateLimiter
+from illumichat_authz.stores.api_keys import SqliteApiKeyStore
+from illumichat_authz.stores.ratelimit import RateLimiter
 
 _LIMITER = RateLimiter()
 SECRET = "cli-decide-secret"

@@ -7,16 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.cli import main
-from illumichat_authz.credentials.apikey_store import SqliteApiKeyStore
-from illumichat_authz.credentials.apikeys import API_KEY_PATTERN, authenticate_api_key
-from illumichat_authz.errors import CredentialError
+from illumichat_authz.credentials.apikeys import API_KEY_PATTERN
+from illumichat_authz.decision import Decision
 from illumichat_authz.reasons import Reason
+from illumichat_authz.request import RequestFacts
+from illumichat_authz.stores.api_keys import SqliteApiKeyStore
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +32,23 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "authz.toml"
     path.write_text('[api_keys]\ndatabase = "keys.sqlite3"\n')
     return path
+
+
+def _identify(config: Path, token: str) -> Decision:
+    """``Authorization: Bearer <token>`` to an Authorizer built from ``config`` (a new one
+    each time, as another process would be: no credential cache carries over)."""
+    authz = Authorizer.from_settings(config_file=str(config))
+    request = RequestFacts.build(
+        method="GET",
+        path="/",
+        headers={"host": "api.illumichat.test", "authorization": f"Bearer {token}"},
+    )
+    try:
+        return authz.identify(request)
+    finally:
+        store = authz.api_keys
+        assert isinstance(store, SqliteApiKeyStore)
+        store.close()
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -58,8 +76,8 @@ def test_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "cannot be shown again" in err
 
     # The key works against the database the configuration names (relative to the file).
-    store = SqliteApiKeyStore(config.parent / "keys.sqlite3")
-    principal = authenticate_api_key(token, store, now=time.time())
+    principal = _identify(config, token).principal
+    assert principal is not None
     assert principal.workspace == "ws_a"
     assert principal.scopes == frozenset({"chat:read", "chat:create"})
 
@@ -82,10 +100,13 @@ def test_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]) ->
 
     code, out, _ = _run(capsys, "keys", "revoke", "--config", str(config), key_id)
     assert (code, out.strip()) == (0, f"revoked {key_id}")
-    with pytest.raises(CredentialError) as info:
-        authenticate_api_key(token, store, now=time.time())
-    assert info.value.reason is Reason.API_KEY_REVOKED
+    assert _identify(config, token).reason is Reason.API_KEY_REVOKED
+    store = SqliteApiKeyStore(config.parent / "keys.sqlite3")
+    revoked = store.get(key_id)
     store.close()
+    assert revoked is not None
+    assert revoked.revoked_at is not None
+    assert revoked.last_used_at is not None  # the verify before the revocation was recorded
     code, out, _ = _run(capsys, "keys", "list", "--config", str(config), "--json")
     assert json.loads(out)[0]["status"] == "revoked"
 

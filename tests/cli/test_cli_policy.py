@@ -15,7 +15,7 @@ import pytest
 from illumichat_authz import authorizer as authorizer_module
 from illumichat_authz.cli import main
 from illumichat_authz.config import default_policies_dir
-from illumichat_authz.ratelimit import RateLimiter
+from illumichat_authz.stores.ratelimit import RateLimiter
 
 _LIMITER = RateLimiter()
 SHIPPED_TABLE = default_policies_dir() / "tests" / "illumichat.yaml"

@@ -18,12 +18,12 @@ import pytest
 
 from illumichat_authz import Authorizer, Decision, InMemoryFacts, RequestFacts
 from illumichat_authz.config import load_settings
-from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
 from illumichat_authz.credentials.apikeys import issue_api_key
 from illumichat_authz.credentials.authjs import encode_session_token
 from illumichat_authz.facts import Assistant, AsyncFacts, Chat, Facts, Membership
 from illumichat_authz.principal import CredentialKind, Principal
-from illumichat_authz.ratelimit import RateLimiter
+from illumichat_authz.stores.api_keys import MemoryApiKeyStore
+from illumichat_authz.stores.ratelimit import RateLimiter
 from illumichat_authz.vocab import Role, Visibility
 from oracle import AUTHENTICATED_ENDPOINTS, ROLES, STATUSES, Endpoint, World, encode_id, oracle
 

@@ -16,7 +16,7 @@ import pytest
 
 from illumichat_authz import Authorizer, ConfigurationError, Settings, load_settings
 from illumichat_authz.config import default_policies_dir
-from illumichat_authz.ratelimit import RateLimiter
+from illumichat_authz.stores.ratelimit import RateLimiter
 
 _LIMITER = RateLimiter()
 

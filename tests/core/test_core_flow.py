@@ -21,15 +21,15 @@ from twilio.request_validator import RequestValidator
 
 from illumichat_authz import Authorizer, Decision, InMemoryFacts, RequestFacts
 from illumichat_authz.config import load_settings
-from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
 from illumichat_authz.credentials.apikeys import issue_api_key
 from illumichat_authz.credentials.authjs import encode_session_token
 from illumichat_authz.errors import CredentialError
 from illumichat_authz.facts import Assistant, Membership
 from illumichat_authz.policy import Policy
 from illumichat_authz.principal import CredentialKind, Principal
-from illumichat_authz.ratelimit import RateLimiter
 from illumichat_authz.request import MAX_HEADER_BYTES
+from illumichat_authz.stores.api_keys import MemoryApiKeyStore
+from illumichat_authz.stores.ratelimit import RateLimiter
 from illumichat_authz.testing.minting import LocalIssuer
 from illumichat_authz.vocab import Role, Visibility
 from oracle import AUTHENTICATED_ENDPOINTS, ROLES, STATUSES, Endpoint, World, oracle

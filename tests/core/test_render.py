@@ -14,11 +14,9 @@ import pytest
 
 from illumichat_authz import Authorizer, Decision, InMemoryFacts, Reason, RequestFacts
 from illumichat_authz.config import load_settings
-from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
 from illumichat_authz.credentials.apikeys import issue_api_key
 from illumichat_authz.credentials.authjs import encode_session_token
 from illumichat_authz.principal import CredentialKind, Principal
-from illumichat_authz.ratelimit import RateLimiter
 from illumichat_authz.reasons import STATUS_OF
 from illumichat_authz.render import (
     IDENTITY_HEADERS,
@@ -26,6 +24,8 @@ from illumichat_authz.render import (
     identity_headers,
     render_denial,
 )
+from illumichat_authz.stores.api_keys import MemoryApiKeyStore
+from illumichat_authz.stores.ratelimit import RateLimiter
 
 _LIMITER = RateLimiter()
 SECRET = "render-test-secret"

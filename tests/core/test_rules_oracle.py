@@ -23,8 +23,8 @@ from illumichat_authz.config import load_settings
 from illumichat_authz.core import Core
 from illumichat_authz.decision import Decision
 from illumichat_authz.principal import CredentialKind, Principal
-from illumichat_authz.ratelimit import RateLimiter
 from illumichat_authz.request import RequestFacts
+from illumichat_authz.stores.ratelimit import RateLimiter
 from oracle import (
     AUTHENTICATED_ENDPOINTS,
     ROLES,

@@ -1,4 +1,8 @@
-"""API key format, parsing and verification (pure functions; fake stores)."""
+"""API key format, parsing and verification (pure functions; fake stores).
+
+The whole bearer path (parse, look up, verify, record use) is the driver's: those tests go
+through :meth:`Authorizer.identify` with a fake or in-memory store.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
+from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.credentials.apikeys import (
     API_KEY_LENGTH,
     API_KEY_PATTERN,
     API_KEY_SCAN_PATTERN,
     ApiKeyRecord,
+    ApiKeyStore,
     ParsedApiKey,
-    authenticate_api_key,
     issue_api_key,
     looks_like_api_key,
     parse_api_key,
     validate_scope,
     verify_api_key,
 )
+from illumichat_authz.decision import Decision
 from illumichat_authz.errors import CredentialError, DependencyUnavailableError
 from illumichat_authz.principal import CredentialKind
 from illumichat_authz.reasons import STATUS_OF, Reason
+from illumichat_authz.request import RequestFacts
+from illumichat_authz.stores.api_keys import MemoryApiKeyStore
+from illumichat_authz.testing.fixtures import build_test_authorizer, make_test_settings
 
 NOW = 1_800_000_000.0
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -37,6 +45,20 @@ def _issue(**kw: object) -> tuple[str, ApiKeyRecord]:
     args: dict[str, object] = {"user_id": "user_1", "workspace": "ws_1", "now": NOW}
     args.update(kw)
     return issue_api_key(**args)  # type: ignore[arg-type]
+
+
+#: The test kit's core (API keys on) without a credential cache: every request asks the store.
+CORE = build_test_authorizer(make_test_settings(api_keys={"cache_ttl_s": 0})).core
+
+
+def identify(token: str, store: ApiKeyStore, *, now: float) -> Decision:
+    """``Authorization: Bearer <token>`` through the driver, at unix time ``now``."""
+    request = RequestFacts.build(
+        method="GET",
+        path="/",
+        headers={"host": "api.illumichat.test", "authorization": f"Bearer {token}"},
+    )
+    return Authorizer(core=CORE, api_keys=store, clock=lambda: now).identify(request)
 
 
 @dataclass
@@ -116,13 +138,12 @@ def test_checksum_rejects_without_touching_the_store() -> None:
     store.add(record)
     last = token[-1]
     bad = token[:-1] + ("A" if last != "A" else "B")
-    with pytest.raises(CredentialError) as info:
-        authenticate_api_key(bad, store, now=NOW)
-    assert info.value.reason is Reason.API_KEY_INVALID
-    assert info.value.status == 401
+    decision = identify(bad, store, now=NOW)
+    assert decision.reason is Reason.API_KEY_INVALID
+    assert decision.status == 401
     assert store.calls == []
-    assert bad not in info.value.message
-    assert token[17:60] not in info.value.message
+    assert bad not in decision.message
+    assert token[17:60] not in decision.message
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -256,11 +277,13 @@ def test_revocation_takes_effect_for_the_next_verify() -> None:
     token, record = _issue()
     store = RecordingStore()
     store.add(record)
-    assert authenticate_api_key(token, store, now=NOW).user_id == "user_1"
+    principal = identify(token, store, now=NOW).principal
+    assert principal is not None
+    assert principal.user_id == "user_1"
+    assert store.calls == [("get", record.key_id), ("touch", record.key_id)]
     assert store.revoke(record.key_id, now=NOW + 1)
-    with pytest.raises(CredentialError) as info:
-        authenticate_api_key(token, store, now=NOW + 1)
-    assert info.value.reason is Reason.API_KEY_REVOKED
+    decision = identify(token, store, now=NOW + 1)
+    assert (decision.status, decision.reason) == (401, Reason.API_KEY_REVOKED)
     assert not store.revoke("nope", now=NOW)
 
 
@@ -269,9 +292,9 @@ def test_touch_is_throttled_per_key() -> None:
     store = MemoryApiKeyStore(touch_interval_s=60)
     store.add(record)
     for i in range(100):
-        authenticate_api_key(token, store, now=NOW + i * 0.5)  # 50 s of traffic
+        assert identify(token, store, now=NOW + i * 0.5).allowed  # 50 s of traffic
     assert store.writes == 1
-    authenticate_api_key(token, store, now=NOW + 61)
+    assert identify(token, store, now=NOW + 61).allowed
     assert store.writes == 2
     last = store.get(record.key_id)
     assert last is not None
@@ -292,11 +315,11 @@ def test_store_failures() -> None:
     token, record = _issue()
     broken_touch = _BrokenTouch()
     broken_touch.add(record)
-    assert authenticate_api_key(token, broken_touch, now=NOW).user_id == "user_1"
+    principal = identify(token, broken_touch, now=NOW).principal
+    assert principal is not None
+    assert principal.user_id == "user_1"
     broken_get = _BrokenGet()
-    with pytest.raises(DependencyUnavailableError) as info:
-        authenticate_api_key(token, broken_get, now=NOW)
-    assert info.value.status == 503
+    assert identify(token, broken_get, now=NOW).status == 503
 
 
 # -- issuance input ---------------------------------------------------------------------

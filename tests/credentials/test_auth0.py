@@ -20,19 +20,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from illumichat_authz.config import Auth0Settings
+from illumichat_authz.authorizer import Authorizer, build_core
+from illumichat_authz.config import Auth0Settings, load_settings
 from illumichat_authz.credentials.auth0 import (
     MAX_TOKEN_CHARS,
     Auth0BearerVerifier,
     auth0_permissions,
     auth0_scopes,
-    averify_bearer,
-    verify_bearer_sync,
 )
-from illumichat_authz.credentials.jwks import JwksCache, UrllibJwksFetcher, parse_jwks
+from illumichat_authz.credentials.jwk import parse_jwks
 from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
+from illumichat_authz.request import RequestFacts
+from illumichat_authz.stores.jwks import JwksCache, UrllibJwksFetcher
 
 DOMAIN = "illumichat-test.us.auth0.com"
 ISSUER = f"https://{DOMAIN}/"
@@ -167,11 +168,29 @@ def tenant() -> Iterator[Tenant]:
     t.close()
 
 
+def bearer_request(token: str) -> RequestFacts:
+    return RequestFacts.build(
+        method="GET",
+        path="/",
+        headers={"host": "api.illumichat.test", "authorization": f"Bearer {token}"},
+    )
+
+
 @pytest.mark.interop
 def test_end_to_end_sync_and_async_against_loopback_tenant(tenant: Tenant) -> None:
+    """Through the driver: parse, the key from the tenant's JWKS (fetched once), verify."""
+    auth0 = {
+        "domain": DOMAIN,
+        "audience": AUDIENCE,
+        "algorithms": ["RS256", "PS256", "ES256"],
+        "workspace_claim": "https://illumichat.com/workspace",
+        "jwks_url": tenant.url,
+    }
+    settings = load_settings(overrides={"auth0": auth0}, environment=False)
     cache = JwksCache(url=tenant.url, fetcher=UrllibJwksFetcher())
-    v = verifier()
-    principal = verify_bearer_sync(v, cache, mint(), now=NOW)
+    authz = Authorizer(core=build_core(settings), jwks=cache, clock=lambda: NOW)
+    principal = authz.identify(bearer_request(mint())).principal
+    assert principal is not None
     assert principal.user_id == "auth0|user-1"
     assert principal.kind is CredentialKind.AUTH0
     assert principal.workspace == "ws-1"
@@ -181,11 +200,12 @@ def test_end_to_end_sync_and_async_against_loopback_tenant(tenant: Tenant) -> No
     assert auth0_permissions(principal) == {"read:assistants", "create:chats"}
     assert auth0_scopes(principal) == {"openid", "profile", "read:assistants"}
     ec_token = mint(key=EC_KEY, alg="ES256", kid="ec-1")
-    assert asyncio.run(averify_bearer(v, cache, ec_token, now=NOW)).user_id == "auth0|user-1"
+    ec_principal = asyncio.run(authz.aidentify(bearer_request(ec_token))).principal
+    assert ec_principal is not None
+    assert ec_principal.user_id == "auth0|user-1"
     assert tenant.requests == 1
-    with pytest.raises(CredentialError) as info:
-        verify_bearer_sync(v, cache, mint(kid="unknown"), now=NOW)
-    assert info.value.reason is Reason.INVALID_TOKEN
+    unknown = authz.identify(bearer_request(mint(kid="unknown")))
+    assert (unknown.status, unknown.reason) == (401, Reason.INVALID_TOKEN)
 
 
 def test_from_settings() -> None:
@@ -514,3 +534,30 @@ def test_fuzz_structured_tokens(
 def test_fuzz_validly_signed_garbage_claims(payload: dict[str, Any]) -> None:
     token = jwt.encode(payload, RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
     _only_credential_errors(token)
+
+
+class _MemoryFetcher:
+    """The tenant's JWKS from memory: a JwksCache that never touches the network."""
+
+    def fetch(self, url: str, *, timeout_s: float) -> bytes:
+        return JWKS
+
+
+@pytest.mark.parametrize("exp", [10**400, -(10**400), 10**20])
+def test_a_huge_integer_exp_is_a_401_not_a_500(exp: int) -> None:
+    """A tenant-signed token whose ``exp`` no float can hold is a bad token, not a crash.
+
+    (``float(10**400)`` raises ``OverflowError``: an unguarded number check turns that into
+    a logged 500.) Pure verifier first, then the whole decision through the driver.
+    """
+    token = mint(claims(exp=exp))
+    with pytest.raises(CredentialError) as info:
+        check(token)
+    assert (info.value.status, info.value.reason) == (401, Reason.INVALID_TOKEN)
+    assert "'exp'" in info.value.message
+    auth0 = {"domain": DOMAIN, "audience": AUDIENCE, "jwks_url": "https://tenant.invalid/"}
+    settings = load_settings(overrides={"auth0": auth0}, environment=False)
+    cache = JwksCache(url="https://tenant.invalid/", fetcher=_MemoryFetcher())
+    authz = Authorizer(core=build_core(settings), jwks=cache, clock=lambda: NOW)
+    decision = authz.identify(bearer_request(token))
+    assert (decision.status, decision.reason) == (401, Reason.INVALID_TOKEN)

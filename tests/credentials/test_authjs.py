@@ -1,10 +1,14 @@
-"""Auth.js session decoder: the RFC vector, bad input, claims, rotation, database strategy."""
+"""Auth.js session decoder: the RFC vector, bad input, claims, rotation, database strategy.
+
+Database-strategy cookies go through the driver (``Authorizer.identify`` with a fake
+store); the SQLite store itself is tested in tests/stores/test_sessions_sqlite.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +16,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from illumichat_authz.config import SessionSettings
+from illumichat_authz.authorizer import Authorizer, build_core
+from illumichat_authz.config import SessionSettings, load_settings
 from illumichat_authz.credentials import _jwe
 from illumichat_authz.credentials.authjs import (
     AuthjsSessionDecoder,
     SessionCookie,
-    SessionRecord,
     derive_content_key,
     derive_v4_key,
     encode_session_token,
-    principal_from_session_record,
 )
-from illumichat_authz.credentials.sessions_db import SqliteSessionStore, parse_expires
-from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
+from illumichat_authz.credentials.sessions import SessionRecord, principal_from_session_record
+from illumichat_authz.decision import Decision
+from illumichat_authz.errors import ConfigurationError, CredentialError
 from illumichat_authz.principal import CredentialKind
 from illumichat_authz.reasons import Reason
+from illumichat_authz.request import RequestFacts
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 NAME = "authjs.session-token"
@@ -451,20 +456,49 @@ def test_is_jwt() -> None:
     assert not AuthjsSessionDecoder.is_jwt(cookie(UUID))
 
 
+#: The default policy with sessions on, database strategy included (the store is passed in).
+DATABASE_CORE = build_core(
+    load_settings(
+        overrides={"session": {"secrets": ["s1"], "database": "sessions.sqlite3"}},
+        environment=False,
+    )
+)
+
+
+def identify_session(value: str, store: FakeStore, *, now: float = NOW) -> Decision:
+    """The session cookie through the driver, which looks a database token up in ``store``."""
+    request = RequestFacts.build(
+        method="GET", path="/", headers={"host": "app.illumichat.test", "cookie": f"{NAME}={value}"}
+    )
+    authz = Authorizer(core=DATABASE_CORE, sessions=store, clock=lambda: now)
+    decision = authz.identify(request)
+    assert value not in decision.message or len(value) < 4
+    return decision
+
+
 def test_database_session() -> None:
     store = FakeStore({UUID: SessionRecord(session_token=UUID, user_id="u9", expires=NOW + 10)})
-    dec = decoder(session_store=store)
-    principal = dec.decode(cookie(UUID), now=NOW)
+    principal = identify_session(UUID, store).principal
+    assert principal is not None
     assert (principal.user_id, principal.kind, principal.expires_at) == ("u9", "session", NOW + 10)
     assert principal.credential_id is not None
     assert UUID not in principal.credential_id
-    assert reject(dec, UUID, now=NOW + 11).reason is Reason.SESSION_EXPIRED
-    assert reject(dec, "f" * 36).reason is Reason.INVALID_CREDENTIAL
+    expired = identify_session(UUID, store, now=NOW + 11)
+    assert (expired.status, expired.reason) == (401, Reason.SESSION_EXPIRED)
+    unknown = identify_session("f" * 36, store)
+    assert (unknown.status, unknown.reason) == (401, Reason.INVALID_CREDENTIAL)
     # Bounded before the store is asked.
     store.asked.clear()
-    reject(dec, "x" * 600)
-    reject(dec, "has space")
+    assert identify_session("x" * 600, store).status == 401
+    assert identify_session("has space", store).status == 401
     assert store.asked == []
+
+
+def test_the_decoder_never_decodes_a_database_token() -> None:
+    """The pure decoder refuses an opaque token whatever a store would say: lookups are
+    the driver's (``session.database``), not the decoder's."""
+    settings = SessionSettings(secrets=["s1"], database=Path("sessions.sqlite3"))
+    assert reject(AuthjsSessionDecoder.from_settings(settings), UUID).message == GENERIC
 
 
 def test_non_jwe_without_store_is_invalid() -> None:
@@ -483,67 +517,6 @@ def test_principal_from_session_record() -> None:
     empty = SessionRecord(session_token="t", user_id="", expires=NOW)
     with pytest.raises(CredentialError):
         principal_from_session_record(empty, now=NOW)
-
-
-def _d1_database(path: Path, rows: list[tuple[str, str, Any]]) -> Path:
-    # The @auth/d1-adapter migration's "sessions" table.
-    conn = sqlite3.connect(path)
-    conn.execute(
-        'CREATE TABLE "sessions" ("id" text NOT NULL, "sessionToken" text NOT NULL, '
-        '"userId" text NOT NULL DEFAULT NULL, "expires" datetime NOT NULL DEFAULT NULL, '
-        "PRIMARY KEY (sessionToken))"
-    )
-    conn.executemany(
-        'INSERT INTO sessions (id, "sessionToken", "userId", expires) VALUES (?, ?, ?, ?)',
-        [(str(i), *row) for i, row in enumerate(rows)],
-    )
-    conn.commit()
-    conn.close()
-    return path
-
-
-def test_sqlite_store(tmp_path: Path) -> None:
-    db = _d1_database(
-        tmp_path / "auth.sqlite3",
-        [
-            ("tok-iso", "u1", "2025-06-15T15:06:40.000Z"),  # toISOString()
-            ("tok-ms", "u2", 1_750_000_000_000),  # Drizzle timestamp_ms
-            ("tok-naive", "u3", "2025-06-15 15:06:40"),  # SQLite datetime(): UTC
-            ("tok-bad", "u4", "tomorrow"),
-        ],
-    )
-    store = SqliteSessionStore(db)
-    iso = store.get_session("tok-iso")
-    assert iso is not None
-    assert (iso.user_id, iso.expires) == ("u1", 1_750_000_000.0)
-    ms = store.get_session("tok-ms")
-    assert ms is not None
-    assert ms.expires == 1_750_000_000.0
-    naive = store.get_session("tok-naive")
-    assert naive is not None
-    assert naive.expires == 1_750_000_000.0
-    assert store.get_session("nope") is None
-    with pytest.raises(CredentialError):
-        store.get_session("tok-bad")
-    dec = AuthjsSessionDecoder.from_settings(SessionSettings(secrets=["s1"], database=db))
-    assert dec.decode(cookie("tok-iso"), now=1_749_999_999.0).user_id == "u1"
-    assert reject(dec, "tok-iso", now=1_750_000_001.0).reason is Reason.SESSION_EXPIRED
-
-
-def test_sqlite_store_unavailable(tmp_path: Path) -> None:
-    store = SqliteSessionStore(tmp_path / "missing.sqlite3")
-    with pytest.raises(DependencyUnavailableError) as info:
-        store.get_session("t")
-    assert info.value.status == 503
-    with pytest.raises(ConfigurationError):
-        SqliteSessionStore(tmp_path / "x", table='sessions"; DROP TABLE x; --')
-
-
-def test_parse_expires() -> None:
-    assert parse_expires("1970-01-01T00:00:01+00:00") == 1.0
-    for bad in (True, 1.5, None, "x" * 100, "not a date"):
-        with pytest.raises(ValueError):  # noqa: PT011
-            parse_expires(bad)
 
 
 # -- construction ---------------------------------------------------------------------------
@@ -595,7 +568,7 @@ def test_encode_rejects_bad_arguments() -> None:
 
 # -- fuzz ---------------------------------------------------------------------------------
 
-_DEC = decoder(secrets=["s1", "s0"], session_store=FakeStore({}), accept_nextauth_v4=True)
+_DEC = decoder(secrets=["s1", "s0"], accept_nextauth_v4=True)
 _TOKEN = mint({"sub": "u1", "name": "fuzz"})
 
 
@@ -653,3 +626,28 @@ def test_concurrent_decoding_shares_nothing_mutable() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(work, range(2000)))
     assert results == [f"u{i % 64}" for i in range(2000)]
+
+
+def test_threads_decoding_at_once_each_get_the_right_session() -> None:
+    """The AES-CBC decryptors are reused across requests, lent to one caller at a time."""
+    dec = decoder()
+    tokens = [mint({"sub": f"u{i}", "pad": "x" * (i * 40)}) for i in range(8)]
+    start = threading.Barrier(len(tokens))
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(200):
+                assert dec.decode(cookie(tokens[i]), now=NOW).user_id == f"u{i}"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(tokens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ring = dec._rings[NAME].ordered["A256CBC-HS512"][0]
+    assert 1 <= len(ring._ecbs) <= len(tokens)

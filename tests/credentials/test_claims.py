@@ -29,13 +29,14 @@ from illumichat_authz.credentials._claims import (
     registered_claims,
     strict_json,
 )
-from illumichat_authz.credentials.auth0 import Auth0BearerVerifier, verify_bearer_sync
+from illumichat_authz.credentials.auth0 import Auth0BearerVerifier
 from illumichat_authz.credentials.authjs import AuthjsSessionDecoder, derive_content_key
 from illumichat_authz.credentials.cookies import SessionCookie
-from illumichat_authz.credentials.jwks import JwksCache, UrllibJwksFetcher
 from illumichat_authz.errors import CredentialError
+from illumichat_authz.principal import Principal
 from illumichat_authz.reasons import Reason
 from illumichat_authz.request import RequestFacts
+from illumichat_authz.stores.jwks import JwksCache, UrllibJwksFetcher
 from illumichat_authz.testing.fixtures import (
     AUDIENCE,
     AUTH0_DOMAIN,
@@ -130,6 +131,15 @@ def authz(tenant: tuple[LocalIssuer, JwksServer]) -> Iterator[Authorizer]:
     authorizer.rate_limiter.close()
 
 
+def verify_bearer(
+    bearer: tuple[Auth0BearerVerifier, JwksCache], token: str, *, now: float
+) -> Principal:
+    """The pure verifier and the JWKS store, as the driver combines them."""
+    verifier, cache = bearer
+    parsed = verifier.parse(token)
+    return verifier.verify(parsed, cache.get_key(parsed.kid, parsed.alg), now=now)
+
+
 def sign(issuer: LocalIssuer, payload: bytes) -> str:
     """RS256 over exactly these payload bytes (PyJWS signs bytes as given)."""
     return jwt.PyJWS().encode(payload, KEY, algorithm="RS256", headers={"kid": issuer.kid})
@@ -150,7 +160,7 @@ def test_a_well_typed_token_passes(
 ) -> None:
     now = time.time()
     token = sign(tenant[0], json.dumps(good_claims(now)).encode())
-    principal = verify_bearer_sync(*bearer, token, now=now)
+    principal = verify_bearer(bearer, token, now=now)
     assert principal.user_id == "auth0|user-1"
     assert principal.expires_at == int(now) + 3600
     assert authz.identify(bearer_request(token)).status == 200
@@ -167,7 +177,7 @@ def test_a_badly_typed_registered_claim_is_an_invalid_token(
     now = time.time()
     token = sign(tenant[0], payload_with(good_claims(now), claim, text))
     with pytest.raises(CredentialError) as info:
-        verify_bearer_sync(*bearer, token, now=now)
+        verify_bearer(bearer, token, now=now)
     assert (info.value.status, info.value.reason) == (401, Reason.INVALID_TOKEN)
     expected = "payload is not a JSON object" if text in NOT_JSON else repr(claim)
     assert expected in info.value.message
@@ -224,7 +234,7 @@ def test_wherever_pyjwt_rejects_a_claim_we_reject_it(
     token = sign(tenant[0], json.dumps(payload).encode())
     refusal: CredentialError | None = None
     try:
-        verify_bearer_sync(*bearer, token, now=now)
+        verify_bearer(bearer, token, now=now)
     except CredentialError as exc:  # anything else escapes and fails the test: a 500
         refusal = exc
     ours_reject = refusal is not None

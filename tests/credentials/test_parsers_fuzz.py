@@ -9,11 +9,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from illumichat_authz.credentials.jwks import parse_jwks
-from illumichat_authz.credentials.sessions_db import check_session_token, parse_expires
+from illumichat_authz.credentials.jwk import parse_jwks
+from illumichat_authz.credentials.sessions import check_session_token
 from illumichat_authz.errors import BadRequestError, ConfigurationError, CredentialError
 from illumichat_authz.net import parse_trusted, public_url
 from illumichat_authz.ratelimit import RateLimitSpec
+from illumichat_authz.stores.sessions import parse_expires
 
 FUZZ = settings(max_examples=300, deadline=None)
 

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from illumichat_authz.config import load_settings
-from illumichat_authz.credentials.apikey_store import SqliteApiKeyStore
 from illumichat_authz.credentials.apikeys import (
     API_KEY_PATTERN,
     ApiKeyRecord,
@@ -25,6 +24,7 @@ from illumichat_authz.credentials.apikeys import (
 )
 from illumichat_authz.errors import ConfigurationError, DependencyUnavailableError
 from illumichat_authz.policy import Policy
+from illumichat_authz.stores.api_keys import SqliteApiKeyStore
 
 from ._common import add_config_flag
 

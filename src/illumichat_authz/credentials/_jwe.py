@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -58,6 +58,8 @@ _TAG_LENGTH: Final[dict[str, int]] = {"A256CBC-HS512": 32, "A256GCM": 16}
 #: chunks a cookie at 3936 characters; 16 chunks is far beyond any real session.
 MAX_TOKEN_CHARS: Final = 16 * 3936
 _MAX_HEADER_CHARS: Final = 1024
+#: Decryptors kept per key between requests: about one per thread that decrypts at once.
+_MAX_IDLE_DECRYPTORS: Final = 16
 
 #: Header members we understand. Anything else (``zip``, ``crit``, ``jku``, ``jwk``, ``x5u``,
 #: ``cty``, ``epk``, ``p2s``...) is refused: RFC 7516 §4.1.13 says a recipient that does not
@@ -130,8 +132,8 @@ class ContentKey:
     _outer: Any = field(init=False, repr=False, compare=False)
     _aes: algorithms.AES = field(init=False, repr=False, compare=False)
     _gcm: AESGCM | None = field(init=False, repr=False, compare=False)
-    #: Per-thread AES block decryptor, reused across requests (see :func:`_cbc_decrypt`).
-    _local: threading.local = field(init=False, repr=False, compare=False)
+    #: Idle AES block decryptors, reused across requests (see :func:`_cbc_decrypt`).
+    _ecbs: deque[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != ENC_KEY_LENGTH[self.enc]:
@@ -152,7 +154,7 @@ class ContentKey:
             object.__setattr__(self, "_outer", None)
             object.__setattr__(self, "_aes", algorithms.AES(self.key))
             object.__setattr__(self, "_gcm", AESGCM(self.key))
-        object.__setattr__(self, "_local", threading.local())
+        object.__setattr__(self, "_ecbs", deque())
 
     @classmethod
     def create(cls, key: bytes, *, enc: Enc, secret_index: int = 0) -> ContentKey:
@@ -248,15 +250,20 @@ def _cbc_tag(key: ContentKey, aad: bytes, iv: bytes, ciphertext: bytes) -> bytes
 def _cbc_decrypt(key: ContentKey, iv: bytes, ciphertext: bytes) -> bytes:
     """AES-CBC decryption, P_i = D(C_i) XOR C_(i-1) with C_0 = IV (NIST SP 800-38A §6.2).
 
-    Building a ``Cipher(..., CBC(iv))`` costs more than decrypting a session, so each
-    thread keeps one ECB decryptor per key (ECB over whole blocks carries no state between
-    calls) and the chaining XOR is one big-integer operation.
+    Building a ``Cipher(..., CBC(iv))`` costs more than decrypting a session, so ECB
+    decryptors are kept per key (ECB over whole blocks carries no state between calls) and
+    the chaining XOR is one big-integer operation. A decryptor is lent to one caller at a
+    time from a deque, whose pops and appends are thread-safe without a lock (as in
+    ``stores._sqlite.ConnectionPool``); at most :data:`_MAX_IDLE_DECRYPTORS` are kept.
     """
-    ecb = getattr(key._local, "ecb", None)
-    if ecb is None:
+    idle = key._ecbs
+    try:
+        ecb = idle.pop()
+    except IndexError:
         ecb = Cipher(key._aes, modes.ECB()).decryptor()  # noqa: S305 -- CBC built on it
-        key._local.ecb = ecb
     blocks = ecb.update(ciphertext)
+    if len(idle) < _MAX_IDLE_DECRYPTORS:
+        idle.append(ecb)
     chained = int.from_bytes(blocks, "big") ^ int.from_bytes(iv + ciphertext[:-16], "big")
     return chained.to_bytes(len(ciphertext), "big")
 

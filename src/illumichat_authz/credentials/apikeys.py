@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from illumichat_authz.errors import CredentialError, DependencyUnavailableError
+from illumichat_authz.errors import CredentialError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
 
@@ -44,7 +44,6 @@ __all__ = [
     "ApiKeyStatus",
     "ApiKeyStore",
     "ParsedApiKey",
-    "authenticate_api_key",
     "issue_api_key",
     "looks_like_api_key",
     "parse_api_key",
@@ -275,18 +274,3 @@ def verify_api_key(parsed: ParsedApiKey, record: ApiKeyRecord | None, *, now: fl
         expires_at=record.expires_at,
         credential_id=record.key_id,
     )
-
-
-def authenticate_api_key(token: str, store: ApiKeyStore, *, now: float) -> Principal:
-    """Parse, look up, verify, then record use: the whole bearer-API-key path.
-
-    A failing ``touch`` is logged and ignored (last-used time is bookkeeping, the
-    decision is already made); a failing ``get`` propagates as 503.
-    """
-    parsed = parse_api_key(token)
-    principal = verify_api_key(parsed, store.get(parsed.key_id), now=now)
-    try:
-        store.touch(parsed.key_id, now=now)
-    except DependencyUnavailableError:
-        _log.warning("API key %s: could not record last use", parsed.key_id)
-    return principal

@@ -6,7 +6,7 @@ Two pure steps, so the caller decides where keys come from and what time it is:
   strict base64url parts, JSON objects, an allowed ``alg``, a ``kid``, no key-bearing or
   critical headers) and returns a :class:`ParsedJwt`. No crypto, no I/O.
 * :meth:`Auth0BearerVerifier.verify` checks the signature with ``cryptography`` on the key
-  the :class:`~illumichat_authz.credentials.jwks.JwksCache` already parsed, then the
+  the :class:`~illumichat_authz.credentials.jwk.JwkKey` the caller looked up, then the, then the
   claims, and returns a :class:`Principal`.
 
 The algorithm is fixed by configuration; the token's ``alg`` is only checked against it
@@ -17,7 +17,6 @@ algorithms and MUST NOT use any other algorithms when performing cryptographic o
 from __future__ import annotations
 
 import binascii
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -34,7 +33,12 @@ from illumichat_authz.credentials._claims import (
     registered_claims,
     strict_json,
 )
-from illumichat_authz.credentials.jwks import SUPPORTED_ALGORITHMS, JwkKey, JwksCache
+from illumichat_authz.credentials._util import (
+    DEFAULT_CLOCK_TOLERANCE_S,
+    clock_tolerance,
+    credential_id,
+)
+from illumichat_authz.credentials.jwk import SUPPORTED_ALGORITHMS, JwkKey
 from illumichat_authz.errors import ConfigurationError, CredentialError
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
@@ -48,8 +52,6 @@ __all__ = [
     "ParsedJwt",
     "auth0_permissions",
     "auth0_scopes",
-    "averify_bearer",
-    "verify_bearer_sync",
 ]
 
 #: Longest token accepted. Auth0 access tokens with many RBAC permissions reach a few KB;
@@ -149,7 +151,7 @@ class Auth0BearerVerifier:
         algorithms: Sequence[str] = ("RS256",),
         user_id_claim: str = "sub",
         workspace_claim: str | None = None,
-        clock_tolerance_s: float = 15.0,
+        clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S,
         authorized_parties: Iterable[str] | None = None,
     ) -> None:
         if not issuer or not audience:
@@ -161,14 +163,13 @@ class Auth0BearerVerifier:
             raise ConfigurationError(
                 f"auth0.algorithms: unsupported {unknown}; use {sorted(SUPPORTED_ALGORITHMS)}"
             )
-        if not 0 <= clock_tolerance_s <= 300:
-            raise ConfigurationError("auth0.clock_tolerance_s: between 0 and 300 seconds")
+        tolerance = clock_tolerance(clock_tolerance_s, key="auth0.clock_tolerance_s")
         self.issuer = issuer
         self.audience = audience
         self.algorithms = frozenset(algorithms)
         self.user_id_claim = user_id_claim
         self.workspace_claim = workspace_claim
-        self.clock_tolerance_s = float(clock_tolerance_s)
+        self.clock_tolerance_s = tolerance
         #: Client ids whose tokens are accepted (``azp``); ``None``: any client of the tenant.
         self.authorized_parties = (
             None if authorized_parties is None else frozenset(authorized_parties)
@@ -328,9 +329,9 @@ class Auth0BearerVerifier:
             workspace = self._text_claim(claims, self.workspace_claim)
         jti = registered.jti
         if jti is not None and 0 < len(jti) <= 128:
-            credential_id = f"jti:{jti}"
+            cid = f"jti:{jti}"
         else:
-            credential_id = "jwt:" + hashlib.sha256(parsed.signature).hexdigest()[:16]
+            cid = "jwt:" + credential_id(parsed.signature)
         email, name = claims.get("email"), claims.get("name")
         return Principal(
             user_id=user_id,
@@ -340,7 +341,7 @@ class Auth0BearerVerifier:
             name=name if isinstance(name, str) else None,
             scopes=None,
             expires_at=registered.exp,
-            credential_id=credential_id,
+            credential_id=cid,
             claims=claims,
         )
 
@@ -359,19 +360,3 @@ def auth0_scopes(principal: Principal) -> frozenset[str]:
         return frozenset()
     value = principal.claims.get("scope")
     return frozenset(value.split()) if isinstance(value, str) else frozenset()
-
-
-def verify_bearer_sync(
-    verifier: Auth0BearerVerifier, cache: JwksCache, token: str, *, now: float
-) -> Principal:
-    """parse, key lookup (may fetch), verify: the whole bearer check for sync callers."""
-    parsed = verifier.parse(token)
-    return verifier.verify(parsed, cache.get_key(parsed.kid, parsed.alg), now=now)
-
-
-async def averify_bearer(
-    verifier: Auth0BearerVerifier, cache: JwksCache, token: str, *, now: float
-) -> Principal:
-    """As :func:`verify_bearer_sync`; the JWKS fetch never blocks the event loop."""
-    parsed = verifier.parse(token)
-    return verifier.verify(parsed, await cache.aget_key(parsed.kid, parsed.alg), now=now)

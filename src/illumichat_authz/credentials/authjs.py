@@ -1,4 +1,4 @@
-"""Auth.js (v5, ``@auth/core``) session cookies: JWT strategy and database strategy.
+"""Auth.js (v5, ``@auth/core``) session cookies: the JWT strategy's encrypted token.
 
 How Auth.js makes the cookie (``packages/core/src/jwt.ts``): the claims are encrypted, not
 signed, as a compact JWE with ``alg: "dir"`` and ``enc: "A256CBC-HS512"``; the key is
@@ -8,13 +8,13 @@ salt is the cookie name; the header carries ``kid``, the key's RFC 7638 thumbpri
 secret that successfully decrypts the JWT will be used".
 
 Sans-IO: every key is derived once in the constructor; :meth:`AuthjsSessionDecoder.decode`
-is a pure function of (cookie, now) except for the optional database lookup, which goes
-through an injected :class:`~.sessions_db.SessionStore`.
+is a pure function of (cookie, now). A database-strategy cookie (an opaque token, not a
+JWE) is not decoded here: the driver looks it up in a :class:`~.sessions.SessionStore`
+and :func:`~.sessions.principal_from_session_record` decides what the row means.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -29,14 +29,8 @@ from illumichat_authz.reasons import Reason
 from . import _jwe
 from ._claims import ClaimTypeError, registered_claims, strict_json
 from ._jwe import ContentKey, Enc, JweError
+from ._util import DEFAULT_CLOCK_TOLERANCE_S, clock_tolerance, credential_id
 from .cookies import SessionCookie, find_session_cookie, parse_cookie_header
-from .sessions_db import (
-    SessionRecord,
-    SessionStore,
-    SqliteSessionStore,
-    check_session_token,
-    principal_from_session_record,
-)
 
 if TYPE_CHECKING:
     from illumichat_authz.config import SessionSettings
@@ -45,11 +39,7 @@ __all__ = [
     "NEXTAUTH_V4_COOKIE",
     "AuthjsSessionDecoder",
     "SessionCookie",
-    "SessionRecord",
-    "SessionStore",
-    "SqliteSessionStore",
     "encode_session_token",
-    "principal_from_session_record",
 ]
 
 _log = logging.getLogger("illumichat_authz.credentials.authjs")
@@ -84,10 +74,6 @@ def derive_v4_key(secret: str, *, secret_index: int = 0) -> ContentKey:
     return ContentKey.create(key, enc="A256GCM", secret_index=secret_index)
 
 
-def _token_id(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
 class _KeyRing:
     """The keys for one cookie name: by ``kid``, and per ``enc`` newest secret first."""
 
@@ -117,9 +103,8 @@ class AuthjsSessionDecoder:
         workspace_claim: str | None = None,
         email_claim: str = "email",
         name_claim: str = "name",
-        clock_tolerance_s: float = 15.0,
+        clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S,
         accept_nextauth_v4: bool = False,
-        session_store: SessionStore | None = None,
     ) -> None:
         if isinstance(secrets, str):
             raise ConfigurationError("session.secrets must be a list of strings")
@@ -127,12 +112,7 @@ class AuthjsSessionDecoder:
             raise ConfigurationError("session.secrets must not contain empty strings")
         if not cookie_name or any(c in cookie_name for c in " ;=,\t\r\n"):
             raise ConfigurationError(f"session.cookie_name {cookie_name!r} is not a cookie name")
-        if (
-            isinstance(clock_tolerance_s, bool)
-            or not isinstance(clock_tolerance_s, int | float)
-            or not 0 <= clock_tolerance_s <= 300
-        ):
-            raise ConfigurationError("session.clock_tolerance_s must be between 0 and 300")
+        tolerance = clock_tolerance(clock_tolerance_s, key="session.clock_tolerance_s")
         if accept_nextauth_v4 and cookie_name.removeprefix(_SECURE) == NEXTAUTH_V4_COOKIE:
             raise ConfigurationError(
                 "session.cookie_name is the NextAuth v4 cookie; set accept_nextauth_v4 instead"
@@ -142,9 +122,8 @@ class AuthjsSessionDecoder:
         self.workspace_claim = workspace_claim
         self.email_claim = email_claim
         self.name_claim = name_claim
-        self.clock_tolerance_s = float(clock_tolerance_s)
+        self.clock_tolerance_s = tolerance
         self.accept_nextauth_v4 = accept_nextauth_v4
-        self.session_store = session_store
 
         # Auth.js: "Use secure prefix for cookie name, unless URL ... is http://".
         names = (
@@ -177,12 +156,8 @@ class AuthjsSessionDecoder:
         self._headers: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def from_settings(
-        cls, settings: SessionSettings, *, session_store: SessionStore | None = None
-    ) -> AuthjsSessionDecoder:
-        """Build from ``settings.session``; ``database`` opens a :class:`SqliteSessionStore`."""
-        if session_store is None and settings.database is not None:
-            session_store = SqliteSessionStore(settings.database)
+    def from_settings(cls, settings: SessionSettings) -> AuthjsSessionDecoder:
+        """Build from ``settings.session`` (its ``database`` is the driver's store, not ours)."""
         return cls(
             secrets=list(settings.secrets),
             cookie_name=settings.cookie_name,
@@ -192,7 +167,6 @@ class AuthjsSessionDecoder:
             name_claim=settings.name_claim,
             clock_tolerance_s=settings.clock_tolerance_s,
             accept_nextauth_v4=settings.accept_nextauth_v4,
-            session_store=session_store,
         )
 
     def __repr__(self) -> str:
@@ -220,16 +194,16 @@ class AuthjsSessionDecoder:
     # -- decoding ------------------------------------------------------------------------
 
     def decode(self, cookie: SessionCookie, *, now: float) -> Principal:
-        """Verify ``cookie`` (JWE, or an opaque token with a store) into a :class:`Principal`.
+        """Verify a JWE session ``cookie`` into a :class:`Principal`.
 
-        Raises ``CredentialError`` (401) for anything not a valid, current session, and
-        ``DependencyUnavailableError`` (503) when the session store cannot answer.
+        Raises ``CredentialError`` (401) for anything not a valid, current session token,
+        including a database-strategy token (see :meth:`is_jwt`: the driver looks those up).
         """
         ring = self._rings.get(cookie.name)
         if ring is None:
             raise CredentialError("not a session cookie", reason=Reason.INVALID_CREDENTIAL)
         if not self.is_jwt(cookie):
-            return self._decode_database(cookie, now=now)
+            raise CredentialError(_GENERIC, reason=Reason.INVALID_CREDENTIAL)
         try:
             _key, payload = self._open(cookie.value, ring)
         except JweError as exc:
@@ -237,12 +211,6 @@ class AuthjsSessionDecoder:
             raise CredentialError(_GENERIC, reason=Reason.INVALID_CREDENTIAL) from None
         claims, exp = self._claims(payload, now=now)
         return self._principal(claims, exp=exp, token=cookie.value)
-
-    def _decode_database(self, cookie: SessionCookie, *, now: float) -> Principal:
-        if self.session_store is None:
-            raise CredentialError(_GENERIC, reason=Reason.INVALID_CREDENTIAL)
-        check_session_token(cookie.value)
-        return principal_from_session_record(self.session_store.get_session(cookie.value), now=now)
 
     def _header(self, token: str, ring: _KeyRing) -> dict[str, Any]:
         segment = token.partition(".")[0]
@@ -327,7 +295,7 @@ class AuthjsSessionDecoder:
             email=email if isinstance(email, str) else None,
             name=name if isinstance(name, str) else None,
             expires_at=exp,
-            credential_id=_token_id(token),
+            credential_id=credential_id(token),
             claims=MappingProxyType(claims),
         )
 

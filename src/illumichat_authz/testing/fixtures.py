@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from illumichat_authz.authorizer import Authorizer
     from illumichat_authz.config import Settings
     from illumichat_authz.core import Core
-    from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
     from illumichat_authz.facts import InMemoryFacts
+    from illumichat_authz.stores.api_keys import MemoryApiKeyStore
 
     from .minting import JwksServer, LocalIssuer, MintedCookie
 
@@ -184,10 +184,10 @@ def build_test_authorizer(
 ) -> Authorizer:
     """An :class:`Authorizer` on ``settings`` with in-memory stores (and a fresh rate limiter)."""
     from illumichat_authz.authorizer import Authorizer
-    from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
-    from illumichat_authz.credentials.jwks import JwksCache, UrllibJwksFetcher
     from illumichat_authz.facts import InMemoryFacts
-    from illumichat_authz.ratelimit import RateLimiter
+    from illumichat_authz.stores.api_keys import MemoryApiKeyStore
+    from illumichat_authz.stores.jwks import JwksCache, UrllibJwksFetcher
+    from illumichat_authz.stores.ratelimit import RateLimiter
 
     url = settings.auth0.resolved_jwks_url
     jwks = (
@@ -240,7 +240,7 @@ def authz_facts() -> FactsBuilder:
 @pytest.fixture
 def authz_api_keys() -> MemoryApiKeyStore:
     """The API key store the ``authorizer`` fixture reads and ``mint_api_key`` writes."""
-    from illumichat_authz.credentials.apikey_store import MemoryApiKeyStore
+    from illumichat_authz.stores.api_keys import MemoryApiKeyStore
 
     return MemoryApiKeyStore()
 

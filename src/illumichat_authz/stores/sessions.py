@@ -1,97 +1,32 @@
-"""Auth.js *database* session strategy: the cookie holds an opaque token looked up in a table.
+"""Auth.js database sessions in SQLite: the adapter's ``sessions`` table, read-only.
 
-With ``session: { strategy: "database" }`` Auth.js stores ``{ sessionToken, userId,
-expires }`` through its adapter and puts only ``sessionToken`` in the cookie. The SQL
-adapters on SQLite (``@auth/d1-adapter``, ``@auth/kysely-adapter``) keep ``expires`` as an
-ISO 8601 string (``Date.prototype.toISOString()``); Drizzle's SQLite schema keeps it as an
-integer of milliseconds (``mode: "timestamp_ms"``). Both are read here.
-
-The decision is the pure :func:`principal_from_session_record`; the lookup is a
-:class:`SessionStore` so tests (and other databases) pass their own.
+The SQL adapters on SQLite (``@auth/d1-adapter``, ``@auth/kysely-adapter``) keep
+``expires`` as an ISO 8601 string (``Date.prototype.toISOString()``); Drizzle's SQLite
+schema keeps it as an integer of milliseconds (``mode: "timestamp_ms"``). Both are read
+here. What a row means is decided by the pure
+:func:`illumichat_authz.credentials.sessions.principal_from_session_record`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import sqlite3
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
-from illumichat_authz.credentials._sqlite import ConnectionPool
+from illumichat_authz.credentials.sessions import SessionRecord
 from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
-from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.reasons import Reason
 
-__all__ = [
-    "MAX_SESSION_TOKEN_CHARS",
-    "SessionRecord",
-    "SessionStore",
-    "SqliteSessionStore",
-    "check_session_token",
-    "principal_from_session_record",
-]
+from ._sqlite import ConnectionPool
 
-_log = logging.getLogger("illumichat_authz.credentials.sessions_db")
+__all__ = ["SqliteSessionStore", "parse_expires"]
 
-#: Auth.js generates ``crypto.randomUUID()`` (36 characters); custom generators are free to
-#: be longer, but nothing reaches the database beyond this.
-MAX_SESSION_TOKEN_CHARS: Final = 512
-_TOKEN_RE: Final = re.compile(r"[\x21-\x7e]+")  # visible ASCII, no space
+_log = logging.getLogger("illumichat_authz.stores.sessions")
+
 _IDENTIFIER_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionRecord:
-    """One row of the adapter's sessions table. ``expires`` is unix seconds."""
-
-    session_token: str
-    user_id: str
-    expires: float
-
-    def __repr__(self) -> str:
-        return f"SessionRecord(user_id={self.user_id!r}, expires={self.expires!r})"
-
-
-@runtime_checkable
-class SessionStore(Protocol):
-    """Looks a session token up. Raises ``DependencyUnavailableError`` when it cannot."""
-
-    def get_session(self, token: str) -> SessionRecord | None: ...
-
-
-def session_credential_id(token: str) -> str:
-    """Safe to log: a short SHA-256 prefix of the token, never the token."""
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
-def check_session_token(token: str) -> None:
-    """Bound the opaque token before it goes anywhere near the database."""
-    if len(token) > MAX_SESSION_TOKEN_CHARS or not _TOKEN_RE.fullmatch(token):
-        raise CredentialError("invalid session token", reason=Reason.INVALID_CREDENTIAL)
-
-
-def principal_from_session_record(record: SessionRecord | None, *, now: float) -> Principal:
-    """The principal a database session stands for, or ``CredentialError``.
-
-    Auth.js ``session`` action: ``if (session.expires.valueOf() < Date.now())`` the session
-    is deleted and the user is signed out.
-    """
-    if record is None:
-        raise CredentialError("session not found", reason=Reason.INVALID_CREDENTIAL)
-    if not isinstance(record.user_id, str) or not record.user_id:
-        raise CredentialError("session has no user", reason=Reason.INVALID_CREDENTIAL)
-    if record.expires < now:
-        raise CredentialError("session expired", reason=Reason.SESSION_EXPIRED)
-    return Principal(
-        user_id=record.user_id,
-        kind=CredentialKind.SESSION,
-        expires_at=record.expires,
-        credential_id=session_credential_id(record.session_token),
-    )
 
 
 def parse_expires(value: object) -> float:

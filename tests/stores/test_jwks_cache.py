@@ -1,4 +1,7 @@
-"""JwksCache against a real JWKS server on 127.0.0.1 (stdlib http.server in a thread)."""
+"""JwksCache against a real JWKS server on 127.0.0.1 (stdlib http.server in a thread).
+
+Parsing a JWKS document (pure) is tested in tests/credentials/test_jwk.py.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from illumichat_authz.credentials.jwks import JwkKey, JwksCache, UrllibJwksFetcher, parse_jwks
+from illumichat_authz.credentials.jwk import JwkKey
 from illumichat_authz.errors import ConfigurationError, CredentialError, DependencyUnavailableError
 from illumichat_authz.reasons import Reason
+from illumichat_authz.stores.jwks import JwksCache, UrllibJwksFetcher
 
 pytestmark = pytest.mark.interop
 
@@ -411,45 +415,3 @@ def test_cache_rejects_bad_configuration() -> None:
         JwksCache(url="https://x/", fetcher=UrllibJwksFetcher(), ttl_s=0)
     with pytest.raises(ConfigurationError):
         JwksCache(url="https://x/", fetcher=UrllibJwksFetcher(), max_keys=0)
-
-
-# --- parsing -------------------------------------------------------------------------------
-
-
-def test_parse_keeps_only_public_signing_keys() -> None:
-    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    private_jwk = json.loads(RSAAlgorithm.to_jwk(RSA_B))
-    body = jwks(
-        rsa_jwk(RSA_A, "good"),
-        {**rsa_jwk(RSA_A, "no-alg"), "alg": None},
-        rsa_jwk(RSA_A, "enc", use="enc"),
-        rsa_jwk(RSA_A, "ops", key_ops=["encrypt"]),
-        rsa_jwk(weak, "weak"),
-        rsa_jwk(RSA_A, "hs", alg="HS256"),
-        rsa_jwk(RSA_A, "wrong-family", alg="ES256"),
-        {**private_jwk, "kid": "private"},
-        ec_jwk(EC_A, "ec-good"),
-        ec_jwk(EC_A, "ec-wrong-curve", alg="ES384"),
-        {**ec_jwk(EC_A, "ec-off-curve"), "y": ec_jwk(EC_A, "x")["x"]},
-        {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
-        {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
-        "not an object",
-        rsa_jwk(RSA_A, "dup"),
-        rsa_jwk(RSA_B, "dup"),
-    )
-    keys = parse_jwks(body.replace(b'"alg": null, ', b""))
-    assert set(keys) == {"good", "no-alg", "ec-good"}
-    assert keys["no-alg"].alg is None
-    assert keys["no-alg"].fits("PS256")
-    assert not keys["good"].fits("PS256")
-
-
-def test_parse_bounds_the_number_of_keys() -> None:
-    body = jwks(*(rsa_jwk(RSA_A, f"k{i}") for i in range(10)))
-    assert len(parse_jwks(body, max_keys=3)) == 3
-
-
-@pytest.mark.parametrize("body", [b"", b"{", b"null", b'{"keys": [1, 2]}', b"x" * 300_000])
-def test_parse_rejects_documents_without_keys(body: bytes) -> None:
-    with pytest.raises(ValueError, match=r"JWKS|Expecting|JSON|usable|value"):
-        parse_jwks(body)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from illumichat_authz.credentials.cache import MAX_PLAIN_KEY, CredentialCache
 from illumichat_authz.principal import CredentialKind, Principal
+from illumichat_authz.stores.credential_cache import MAX_PLAIN_KEY, CredentialCache
 
 ALICE = Principal(user_id="alice", kind=CredentialKind.SESSION, credential_id="s-1")
 KEY = Principal(user_id="bob", kind=CredentialKind.API_KEY, credential_id="k-1")

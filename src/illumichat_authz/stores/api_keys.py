@@ -29,14 +29,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from illumichat_authz.credentials._sqlite import ConnectionPool, is_busy, retry_busy, write
 from illumichat_authz.credentials.apikeys import ApiKeyRecord, ApiKeyStore
 from illumichat_authz.errors import DependencyUnavailableError
 from illumichat_authz.reasons import Reason
 
+from ._sqlite import ConnectionPool, is_busy, retry_busy, write
+
 __all__ = ["CachingApiKeyStore", "MemoryApiKeyStore", "SqliteApiKeyStore"]
 
-_log = logging.getLogger("illumichat_authz.credentials.apikey_store")
+_log = logging.getLogger("illumichat_authz.stores.api_keys")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS api_keys (
