@@ -1,22 +1,8 @@
 """Flask extension: decide every request in ``before_request``; ``@authz.require(action)``.
 
-Either way Flask users write extensions::
-
-    authz = IllumiChatAuthz(app, authorizer=authorizer)     # one app
-
-    authz = IllumiChatAuthz()                                # at import (app factories)
-    def create_app():
-        app = Flask(__name__)
-        app.config["ILLUMICHAT_AUTHZ"] = "authz.toml"        # or an Authorizer
-        authz.init_app(app)
-
-The authorizer is per app (``app.extensions["illumichat_authz"]``): one extension object
-serves several apps, and ``@authz.require(...)`` can decorate blueprint views before any
-app exists. An app with no authorizer fails at ``init_app``, not at its first request.
-
-The principal is on ``flask.g.principal`` (``None`` on public and webhook routes) and the
-Decision on ``flask.g.authz_decision``. A webhook body the core read is put back in
-``wsgi.input`` before Flask first touches the stream, so ``request.get_data()`` sees it.
+``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` and ``init_app(app)`` in
+an app factory; docs/integrations.md has the rest. The principal is on ``flask.g.principal``
+(``None`` on public and webhook routes), the Decision on ``flask.g.authz_decision``.
 """
 
 from __future__ import annotations
@@ -36,20 +22,11 @@ except ImportError as exc:
 
 from ..authorizer import Authorizer
 from ..decision import Decision
-from ..denials import sign_in
 from ..errors import ConfigurationError
-from ._common import (
-    access_arguments,
-    action_mismatch,
-    answers_itself,
-    authorizer_for_file,
-    internal_error,
-    log,
-    render,
-    request_id,
-)
+from ._common import answers_itself, authorizer_for_file, internal_error, log, render, request_id
+from ._require import Endpoint, require
 from .route_check import Requirement, check_flask_on_first_request, mark
-from .wsgi import decide_environ
+from .wsgi import decide_environ, environ_incoming, read_environ_body
 
 __all__ = ["CONFIG_KEY", "IllumiChatAuthz"]
 
@@ -161,55 +138,31 @@ class IllumiChatAuthz:
         workspace: str | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R | flask.Response]]:
         """Demand a verified principal and, given ``action``, that the route table declares
-        this request as ``action`` (a mismatch is our configuration mistake: a logged 500).
-
-        With ``resource``/``workspace`` (names of the view's URL variables) the view names
-        its resource itself: ``decide_access`` decides ``action`` on it, whatever the
-        route table says of the URL (which must still be let through, e.g. with
-        ``[routes] undeclared = "authenticated"``).
-        """
-        if (resource is not None or workspace is not None) and action is None:
-            raise ValueError("require(resource=... or workspace=...) needs an action")
+        this request as ``action``; with ``resource``/``workspace`` (the view's URL
+        variables) ``decide_access`` decides ``action`` on them."""
+        endpoint = Endpoint(action, resource, workspace)
 
         def decorate(view: Callable[P, R]) -> Callable[P, R | flask.Response]:
             @functools.wraps(view)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | flask.Response:
-                decision: Any = flask.g.get("authz_decision")
-                rid = flask.g.get("authz_request_id") or request_id(
-                    [(k.lower(), v) for k, v in flask.request.headers.items()]
+                environ, g = flask.request.environ, flask.g
+                incoming = environ_incoming(
+                    environ, flask.request.view_args or {}, g.get("authz_request_id")
                 )
-                if not isinstance(decision, Decision):
-                    # before_request did not run (e.g. another hook answered first): decide.
-                    decision, rid = _decide()
-                    if answers_itself(decision):
-                        return _respond(decision, rid)
-                if resource is not None or workspace is not None:
-                    decision = self._access(decision, action or "", resource, workspace)
-                    if not decision.allowed:
-                        return _respond(decision, rid)
-                elif (mismatch := action_mismatch(decision, action, rid)) is not None:
-                    return _respond(mismatch, rid)
-                if decision.principal is None:
-                    return _respond(sign_in(), rid)
+                rid = incoming.rid
+                authorizer = _app_authorizer()
+                if authorizer is None:
+                    return _respond(internal_error(), rid)
+                seen: Any = g.get("authz_decision")
+                seen = seen if isinstance(seen, Decision) else None  # before_request did not run
+                read_body = functools.partial(read_environ_body, environ)
+                decision = require(authorizer, endpoint, seen, incoming, read_body=read_body)
+                if answers_itself(decision):
+                    return _respond(decision, rid)
+                g.principal = decision.principal
                 return view(*args, **kwargs)
 
-            names_resource = resource is not None or workspace is not None
-            return mark(wrapper, Requirement(action, names_resource=names_resource))
+            requirement = Requirement(action, names_resource=endpoint.names_resource)
+            return mark(wrapper, requirement)
 
         return decorate
-
-    def _access(
-        self, decision: Decision, action: str, resource: str | None, workspace: str | None
-    ) -> Decision:
-        principal = decision.principal
-        if principal is None:
-            return decision  # the caller below answers 401
-        authorizer = _app_authorizer()
-        if authorizer is None:
-            return internal_error()
-        arguments = access_arguments(
-            authorizer, principal, action, resource, workspace, flask.request.view_args or {}
-        )
-        if isinstance(arguments, Decision):
-            return arguments
-        return authorizer.decide_access(**arguments)
