@@ -37,6 +37,7 @@ __all__ = [
     "authorizer_for_file",
     "below_mount",
     "check_host",
+    "configured_authorizer",
     "internal_error",
     "over_limit",
     "quote_path",
@@ -285,6 +286,19 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
         if "," in host:
             return Decision.of(Reason.BAD_HEADER, "more than one Host header")
         return Decision.of(Reason.BAD_HEADER, "invalid Host header")
+    return None
+
+
+def configured_authorizer(value: object) -> Authorizer | None:
+    """The authorizer a framework setting names (Django's ``ILLUMICHAT_AUTHZ``, Flask's
+    ``app.config["ILLUMICHAT_AUTHZ"]``): an Authorizer, or a configuration file path
+    (:func:`authorizer_for_file`); ``None`` for anything else."""
+    from ..authorizer import Authorizer
+
+    if isinstance(value, Authorizer):
+        return value
+    if isinstance(value, str | os.PathLike) and os.fspath(value):
+        return authorizer_for_file(os.fspath(value))
     return None
 
 

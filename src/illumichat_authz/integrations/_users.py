@@ -1,4 +1,5 @@
-"""The ``request.user`` objects the Django adapter gives Django and DRF (no Django import).
+"""The ``request.user`` the Django adapter gives Django and DRF, and :func:`attach`, which
+sets it (no Django import).
 
 There is no database row behind a principal, so there are no model permissions either:
 what a user may do is the policy's call (``decide_access``).
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from ..decision import Decision
 from ..principal import Principal
 
-__all__ = ["AnonymousPrincipalUser", "PrincipalUser"]
+__all__ = ["AnonymousPrincipalUser", "PrincipalUser", "attach"]
 
 
 class _EmptyManager:
@@ -90,3 +93,13 @@ class AnonymousPrincipalUser(_NoModelPermissions):
 
     def get_username(self) -> str:
         return ""
+
+
+def attach(request: Any, decision: Decision) -> None:
+    """Hand the app an allowed decision: ``request.principal``, ``.user``, ``.authz_decision``."""
+    request.authz_decision = decision
+    request.principal = decision.principal
+    if decision.principal is not None:
+        request.user = PrincipalUser(decision.principal)
+    elif not hasattr(request, "user"):
+        request.user = AnonymousPrincipalUser()

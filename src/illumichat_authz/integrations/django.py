@@ -1,15 +1,12 @@
-"""Django middleware (the DRF classes are in :mod:`illumichat_authz.integrations.drf`).
-
-``settings.ILLUMICHAT_AUTHZ`` is an ``Authorizer`` or a configuration file path. On allow
-``request.principal`` and ``request.authz_decision`` are set, and ``request.user`` is a
-:class:`PrincipalUser`; docs/integrations.md has the rest.
-"""
+"""Django middleware: ``settings.ILLUMICHAT_AUTHZ`` names the authorizer; on allow
+``request.principal``, ``.authz_decision`` and ``.user`` are set (docs/integrations.md).
+The DRF classes are in :mod:`illumichat_authz.integrations.drf`."""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import io
-from pathlib import Path
 from typing import Any
 
 from ._common import raise_import_failure
@@ -25,73 +22,54 @@ except ImportError as exc:
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..request import RequestFacts
-from ._common import (
-    answers_itself,
-    authorizer_for_file,
-    read_wsgi_input,
-    render,
-    request_id,
-    request_target,
-)
+from ._common import answers_itself, configured_authorizer, read_wsgi_input, render, request_id
+from ._common import request_target as _request_target
 from ._require import DECIDE, Endpoint, Incoming, require
-from ._users import AnonymousPrincipalUser, PrincipalUser
+from ._users import AnonymousPrincipalUser, PrincipalUser, attach
 from .route_check import check_django
 
-__all__ = [
-    "AnonymousPrincipalUser",
-    "IllumiChatAuthzMiddleware",
-    "PrincipalUser",
-    "get_authorizer",
-]
+__all__ = ["AnonymousPrincipalUser", "IllumiChatAuthzMiddleware", "PrincipalUser", "get_authorizer"]
 
 
 def get_authorizer() -> Authorizer:
     """The authorizer ``settings.ILLUMICHAT_AUTHZ`` names (an instance or a config path)."""
-    value = getattr(settings, "ILLUMICHAT_AUTHZ", None)
-    if isinstance(value, Authorizer):
-        return value
-    if isinstance(value, str | Path):
-        return authorizer_for_file(str(value))
-    raise ImproperlyConfigured("ILLUMICHAT_AUTHZ must be an Authorizer or a config file path")
+    authorizer = configured_authorizer(getattr(settings, "ILLUMICHAT_AUTHZ", None))
+    if authorizer is None:
+        raise ImproperlyConfigured("ILLUMICHAT_AUTHZ must be an Authorizer or a config file path")
+    return authorizer
 
 
-def _target(request: HttpRequest) -> tuple[str, str, str]:
-    """``(mount, path, query)``: the raw target below the script prefix, which must decode
-    to ``request.path_info`` (what the URLconf resolves). WSGI: ``RAW_URI``/``REQUEST_URI``
-    below ``SCRIPT_NAME``; ASGI: ``raw_path`` below what Django cut from ``path``."""
+def facts_from_request(request: HttpRequest) -> RequestFacts:
+    """The core's view of a Django request: the raw target below the script prefix."""
     meta = request.META
     script = str(meta.get("SCRIPT_NAME", ""))
     scope = getattr(request, "scope", None)  # an ASGIRequest
     if scope is None:
         mount = script.encode("latin-1", "replace")  # PEP 3333: bytes as latin-1
         targets = [meta.get("RAW_URI"), meta.get("REQUEST_URI")]
-    else:
+    else:  # SCRIPT_NAME is what Django cut from path (FORCE_SCRIPT_NAME or root_path)
         mount = script.encode("utf-8", "surrogateescape")
         raw_path = scope.get("raw_path")
         targets = [bytes(raw_path).decode("latin-1")] if raw_path else []
     routed = request.path_info.encode("utf-8", "surrogateescape")
-    return request_target(targets, mount, routed, query=str(meta.get("QUERY_STRING", "")))
-
-
-def facts_from_request(request: HttpRequest) -> RequestFacts:
-    """The core's view of a Django request."""
-    mount, path, query = _target(request)
+    prefix, path, query = _request_target(
+        targets, mount, routed, query=str(meta.get("QUERY_STRING", ""))
+    )
     return RequestFacts.build(
         method=request.method or "",
         path=path,
         query=query,
         headers=[(k.lower(), v) for k, v in request.headers.items()],
-        peer=request.META.get("REMOTE_ADDR") or None,
+        peer=meta.get("REMOTE_ADDR") or None,
         scheme=request.scheme or "http",
-        mount=mount,
+        mount=prefix,
     )
 
 
 def _read_body(request: Any, max_bytes: int) -> bytes | None:
     if hasattr(request, "_body"):  # a middleware above ours read it already
         return request._body if len(request._body) <= max_bytes else None
-    # From the server's input, as the WSGI middleware reads it (a chunked body too).
-    body = read_wsgi_input(request.META, max_bytes)
+    body = read_wsgi_input(request.META, max_bytes)  # as the WSGI middleware reads it
     if body is not None:
         # The stream WSGIRequest builds for a body of this length: request.body and
         # request.POST (and DRF's request.data) read exactly these bytes.
@@ -106,8 +84,8 @@ def decide_request(
     endpoint: Endpoint = DECIDE,
     seen: Decision | None = None,
 ) -> tuple[Decision, str]:
-    """Decide ``request`` for ``endpoint`` (by default as the middleware does) over the
-    middleware's decision ``seen``; our own failure is a 500 decision, never a raise."""
+    """The decision ``endpoint`` enforces over the middleware's ``seen`` (by default: the
+    middleware's own); our failure is a 500 decision, never a raise."""
     rid = request_id([(k.lower(), v) for k, v in request.headers.items()])
     version = str(request.META.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
     incoming = Incoming(functools.partial(facts_from_request, request), rid, version)
@@ -122,17 +100,6 @@ def respond(decision: Decision, rid: str) -> HttpResponse:
     for name, value in rendered.headers:
         response[name] = value
     return response
-
-
-def attach(request: HttpRequest, decision: Decision) -> None:
-    """Give the app an allowed decision: ``request.principal``, ``.user``, ``.authz_decision``."""
-    r: Any = request
-    r.authz_decision = decision
-    r.principal = decision.principal
-    if decision.principal is not None:
-        r.user = PrincipalUser(decision.principal)
-    elif not hasattr(request, "user"):
-        r.user = AnonymousPrincipalUser()
 
 
 class IllumiChatAuthzMiddleware:
@@ -159,7 +126,5 @@ def __getattr__(name: str) -> Any:
     # The DRF classes live in integrations.drf so that plain Django needs no DRF; these
     # names are kept for settings written before that module was public.
     if name in ("IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"):
-        from . import drf
-
-        return getattr(drf, name)
+        return getattr(importlib.import_module(f"{__package__}.drf"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

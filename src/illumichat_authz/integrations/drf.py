@@ -39,7 +39,8 @@ from ..denials import REALM
 from ..reasons import Reason
 from ._common import answers_itself
 from ._require import Endpoint
-from .django import PrincipalUser, attach, decide_request, get_authorizer, respond
+from ._users import PrincipalUser, attach
+from .django import decide_request, get_authorizer, respond
 
 __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"]
 

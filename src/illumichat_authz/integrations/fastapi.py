@@ -1,8 +1,5 @@
-"""FastAPI (and Starlette) dependencies: ``Depends(require("chat:read"))`` -> Principal.
-
-``install(app, authorizer=...)`` keeps the authorizer on ``app.state`` and renders
-:class:`AuthzDenied`; docs/integrations.md has the rest.
-"""
+"""FastAPI (and Starlette) dependencies: ``Depends(require("chat:read"))`` -> Principal,
+behind ``AuthzMiddleware`` or alone after ``install(app, authorizer=...)``."""
 
 # No `from __future__ import annotations`: FastAPI reads the dependency signatures at
 # runtime, and they name closure variables.
@@ -48,9 +45,8 @@ bearer = HTTPBearer(
 
 
 class AuthzDenied(HTTPException):
-    """A denial (or an allowed CORS preflight, answered with an empty 204); ``install``
-    renders it as problem+json. Without the handler Starlette still answers with the right
-    status and headers (WWW-Authenticate, Retry-After)."""
+    """A denial (or an allowed CORS preflight: an empty 204), rendered by ``install``'s
+    handler; without it Starlette still sends the status and the headers that matter."""
 
     def __init__(self, decision: Decision, rid: str) -> None:
         self.decision = decision
@@ -75,11 +71,6 @@ def install(app: FastAPI, *, authorizer: Authorizer) -> None:
     install_fastapi_check(app, authorizer)  # [routes] check_app, when the app starts
 
 
-def _rid(request: Request) -> str:
-    raw = request.headers.raw
-    return request_id([(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw])
-
-
 async def _read_body(request: Request, max_bytes: int) -> bytes | None:
     body = await read_bounded(request.headers.get("content-length"), request.stream(), max_bytes)
     if body is not None:
@@ -101,10 +92,9 @@ def _dependency(
         scope = request.scope
         seen = scope.get("auth")
         seen = seen if isinstance(seen, Decision) else None
-        rid = _rid(request)
+        rid = request_id([(k.lower(), v) for k, v in request.headers.items()])
         if seen is None:
-            # No AuthzMiddleware: FastAPI merges these headers into the endpoint's
-            # answer, so an allowed one carries the request id too.
+            # No AuthzMiddleware: FastAPI merges these into the endpoint's answer.
             response.headers["x-request-id"] = rid
         incoming = Incoming(
             lambda: facts_from_scope(scope), rid, scope.get("http_version"), request.path_params

@@ -1,16 +1,10 @@
 """Flask extension: decide every request in ``before_request``; ``@authz.require(action)``.
-
-``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` and ``init_app(app)`` in
-an app factory; docs/integrations.md has the rest. The principal is on ``flask.g.principal``
-(``None`` on public and webhook routes), the Decision on ``flask.g.authz_decision``.
-"""
+On allow, ``flask.g.principal`` (``None`` on public routes) and ``flask.g.authz_decision``."""
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from ._common import raise_import_failure
@@ -23,7 +17,7 @@ except ImportError as exc:
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import ConfigurationError
-from ._common import answers_itself, authorizer_for_file, internal_error, log, render, request_id
+from ._common import answers_itself, configured_authorizer, internal_error, log, render, request_id
 from ._require import Endpoint, require
 from .route_check import Requirement, check_flask_on_first_request, mark
 from .wsgi import decide_environ, environ_incoming, read_environ_body
@@ -37,13 +31,6 @@ _EXTENSION = "illumichat_authz"
 CONFIG_KEY = "ILLUMICHAT_AUTHZ"
 
 
-@dataclass(frozen=True, slots=True)
-class _AppState:
-    """What ``init_app`` keeps in ``app.extensions``: this app's authorizer."""
-
-    authorizer: Authorizer
-
-
 def _respond(decision: Decision, rid: str) -> flask.Response:
     rendered = render(decision, rid)
     return flask.Response(rendered.body, status=rendered.status, headers=list(rendered.headers))
@@ -51,27 +38,22 @@ def _respond(decision: Decision, rid: str) -> flask.Response:
 
 def _configured_authorizer(app: flask.Flask) -> Authorizer:
     value = app.config.get(CONFIG_KEY)
-    if isinstance(value, Authorizer):
-        return value
-    if isinstance(value, str | os.PathLike) and os.fspath(value):
-        return authorizer_for_file(os.fspath(value))
-    if value is None:
+    authorizer = configured_authorizer(value)
+    if authorizer is None:
+        given = "it is not set" if value is None else f"not {type(value).__name__}"
         raise ConfigurationError(
-            f"IllumiChatAuthz: no authorizer for app {app.name!r}: set "
-            f'app.config["{CONFIG_KEY}"] to an Authorizer or a configuration file path, '
-            "or pass authorizer= to IllumiChatAuthz or init_app"
+            f'IllumiChatAuthz on app {app.name!r}: app.config["{CONFIG_KEY}"] must be an '
+            f"Authorizer or a configuration file path ({given}), or pass authorizer= to "
+            "IllumiChatAuthz or init_app"
         )
-    raise ConfigurationError(
-        f'app.config["{CONFIG_KEY}"] must be an Authorizer or a configuration file path, '
-        f"not {type(value).__name__}"
-    )
+    return authorizer
 
 
 def _app_authorizer() -> Authorizer | None:
     """The current app's authorizer; ``None`` (logged) if ``init_app`` never ran on it."""
-    state = flask.current_app.extensions.get(_EXTENSION)
-    if isinstance(state, _AppState):
-        return state.authorizer
+    authorizer = flask.current_app.extensions.get(_EXTENSION)
+    if isinstance(authorizer, Authorizer):
+        return authorizer
     log.error(
         "IllumiChatAuthz on app %r, which init_app never initialised: request denied",
         flask.current_app.name,
@@ -79,43 +61,36 @@ def _app_authorizer() -> Authorizer | None:
     return None
 
 
-def _decide() -> tuple[Decision, str]:
-    authorizer = _app_authorizer()
-    if authorizer is None:
-        return internal_error(), request_id([])
-    return decide_environ(authorizer, flask.request.environ)
-
-
 class IllumiChatAuthz:
-    """``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` then
-    ``init_app(app)`` in an app factory (see the module docstring)."""
+    """``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` then ``init_app``."""
 
     def __init__(
         self, app: flask.Flask | None = None, *, authorizer: Authorizer | None = None
     ) -> None:
-        #: The authorizer for apps whose ``init_app`` is given none; ``None``: each app's
-        #: ``app.config["ILLUMICHAT_AUTHZ"]``.
+        #: For apps whose ``init_app`` is given none; ``None``: ``app.config[CONFIG_KEY]``.
         self.default_authorizer = authorizer
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask, *, authorizer: Authorizer | None = None) -> None:
-        """Decide every request of ``app``. Its authorizer is ``authorizer``, else the one
-        given to the constructor, else ``app.config["ILLUMICHAT_AUTHZ"]``; none at all is a
-        :class:`ConfigurationError` here, at start-up."""
+        """Decide every request of ``app`` with ``authorizer``, else the constructor's, else
+        ``app.config[CONFIG_KEY]``'s; none is a :class:`ConfigurationError` here."""
         if _EXTENSION in app.extensions:
             raise ConfigurationError(f"IllumiChatAuthz is already initialised on app {app.name!r}")
         if authorizer is None:
             authorizer = self.default_authorizer
         if authorizer is None:
             authorizer = _configured_authorizer(app)
-        app.extensions[_EXTENSION] = _AppState(authorizer=authorizer)
+        app.extensions[_EXTENSION] = authorizer
         app.before_request(self._before_request)
         app.after_request(self._after_request)
         check_flask_on_first_request(app, lambda: authorizer)  # [routes] check_app
 
     def _before_request(self) -> flask.Response | None:
-        decision, rid = _decide()
+        authorizer = _app_authorizer()
+        if authorizer is None:
+            return _respond(internal_error(), request_id([]))
+        decision, rid = decide_environ(authorizer, flask.request.environ)
         flask.g.authz_request_id = rid
         if answers_itself(decision):
             return _respond(decision, rid)
@@ -137,9 +112,8 @@ class IllumiChatAuthz:
         resource: str | None = None,
         workspace: str | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R | flask.Response]]:
-        """Demand a verified principal and, given ``action``, that the route table declares
-        this request as ``action``; with ``resource``/``workspace`` (the view's URL
-        variables) ``decide_access`` decides ``action`` on them."""
+        """Demand a verified principal, and that the route table declares the request as
+        ``action``; or, with ``resource``/``workspace`` (URL variables), ``decide_access``."""
         endpoint = Endpoint(action, resource, workspace)
 
         def decorate(view: Callable[P, R]) -> Callable[P, R | flask.Response]:
