@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..decision import Decision
 from ..denials import internal_error, sign_in
@@ -79,8 +79,8 @@ class Incoming(NamedTuple):
 
 
 # What the steps ask the authorizer: ("decide", facts), ("identify", facts) or
-# ("decide_access", keyword arguments).
-_Ask = tuple[str, Any]
+# ("decide_access", its keyword arguments).
+_Ask = tuple[Literal["decide", "identify", "decide_access"], Any]
 _Steps = Generator[_Ask, Decision, Decision]
 
 

@@ -1,17 +1,6 @@
-"""Django REST framework: authentication, permission and exception handler classes.
-
-Name them in ``settings.py`` (DRF imports them while it imports itself)::
-
-    DRF = "illumichat_authz.integrations.drf"
-    REST_FRAMEWORK = {
-        "DEFAULT_AUTHENTICATION_CLASSES": [f"{DRF}.IllumiChatAuthentication"],
-        "DEFAULT_PERMISSION_CLASSES": [f"{DRF}.IllumiChatPermission"],
-        "EXCEPTION_HANDLER": f"{DRF}.exception_handler",
-    }
-
-Views may declare ``authz_action`` (the action the route table must classify the request
-as) and, for object permissions, ``authz_resource_kind`` (assistant, chat, workspace,
-member) with an optional ``authz_object_action``.
+"""Django REST framework: authentication, permission and exception handler classes, named
+in ``REST_FRAMEWORK`` (docs/integrations.md). Views may declare ``authz_action`` and, for
+object permissions, ``authz_resource_kind`` with an optional ``authz_object_action``.
 
 This module must not import ``rest_framework.views`` at its top: that module reads
 ``api_settings.DEFAULT_AUTHENTICATION_CLASSES`` while it is imported (through
