@@ -26,7 +26,7 @@ import asyncio
 import hmac
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -41,6 +41,7 @@ from ..decision import Decision
 from ..denials import internal_error
 from ..errors import BadRequestError, SignatureError
 from ..integrations import check_host, read_bounded, render, request_id, request_target
+from ..integrations.asgi import Receive, Scope, Send
 from ..net import IPNetwork, is_trusted_peer
 from ..reasons import Reason
 from ..render import identity_headers
@@ -68,10 +69,6 @@ _META = frozenset(
         "keep-alive",
     }
 )
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def _single(pairs: list[tuple[str, str]], *names: str, extra: str | None = None) -> str | None:
