@@ -1,17 +1,19 @@
-"""What every adapter shares: request ids, the raw path, the mount, the Host check, the 500 answer.
+"""What every adapter shares: request ids, the raw target, the mount, the Host check, the
+bounded body reader and the answer to a denial.
 
 Nothing here imports a framework. Adapters translate their request into
-:class:`RequestFacts`, call the authorizer, and turn a denial into a response with
-:func:`illumichat_authz.render.render_denial`, the only renderer.
+:class:`RequestFacts`, call the authorizer (through :mod:`._require`), and turn a denial
+into a response with :func:`render`, over :func:`illumichat_authz.render.render_denial`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, unquote_to_bytes
@@ -22,27 +24,29 @@ from ..errors import BadRequestError
 from ..net import valid_host
 from ..reasons import Reason
 from ..render import Rendered, render_denial
-from ..request import RequestFacts
+from ..request import RequestFacts, is_decimal
 
 if TYPE_CHECKING:
     from ..authorizer import Authorizer
-    from ..principal import Principal
 
 __all__ = [
     "ANONYMOUS",
     "PREFLIGHT_STATUS",
     "Anonymous",
-    "access_arguments",
-    "action_mismatch",
     "answers_itself",
     "authorizer_for_file",
     "below_mount",
     "check_host",
+    "configured_authorizer",
     "internal_error",
+    "over_limit",
     "quote_path",
     "raise_import_failure",
+    "read_bounded",
+    "read_wsgi_input",
     "render",
     "request_id",
+    "request_target",
     "split_request_uri",
 ]
 
@@ -118,6 +122,31 @@ def split_request_uri(uri: str) -> tuple[str, str] | None:
     return path, query
 
 
+def request_target(
+    targets: Iterable[object], mount: str | bytes, routed: bytes | None, *, query: str = ""
+) -> tuple[str, str, str]:
+    """``(mount, path, query)``: the first origin-form raw target in ``targets`` (WSGI
+    ``RAW_URI``/``REQUEST_URI``, ASGI ``raw_path``, a proxy's original URI), split by
+    :func:`below_mount`.
+
+    With none, what the server decoded (``mount`` and ``routed`` as bytes) is re-encoded
+    into its wire form with ``query`` as the query; where nothing was decoded either
+    (``routed`` is ``None``: forward auth) the target is a 400.
+    """
+    for target in targets:
+        if isinstance(target, str) and (split := split_request_uri(target)) is not None:
+            raw, query = split
+            break
+    else:
+        if routed is None or not isinstance(mount, bytes):
+            raise BadRequestError(
+                "the request target is not an absolute path", reason=Reason.NON_CANONICAL_PATH
+            )
+        raw = quote_path(mount + routed)
+    prefix, path = below_mount(raw, mount, routed)
+    return prefix, path, query
+
+
 def below_mount(raw: str, mount: str | bytes, routed: bytes | None) -> tuple[str, str]:
     """``(prefix, path)``: the raw target path split into the mount's raw prefix and the raw
     path the app routes, which is what the core must classify.
@@ -166,6 +195,70 @@ def _decoded(raw: str) -> bytes:
     return raw.encode("ascii") if "%" not in raw and raw.isascii() else unquote_to_bytes(raw)
 
 
+def over_limit(declared: str | None, max_bytes: int) -> bool:
+    """Whether a declared ``Content-Length`` is over ``max_bytes`` or unreadable: the body
+    is then refused (413) without reading a byte of it."""
+    if declared is None:
+        return False
+    declared = declared.strip()
+    return not is_decimal(declared) or int(declared) > max_bytes
+
+
+async def read_bounded(
+    declared: str | None, chunks: AsyncGenerator[bytes, None], max_bytes: int
+) -> bytes | None:
+    """The body from ``chunks``, or ``None`` when it is (or is declared) over ``max_bytes``:
+    the one reader of an ASGI body (the middleware, FastAPI, the AuthZEN endpoint)."""
+    async with contextlib.aclosing(chunks):  # stop reading at the limit, at once
+        if over_limit(declared, max_bytes):
+            return None
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def read_wsgi_input(environ: MutableMapping[str, Any], max_bytes: int) -> bytes | None:
+    """The body in ``environ["wsgi.input"]``, or ``None`` when it is over ``max_bytes``:
+    the one reader of a WSGI body (the WSGI middleware, Flask, Django).
+
+    PEP 3333: the app "should not attempt to read more data than is specified by the
+    CONTENT_LENGTH variable"; a declared length over the limit is ``None`` unread. A body
+    with no length (``Transfer-Encoding: chunked``) is read to its end only where the
+    server sets ``wsgi.input_terminated`` (gunicorn; werkzeug's server for chunked bodies;
+    waitress dechunks and declares a length itself), at most ``max_bytes + 1`` bytes to
+    know it is too large. Without that flag (wsgiref) such a body cannot be delimited:
+    400, never a guess and never a verdict on an empty body.
+    """
+    declared = str(environ.get("CONTENT_LENGTH") or "").strip()
+    stream = environ["wsgi.input"]
+    if declared:
+        if over_limit(declared, max_bytes):
+            return None
+        return bytes(stream.read(int(declared))) if int(declared) else b""
+    if not environ.get("wsgi.input_terminated"):
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            raise BadRequestError(
+                "this server does not delimit a body without Content-Length "
+                "(no wsgi.input_terminated); send Content-Length",
+                reason=Reason.MALFORMED_REQUEST,
+            )
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes:
+        chunk = bytes(stream.read(max_bytes + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > max_bytes else b"".join(chunks)
+
+
 def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | None:
     """RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
     HTTP/1.1 request message that lacks a Host header field and to any request message
@@ -196,35 +289,17 @@ def check_host(facts: RequestFacts, *, http_version: str | None) -> Decision | N
     return None
 
 
-def access_arguments(
-    authorizer: Authorizer,
-    principal: Principal,
-    action: str,
-    resource: str | None,
-    workspace: str | None,
-    params: Mapping[str, Any],
-) -> dict[str, Any] | Decision:
-    """``decide_access``'s arguments for an endpoint that names its resource by path
-    parameter (``require(action, resource=..., workspace=...)`` in FastAPI and Flask), or
-    the deny when the action acts on no resource kind the routes name."""
-    kind = None
-    if resource is not None:
-        kind = authorizer.core.routes.action_kinds.get(action)
-        if kind is None:
-            return Decision.of(
-                Reason.POLICY_DENIED, f"{action} acts on no resource kind the routes name"
-            )
-    return {
-        "principal": principal,
-        "action": action,
-        "resource_kind": kind,
-        "resource_id": str(params.get(resource, "")) if resource is not None else None,
-        "workspace": (
-            str(params[workspace])
-            if workspace is not None and workspace in params
-            else principal.workspace
-        ),
-    }
+def configured_authorizer(value: object) -> Authorizer | None:
+    """The authorizer a framework setting names (Django's ``ILLUMICHAT_AUTHZ``, Flask's
+    ``app.config["ILLUMICHAT_AUTHZ"]``): an Authorizer, or a configuration file path
+    (:func:`authorizer_for_file`); ``None`` for anything else."""
+    from ..authorizer import Authorizer
+
+    if isinstance(value, Authorizer):
+        return value
+    if isinstance(value, str | os.PathLike) and os.fspath(value):
+        return authorizer_for_file(os.fspath(value))
+    return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -236,24 +311,6 @@ def authorizer_for_file(config_file: str) -> Authorizer:
     from ..authorizer import Authorizer
 
     return Authorizer.from_settings(config_file=config_file)
-
-
-def action_mismatch(decision: Decision, required: str | None, rid: str) -> Decision | None:
-    """The deny when an endpoint's ``require(action)`` is not the action the route table
-    declares for the request: our configuration mistake, so a logged 500, never a 403
-    that would send the caller to check a workspace role (``[routes] check_app`` lists
-    these at start-up)."""
-    if required is None or decision.action == required:
-        return None
-    log.error(
-        "configuration error: the route table declares %s as %s, but its endpoint requires "
-        "%s; request %s denied",
-        decision.route or "this undeclared route",
-        decision.action,
-        required,
-        rid,
-    )
-    return internal_error()
 
 
 #: What an adapter answers to an allowed CORS preflight, with no body.

@@ -8,13 +8,13 @@ response comes from ``render_denial`` and the app is never called. Needs no fram
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError
-from ..request import RequestFacts, is_decimal
+from ..request import RequestFacts
 from ._common import (
     ANONYMOUS,
     answers_itself,
@@ -23,6 +23,7 @@ from ._common import (
     internal_error,
     log,
     quote_path,
+    read_bounded,
     render,
     request_id,
 )
@@ -112,27 +113,19 @@ class _Body:
         self._replayed = False
 
     async def read(self, max_bytes: int) -> bytes | None:
-        content_length = self._facts.header("content-length")
-        if content_length is not None:
-            declared = content_length.strip()
-            if not is_decimal(declared) or int(declared) > max_bytes:
-                return None  # over the limit (or unreadable): 413 without reading
-        chunks: list[bytes] = []
-        size = 0
+        declared = self._facts.header("content-length")
+        self.body = await read_bounded(declared, self._chunks(), max_bytes)
+        return self.body
+
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 raise _ClientGone
-            chunk = bytes(message.get("body", b""))
-            size += len(chunk)
-            if size > max_bytes:
-                return None
-            chunks.append(chunk)
+            yield bytes(message.get("body", b""))
             if not message.get("more_body", False):
-                break
-        self.body = b"".join(chunks)
-        return self.body
+                return
 
     async def replay(self) -> Message:
         # Byte for byte what we read, in one message; then the real channel (disconnect).

@@ -1,17 +1,6 @@
-"""Django REST framework: authentication, permission and exception handler classes.
-
-Name them in ``settings.py`` (DRF imports them while it imports itself)::
-
-    DRF = "illumichat_authz.integrations.drf"
-    REST_FRAMEWORK = {
-        "DEFAULT_AUTHENTICATION_CLASSES": [f"{DRF}.IllumiChatAuthentication"],
-        "DEFAULT_PERMISSION_CLASSES": [f"{DRF}.IllumiChatPermission"],
-        "EXCEPTION_HANDLER": f"{DRF}.exception_handler",
-    }
-
-Views may declare ``authz_action`` (the action the route table must classify the request
-as) and, for object permissions, ``authz_resource_kind`` (assistant, chat, workspace,
-member) with an optional ``authz_object_action``.
+"""Django REST framework: authentication, permission and exception handler classes, named
+in ``REST_FRAMEWORK`` (docs/integrations.md). Views may declare ``authz_action`` and, for
+object permissions, ``authz_resource_kind`` with an optional ``authz_object_action``.
 
 This module must not import ``rest_framework.views`` at its top: that module reads
 ``api_settings.DEFAULT_AUTHENTICATION_CLASSES`` while it is imported (through
@@ -35,9 +24,12 @@ except ImportError as exc:
     )
 
 from ..decision import Decision
+from ..denials import REALM
 from ..reasons import Reason
-from ._common import action_mismatch, answers_itself, request_id
-from .django import PrincipalUser, attach, decide_request, get_authorizer, respond
+from ._common import answers_itself
+from ._require import Endpoint
+from ._users import PrincipalUser, attach
+from .django import decide_request, get_authorizer, respond
 
 __all__ = ["AuthzDenied", "IllumiChatAuthentication", "IllumiChatPermission", "exception_handler"]
 
@@ -70,51 +62,42 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
     return drf_exception_handler(exc, context)
 
 
-def _decision(request: Any) -> tuple[Decision, str]:
+def _enforce(request: Any, action: str | None = None) -> tuple[Decision, str]:
+    """The decision the view enforces (the middleware's, else made here), or raise."""
     django_request = getattr(request, "_request", request)
-    decision = getattr(django_request, "authz_decision", None)
-    rid = request_id_of(django_request)
-    if isinstance(decision, Decision):
-        return decision, rid
-    decision, rid = decide_request(get_authorizer(), django_request)
-    if decision.allowed:
+    seen = getattr(django_request, "authz_decision", None)
+    seen = seen if isinstance(seen, Decision) else None
+    endpoint = Endpoint(action, signed_in=False)
+    decision, rid = decide_request(get_authorizer(), django_request, endpoint, seen)
+    if answers_itself(decision):
+        raise AuthzDenied(decision, rid)
+    if seen is None:
         attach(django_request, decision)
     return decision, rid
-
-
-def request_id_of(django_request: Any) -> str:
-    return request_id([(k.lower(), v) for k, v in django_request.headers.items()])
 
 
 class IllumiChatAuthentication(BaseAuthentication):  # type: ignore[misc]
     """``request.user`` in DRF views: the verified principal (``None`` when anonymous)."""
 
     def authenticate(self, request: Any) -> tuple[PrincipalUser, Decision] | None:
-        decision, rid = _decision(request)
-        if answers_itself(decision):
-            raise AuthzDenied(decision, rid)
+        decision, _ = _enforce(request)
         if decision.principal is None:
             return None
         return PrincipalUser(decision.principal), decision
 
     def authenticate_header(self, request: Any) -> str:
-        return 'Bearer realm="illumichat"'
+        return f'Bearer realm="{REALM}"'
 
 
 class IllumiChatPermission(BasePermission):  # type: ignore[misc]
     """Allow what the authorizer allowed; objects are checked with ``decide_access``."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        decision, rid = _decision(request)
-        if answers_itself(decision):
-            raise AuthzDenied(decision, rid)
-        mismatch = action_mismatch(decision, getattr(view, "authz_action", None), rid)
-        if mismatch is not None:
-            raise AuthzDenied(mismatch, rid)
+        _enforce(request, getattr(view, "authz_action", None))
         return True
 
     def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
-        decision, rid = _decision(request)
+        decision, rid = _enforce(request)
         kind = getattr(view, "authz_resource_kind", None)
         action = getattr(view, "authz_object_action", None) or decision.action
         if decision.principal is None or kind is None or action is None:

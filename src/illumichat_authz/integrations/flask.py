@@ -1,30 +1,10 @@
 """Flask extension: decide every request in ``before_request``; ``@authz.require(action)``.
-
-Either way Flask users write extensions::
-
-    authz = IllumiChatAuthz(app, authorizer=authorizer)     # one app
-
-    authz = IllumiChatAuthz()                                # at import (app factories)
-    def create_app():
-        app = Flask(__name__)
-        app.config["ILLUMICHAT_AUTHZ"] = "authz.toml"        # or an Authorizer
-        authz.init_app(app)
-
-The authorizer is per app (``app.extensions["illumichat_authz"]``): one extension object
-serves several apps, and ``@authz.require(...)`` can decorate blueprint views before any
-app exists. An app with no authorizer fails at ``init_app``, not at its first request.
-
-The principal is on ``flask.g.principal`` (``None`` on public and webhook routes) and the
-Decision on ``flask.g.authz_decision``. A webhook body the core read is put back in
-``wsgi.input`` before Flask first touches the stream, so ``request.get_data()`` sees it.
-"""
+On allow, ``flask.g.principal`` (``None`` on public routes) and ``flask.g.authz_decision``."""
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from ._common import raise_import_failure
@@ -36,20 +16,11 @@ except ImportError as exc:
 
 from ..authorizer import Authorizer
 from ..decision import Decision
-from ..denials import sign_in
 from ..errors import ConfigurationError
-from ._common import (
-    access_arguments,
-    action_mismatch,
-    answers_itself,
-    authorizer_for_file,
-    internal_error,
-    log,
-    render,
-    request_id,
-)
+from ._common import answers_itself, configured_authorizer, internal_error, log, render, request_id
+from ._require import Endpoint, require
 from .route_check import Requirement, check_flask_on_first_request, mark
-from .wsgi import decide_environ
+from .wsgi import decide_environ, environ_incoming, read_environ_body
 
 __all__ = ["CONFIG_KEY", "IllumiChatAuthz"]
 
@@ -60,13 +31,6 @@ _EXTENSION = "illumichat_authz"
 CONFIG_KEY = "ILLUMICHAT_AUTHZ"
 
 
-@dataclass(frozen=True, slots=True)
-class _AppState:
-    """What ``init_app`` keeps in ``app.extensions``: this app's authorizer."""
-
-    authorizer: Authorizer
-
-
 def _respond(decision: Decision, rid: str) -> flask.Response:
     rendered = render(decision, rid)
     return flask.Response(rendered.body, status=rendered.status, headers=list(rendered.headers))
@@ -74,27 +38,22 @@ def _respond(decision: Decision, rid: str) -> flask.Response:
 
 def _configured_authorizer(app: flask.Flask) -> Authorizer:
     value = app.config.get(CONFIG_KEY)
-    if isinstance(value, Authorizer):
-        return value
-    if isinstance(value, str | os.PathLike) and os.fspath(value):
-        return authorizer_for_file(os.fspath(value))
-    if value is None:
+    authorizer = configured_authorizer(value)
+    if authorizer is None:
+        given = "it is not set" if value is None else f"not {type(value).__name__}"
         raise ConfigurationError(
-            f"IllumiChatAuthz: no authorizer for app {app.name!r}: set "
-            f'app.config["{CONFIG_KEY}"] to an Authorizer or a configuration file path, '
-            "or pass authorizer= to IllumiChatAuthz or init_app"
+            f'IllumiChatAuthz on app {app.name!r}: app.config["{CONFIG_KEY}"] must be an '
+            f"Authorizer or a configuration file path ({given}), or pass authorizer= to "
+            "IllumiChatAuthz or init_app"
         )
-    raise ConfigurationError(
-        f'app.config["{CONFIG_KEY}"] must be an Authorizer or a configuration file path, '
-        f"not {type(value).__name__}"
-    )
+    return authorizer
 
 
 def _app_authorizer() -> Authorizer | None:
     """The current app's authorizer; ``None`` (logged) if ``init_app`` never ran on it."""
-    state = flask.current_app.extensions.get(_EXTENSION)
-    if isinstance(state, _AppState):
-        return state.authorizer
+    authorizer = flask.current_app.extensions.get(_EXTENSION)
+    if isinstance(authorizer, Authorizer):
+        return authorizer
     log.error(
         "IllumiChatAuthz on app %r, which init_app never initialised: request denied",
         flask.current_app.name,
@@ -102,43 +61,36 @@ def _app_authorizer() -> Authorizer | None:
     return None
 
 
-def _decide() -> tuple[Decision, str]:
-    authorizer = _app_authorizer()
-    if authorizer is None:
-        return internal_error(), request_id([])
-    return decide_environ(authorizer, flask.request.environ)
-
-
 class IllumiChatAuthz:
-    """``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` then
-    ``init_app(app)`` in an app factory (see the module docstring)."""
+    """``IllumiChatAuthz(app, authorizer=...)``, or ``IllumiChatAuthz()`` then ``init_app``."""
 
     def __init__(
         self, app: flask.Flask | None = None, *, authorizer: Authorizer | None = None
     ) -> None:
-        #: The authorizer for apps whose ``init_app`` is given none; ``None``: each app's
-        #: ``app.config["ILLUMICHAT_AUTHZ"]``.
+        #: For apps whose ``init_app`` is given none; ``None``: ``app.config[CONFIG_KEY]``.
         self.default_authorizer = authorizer
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask, *, authorizer: Authorizer | None = None) -> None:
-        """Decide every request of ``app``. Its authorizer is ``authorizer``, else the one
-        given to the constructor, else ``app.config["ILLUMICHAT_AUTHZ"]``; none at all is a
-        :class:`ConfigurationError` here, at start-up."""
+        """Decide every request of ``app`` with ``authorizer``, else the constructor's, else
+        ``app.config[CONFIG_KEY]``'s; none is a :class:`ConfigurationError` here."""
         if _EXTENSION in app.extensions:
             raise ConfigurationError(f"IllumiChatAuthz is already initialised on app {app.name!r}")
         if authorizer is None:
             authorizer = self.default_authorizer
         if authorizer is None:
             authorizer = _configured_authorizer(app)
-        app.extensions[_EXTENSION] = _AppState(authorizer=authorizer)
+        app.extensions[_EXTENSION] = authorizer
         app.before_request(self._before_request)
         app.after_request(self._after_request)
         check_flask_on_first_request(app, lambda: authorizer)  # [routes] check_app
 
     def _before_request(self) -> flask.Response | None:
-        decision, rid = _decide()
+        authorizer = _app_authorizer()
+        if authorizer is None:
+            return _respond(internal_error(), request_id([]))
+        decision, rid = decide_environ(authorizer, flask.request.environ)
         flask.g.authz_request_id = rid
         if answers_itself(decision):
             return _respond(decision, rid)
@@ -160,56 +112,31 @@ class IllumiChatAuthz:
         resource: str | None = None,
         workspace: str | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R | flask.Response]]:
-        """Demand a verified principal and, given ``action``, that the route table declares
-        this request as ``action`` (a mismatch is our configuration mistake: a logged 500).
-
-        With ``resource``/``workspace`` (names of the view's URL variables) the view names
-        its resource itself: ``decide_access`` decides ``action`` on it, whatever the
-        route table says of the URL (which must still be let through, e.g. with
-        ``[routes] undeclared = "authenticated"``).
-        """
-        if (resource is not None or workspace is not None) and action is None:
-            raise ValueError("require(resource=... or workspace=...) needs an action")
+        """Demand a verified principal, and that the route table declares the request as
+        ``action``; or, with ``resource``/``workspace`` (URL variables), ``decide_access``."""
+        endpoint = Endpoint(action, resource, workspace)
 
         def decorate(view: Callable[P, R]) -> Callable[P, R | flask.Response]:
             @functools.wraps(view)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | flask.Response:
-                decision: Any = flask.g.get("authz_decision")
-                rid = flask.g.get("authz_request_id") or request_id(
-                    [(k.lower(), v) for k, v in flask.request.headers.items()]
+                environ, g = flask.request.environ, flask.g
+                incoming = environ_incoming(
+                    environ, flask.request.view_args or {}, g.get("authz_request_id")
                 )
-                if not isinstance(decision, Decision):
-                    # before_request did not run (e.g. another hook answered first): decide.
-                    decision, rid = _decide()
-                    if answers_itself(decision):
-                        return _respond(decision, rid)
-                if resource is not None or workspace is not None:
-                    decision = self._access(decision, action or "", resource, workspace)
-                    if not decision.allowed:
-                        return _respond(decision, rid)
-                elif (mismatch := action_mismatch(decision, action, rid)) is not None:
-                    return _respond(mismatch, rid)
-                if decision.principal is None:
-                    return _respond(sign_in(), rid)
+                rid = incoming.rid
+                authorizer = _app_authorizer()
+                if authorizer is None:
+                    return _respond(internal_error(), rid)
+                seen: Any = g.get("authz_decision")
+                seen = seen if isinstance(seen, Decision) else None  # before_request did not run
+                read_body = functools.partial(read_environ_body, environ)
+                decision = require(authorizer, endpoint, seen, incoming, read_body=read_body)
+                if answers_itself(decision):
+                    return _respond(decision, rid)
+                g.principal = decision.principal
                 return view(*args, **kwargs)
 
-            names_resource = resource is not None or workspace is not None
-            return mark(wrapper, Requirement(action, names_resource=names_resource))
+            requirement = Requirement(action, names_resource=endpoint.names_resource)
+            return mark(wrapper, requirement)
 
         return decorate
-
-    def _access(
-        self, decision: Decision, action: str, resource: str | None, workspace: str | None
-    ) -> Decision:
-        principal = decision.principal
-        if principal is None:
-            return decision  # the caller below answers 401
-        authorizer = _app_authorizer()
-        if authorizer is None:
-            return internal_error()
-        arguments = access_arguments(
-            authorizer, principal, action, resource, workspace, flask.request.view_args or {}
-        )
-        if isinstance(arguments, Decision):
-            return arguments
-        return authorizer.decide_access(**arguments)

@@ -8,31 +8,22 @@ exactly those bytes. On deny the response comes from ``render_denial``.
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..authorizer import Authorizer
 from ..decision import Decision
-from ..errors import BadRequestError
-from ..reasons import Reason
-from ..request import RequestFacts, is_decimal
-from ._common import (
-    answers_itself,
-    below_mount,
-    check_host,
-    internal_error,
-    log,
-    quote_path,
-    render,
-    request_id,
-)
-from ._common import split_request_uri as _split
+from ..request import RequestFacts
+from ._common import answers_itself, read_wsgi_input, render, request_id, request_target
+from ._require import DECIDE, Incoming, require
 from .route_check import check_wsgi
 
 __all__ = [
     "AuthzWSGIMiddleware",
     "decide_environ",
+    "environ_incoming",
     "facts_from_environ",
     "read_environ_body",
     "read_wsgi_input",
@@ -50,20 +41,14 @@ _SPECIAL = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 def _raw_path(environ: Environ) -> tuple[str, str, str]:
     """``(mount, path, query)``: the raw target below ``SCRIPT_NAME``, which must decode to
     ``PATH_INFO`` (what every WSGI framework routes), else a 400 (``below_mount``)."""
-    script = _wsgi_bytes(environ.get("SCRIPT_NAME", ""))
-    routed = _wsgi_bytes(environ.get("PATH_INFO", ""))
     # gunicorn sets RAW_URI, uwsgi, waitress and many others REQUEST_URI: the target as
-    # received, mount included.
-    for key in ("RAW_URI", "REQUEST_URI"):
-        value = environ.get(key)
-        if isinstance(value, str) and (split := _split(value)) is not None:
-            raw, query = split
-            break
-    else:
-        # No raw target: percent-encoding the decoded bytes gives the core a wire form.
-        raw, query = quote_path(script + routed), str(environ.get("QUERY_STRING", ""))
-    mount, path = below_mount(raw, script, routed)
-    return mount, path, query
+    # received, mount included. Without one, the decoded bytes are percent-encoded.
+    return request_target(
+        (environ.get("RAW_URI"), environ.get("REQUEST_URI")),
+        _wsgi_bytes(environ.get("SCRIPT_NAME", "")),
+        _wsgi_bytes(environ.get("PATH_INFO", "")),
+        query=str(environ.get("QUERY_STRING", "")),
+    )
 
 
 def _wsgi_bytes(value: object) -> bytes:
@@ -96,42 +81,6 @@ def facts_from_environ(environ: Environ) -> RequestFacts:
     )
 
 
-def read_wsgi_input(environ: Environ, max_bytes: int) -> bytes | None:
-    """The body in ``environ["wsgi.input"]``, or ``None`` when it is over ``max_bytes``.
-
-    PEP 3333: the app "should not attempt to read more data than is specified by the
-    CONTENT_LENGTH variable"; a declared length over the limit is ``None`` unread. A body
-    with no length (``Transfer-Encoding: chunked``) is read to its end only where the
-    server sets ``wsgi.input_terminated`` (gunicorn; werkzeug's server for chunked bodies;
-    waitress dechunks and declares a length itself), at most ``max_bytes + 1`` bytes to
-    know it is too large. Without that flag (wsgiref) such a body cannot be delimited:
-    400, never a guess and never a verdict on an empty body.
-    """
-    declared = str(environ.get("CONTENT_LENGTH") or "").strip()
-    stream = environ["wsgi.input"]
-    if declared:
-        if not is_decimal(declared) or int(declared) > max_bytes:
-            return None
-        return bytes(stream.read(int(declared))) if int(declared) else b""
-    if not environ.get("wsgi.input_terminated"):
-        if environ.get("HTTP_TRANSFER_ENCODING"):
-            raise BadRequestError(
-                "this server does not delimit a body without Content-Length "
-                "(no wsgi.input_terminated); send Content-Length",
-                reason=Reason.MALFORMED_REQUEST,
-            )
-        return b""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= max_bytes:
-        chunk = bytes(stream.read(max_bytes + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return None if size > max_bytes else b"".join(chunks)
-
-
 def read_environ_body(environ: Environ, max_bytes: int) -> bytes | None:
     """:func:`read_wsgi_input`, then hand the app exactly those bytes: a ``BytesIO`` with
     their length declared, as waitress presents a body it dechunked."""
@@ -143,26 +92,24 @@ def read_environ_body(environ: Environ, max_bytes: int) -> bytes | None:
     return body
 
 
+def environ_incoming(
+    environ: Environ, params: Mapping[str, Any] | None = None, rid: str | None = None
+) -> Incoming:
+    """What the shared ``require`` needs of ``environ`` (``params``: path parameters;
+    ``rid``: the request id already given, else the caller's or a new one)."""
+    rid = rid or request_id([("x-request-id", str(environ.get("HTTP_X_REQUEST_ID", "")))])
+    facts = functools.partial(facts_from_environ, environ)
+    version = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
+    return (
+        Incoming(facts, rid, version) if params is None else Incoming(facts, rid, version, params)
+    )
+
+
 def decide_environ(authorizer: Authorizer, environ: Environ) -> tuple[Decision, str]:
     """Decide the request in ``environ``; our own failure is a 500 decision, never a raise."""
-    rid: str | None = None
-    try:
-        facts = facts_from_environ(environ)
-        rid = request_id(facts.headers)
-        decision = check_host(facts, http_version=_version(environ))
-        if decision is None:
-            decision = authorizer.decide(facts, read_body=lambda n: read_environ_body(environ, n))
-    except BadRequestError as exc:  # the target and SCRIPT_NAME/PATH_INFO disagree
-        decision = Decision.of(exc.reason, exc.message)
-        rid = request_id([("x-request-id", str(environ.get("HTTP_X_REQUEST_ID", "")))])
-    except Exception:
-        log.exception("authorization middleware failed; request %s denied", rid)
-        decision = internal_error()
-    return decision, rid or request_id([])
-
-
-def _version(environ: Environ) -> str:
-    return str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
+    incoming = environ_incoming(environ)
+    read_body = functools.partial(read_environ_body, environ)
+    return require(authorizer, DECIDE, None, incoming, read_body=read_body), incoming.rid
 
 
 class AuthzWSGIMiddleware:

@@ -26,7 +26,7 @@ import asyncio
 import hmac
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -40,11 +40,12 @@ from ..credentials._claims import strict_json
 from ..decision import Decision
 from ..denials import internal_error
 from ..errors import BadRequestError, SignatureError
-from ..integrations._common import below_mount, check_host, render, request_id, split_request_uri
+from ..integrations import check_host, read_bounded, render, request_id, request_target
+from ..integrations.asgi import Receive, Scope, Send
 from ..net import IPNetwork, is_trusted_peer
 from ..reasons import Reason
 from ..render import identity_headers
-from ..request import RequestFacts, is_decimal
+from ..request import RequestFacts
 from . import authzen
 
 __all__ = ["AUTH_PREFIX", "create_app", "forwarded_request"]
@@ -68,10 +69,6 @@ _META = frozenset(
         "keep-alive",
     }
 )
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def _single(pairs: list[tuple[str, str]], *names: str, extra: str | None = None) -> str | None:
@@ -130,16 +127,12 @@ def forwarded_request(
         )
     if len(uri) > MAX_URI_CHARS:
         raise BadRequestError("original URI too long", reason=Reason.NON_CANONICAL_PATH)
-    split = split_request_uri(uri.partition("#")[0])
-    if split is None:
-        raise BadRequestError(
-            "original URI is not an absolute path", reason=Reason.NON_CANONICAL_PATH
-        )
-    mount, path = below_mount(split[0], _forwarded_prefix(pairs, peer, trusted), None)
+    stripped = _forwarded_prefix(pairs, peer, trusted)
+    mount, path, query = request_target([uri.partition("#")[0]], stripped, None)
     return RequestFacts.build(
         method=original_method,
         path=path,
-        query=split[1],
+        query=query,
         headers=[(k, v) for k, v in pairs if k not in _META],
         body=None,
         peer=peer,
@@ -300,14 +293,10 @@ def _authzen_endpoint(
         rid = _authzen_request_id(request)
         if not _bearer_ok(request, token):
             return _authzen_error(401, "a valid bearer token is required", rid)
-        declared = request.headers.get("content-length", "")
-        if is_decimal(declared) and int(declared) > authzen.MAX_BODY_BYTES:
+        declared = request.headers.get("content-length")
+        body = await read_bounded(declared, request.stream(), authzen.MAX_BODY_BYTES)
+        if body is None:
             return _authzen_error(413, "request body too large", rid)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > authzen.MAX_BODY_BYTES:
-                return _authzen_error(413, "request body too large", rid)
         try:
             doc = strict_json(body)  # NaN, duplicate members: one request, one meaning
         except (ValueError, UnicodeDecodeError, RecursionError):

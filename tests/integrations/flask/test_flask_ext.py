@@ -178,3 +178,23 @@ def test_require_decides_on_the_named_url_variables() -> None:
     assert member.get("/v2/spaces/w1/billing").status_code == 403
     with pytest.raises(ValueError, match="needs an action"):
         authz.require(resource="assistant_id")
+
+
+def test_require_identifies_a_caller_the_route_table_let_through_anonymously() -> None:
+    """On a public route ``before_request`` verifies no credential; a view naming its
+    resource identifies the caller itself, as FastAPI's ``require`` does."""
+    app = flask.Flask("t")
+    authz = IllumiChatAuthz(app, authorizer=make_authorizer())
+
+    @app.get("/api/widget/<assistantId>/config")
+    @authz.require("assistant:update", resource="assistantId")
+    def config(assistantId: str) -> dict[str, Any]:
+        return {"user": flask.g.principal.user_id, "assistant": assistantId}
+
+    owner = signed_in(app, "boss").get("/api/widget/a1/config")
+    assert owner.get_json() == {"user": "boss", "assistant": "a1"}
+    member = signed_in(app, "u1").get("/api/widget/a1/config")
+    assert (member.status_code, member.get_json()["reason"]) == (403, "insufficient_role")
+    anonymous = app.test_client().get("/api/widget/a1/config")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="illumichat"'
