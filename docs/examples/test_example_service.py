@@ -2,7 +2,7 @@
 
 Copy it into your service's tests. It needs nothing but the test kit: the pytest plugin
 (installed with illumichat-authz) provides the fixtures, and ``illumichat_authz.testing``
-the helpers. Our CI runs this very file (tests/testkit/test_docs_example.py).
+the helpers. Our CI runs this very file (tests/testing/test_docs_example.py).
 """
 
 from __future__ import annotations
