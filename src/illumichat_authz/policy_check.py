@@ -26,10 +26,7 @@ class Finding:
 
 def check_policy(policy: Policy, routes: RouteTable) -> list[Finding]:
     findings: list[Finding] = []
-    model = policy.enforcer.get_model()
-    p_rules = [list(r) for r in model.get_policy("p", "p")]
-    p2_rules = [list(r) for r in model.get_policy("p", "p2")]
-    g_rules = [list(r) for r in model.get_policy("g", "g")]
+    p_rules, p2_rules, g_rules = policy.p_rules, policy.p2_rules, policy.g_rules
     hierarchy = {r[0] for r in g_rules} | {r[1] for r in g_rules}
 
     route_actions = {r.action for r in routes.routes if r.route_class is RouteClass.AUTHENTICATED}

@@ -201,7 +201,7 @@ def rules(
                 elif (
                     vis is not None
                     and (
-                        (action, vis) in policy.grant_sensitive
+                        (action, kind, vis) in policy.grant_sensitive
                         or (core.conceal_hidden and _concealed_grant_matters(core, vis))
                     )
                     and facts.has_grant(user, found.id)
@@ -245,8 +245,9 @@ def rules(
             if target.role == _OWNER:  # a plain "owner" from a database is an owner too
                 rel = _REL_TARGET_OWNER
 
-        verdict = policy.table.get((role, status, action, rel, vis)) or policy.verdict(
-            role, status, action, rel, vis
+        vkind = kind if vis is not None else None
+        verdict = policy.table.get((role, status, action, rel, vkind, vis)) or policy.verdict(
+            role, status, action, rel, vkind, vis
         )
         trace.explanation = verdict.explanation
         if verdict.allowed:
@@ -254,7 +255,7 @@ def rules(
         if core.conceal_hidden and spec is not None:
             read_action = core.routes.read_actions.get(spec.kind)
             if read_action is not None and read_action != action:
-                if not policy.verdict(role, status, read_action, rel, vis).allowed:
+                if not policy.verdict(role, status, read_action, rel, vkind, vis).allowed:
                     return not_found(trace, kind)
             elif read_action is not None:
                 return not_found(trace, kind)
@@ -266,7 +267,8 @@ def rules(
 def _concealed_grant_matters(core: Core, vis: str) -> bool:
     # A grant is looked up only where it can change the verdict (policy.grant_sensitive)
     # or, when hidden resources are concealed, whether the caller may read the assistant.
-    return core.policy.grant_matters(core.routes.read_actions.get(_ASSISTANT, ""), vis)
+    read_action = core.routes.read_actions.get(_ASSISTANT, "")
+    return core.policy.grant_matters(read_action, _ASSISTANT, vis)
 
 
 def not_found(trace: Trace, kind: str) -> Decision:

@@ -12,7 +12,6 @@ from typing import Any
 
 from ..authorizer import Authorizer, build_core
 from ..errors import ConfigurationError
-from ..policy import Attributes
 from ..policy_check import Finding, check_policy
 from ..policy_tables import load_table, run_table
 from ..vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Visibility
@@ -159,8 +158,9 @@ def _explain(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        verdict = policy.evaluate(
-            Attributes(args.role, args.status, args.action, args.relation, args.visibility)
+        kind = ResourceKind.ASSISTANT.value if args.visibility else None
+        verdict = policy.verdict(
+            args.role, args.status, args.action, args.relation, kind, args.visibility
         )
         print(f"{'ALLOW' if verdict.allowed else 'DENY'} ({verdict.reason.value})")
         for line in verdict.explanation:
