@@ -20,7 +20,7 @@ from .principal import Principal
 from .queries import FactsByQuery, NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
 from .reasons import Reason
 from .request import RequestFacts
-from .routes import Route
+from .routes import FROM_RESOURCE, Route, WorkspaceSource
 from .vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Role
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ __all__ = ["WORKSPACE_ID", "Need", "Replay", "authorize", "replayed", "rules"]
 
 #: A workspace or resource id: printable, no separators, no lone surrogates.
 WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\\ud800-\udfff]{1,256}\Z")
-_FROM_RESOURCE = ("resource",)
+_FROM_RESOURCE = (FROM_RESOURCE,)
 _new_tuple = tuple.__new__
 
 # Enum members read once: attribute access on an Enum class costs a lookup per use.
@@ -51,16 +51,17 @@ _ALLOWED = Reason.ALLOWED
 
 
 def workspace_from(
-    plan: tuple[tuple[str, str], ...],
+    sources: tuple[WorkspaceSource, ...],
     request: RequestFacts,
     params: Mapping[str, str],
     principal: Principal,
     resource_ws: str | None,
 ) -> str | None:
-    """The first of the route's workspace sources (``Route.workspace_plan``) that names
-    one (a header that is present but unusable is a 400, never a reason to fall through
-    to the next)."""
-    for kind, arg in plan:
+    """The first of the route's workspace sources (``Route.workspace``) that names one
+    (a header that is present but unusable is a 400, never a reason to fall through to
+    the next)."""
+    for source in sources:
+        kind, arg = source.kind, source.name
         value: str | None = None
         if kind == "principal":
             value = principal.workspace
@@ -211,9 +212,7 @@ def rules(
         if route.workspace == _FROM_RESOURCE:
             workspace = resource_ws
         else:
-            workspace = workspace_from(
-                route.workspace_plan, request, params, principal, resource_ws
-            )
+            workspace = workspace_from(route.workspace, request, params, principal, resource_ws)
         trace.resource = _new_tuple(
             ResourceRef, (kind, resource_id if spec else workspace, workspace)
         )
