@@ -304,7 +304,7 @@ def test_batch_decisions_on_the_new_kind(
         (200, "allowed"),
         (200, "allowed"),
         (200, "allowed"),
-        (403, "policy_denied"),
+        (403, "insufficient_role"),
         (200, "allowed"),
         (404, "not_found"),
     ]
