@@ -12,8 +12,11 @@ at start-up with ``ConfigurationError`` naming the file (and the line where it c
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -338,3 +341,19 @@ def test_a_policy_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path)
     csv.write_bytes(csv.read_bytes() + b"p, guest, active, chat:list, \xff\n")
     with pytest.raises(ConfigurationError, match=r"policy\.csv"):
         _load(directory)
+
+
+def test_casbin_is_imported_only_to_compile_a_policy() -> None:
+    # Deciding reads the compiled table: importing the package (and the policy and route
+    # modules) must not pull casbin into a process that only decides.
+    code = (
+        "import sys, illumichat_authz, illumichat_authz.policy, illumichat_authz.routes\n"
+        "assert 'casbin' not in sys.modules, 'casbin imported'\n"
+        "from illumichat_authz.policy import Policy\n"
+        "from illumichat_authz.config import default_policies_dir as d\n"
+        "Policy(model_path=d() / 'model.conf', policy_path=d() / 'policy.csv')\n"
+        "assert 'casbin' in sys.modules\n"
+    )
+    src = Path(__file__).resolve().parent.parent / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
