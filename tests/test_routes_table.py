@@ -440,3 +440,23 @@ def test_a_p2_kind_or_visibility_the_routes_do_not_declare_fails_at_start_up(
             _authz(policies={"dir": str(directory)})
         assert fragment in str(info.value)
         assert str(csv) in str(info.value)
+
+
+def test_workspace_sources_are_typed_at_load() -> None:
+    from illumichat_authz.routes import FROM_PRINCIPAL, FROM_RESOURCE, WorkspaceFrom
+
+    routes = {r.id: r for r in _authz().core.routes.routes}
+    listing = routes["GET /api/assistants"].workspace
+    assert [(s.kind, s.name) for s in listing] == [
+        (WorkspaceFrom.HEADER, "x-workspace-id"),
+        (WorkspaceFrom.PRINCIPAL, ""),
+    ]
+    assert listing[1] is FROM_PRINCIPAL
+    assert routes["GET /api/assistants/{assistantId}"].workspace == (FROM_RESOURCE,)
+    member = routes["DELETE /api/workspaces/{workspaceId}/members/{userId}"].workspace
+    assert [(s.kind, s.name) for s in member] == [(WorkspaceFrom.PARAM, "workspaceId")]
+    assert [str(s) for s in (*listing, *member)] == [
+        "header:x-workspace-id",
+        "principal",
+        "param:workspaceId",
+    ]
