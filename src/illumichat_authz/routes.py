@@ -382,6 +382,52 @@ def _workspace_sources(raw: Any, origin: str) -> tuple[WorkspaceSource, ...]:
     return tuple(out)
 
 
+def _path_parameters(path: Any, *, public: bool, origin: str) -> list[str]:
+    """The parameter names of a route's path template, which must be well formed."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigurationError(f"{origin}: path must start with '/'")
+    names: list[str] = []
+    segments = _split_template(path)
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        pm = _PARAM.match(seg) or _WILDCARD.match(seg)
+        if pm:
+            names.append(pm.group(1))
+            if seg.endswith(":path}") and (not last or not public):
+                raise ConfigurationError(
+                    f"{origin}: {seg} must be the last segment of a public route "
+                    f"(it matches any path below {path.rsplit('/', 1)[0] or '/'})"
+                )
+        elif seg == "" and last:
+            pass  # a trailing '/' (`/admin/`): its own path, as the request's is
+        elif not _LITERAL.match(seg):
+            raise ConfigurationError(f"{origin}: bad path segment {seg!r} in {path!r}")
+        elif seg in (".", ".."):
+            # Canonical paths never hold dot segments (they are a 400): unreachable.
+            raise ConfigurationError(
+                f"{origin}: dot segment {seg!r} in {path!r}: no request can ever match it"
+            )
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"{origin}: repeated parameter name in {path!r}")
+    return names
+
+
+def _resource_spec(
+    res: Any, names: list[str], kinds: Mapping[str, KindSpec], origin: str
+) -> ResourceSpec:
+    if not isinstance(res, dict) or set(res) != {"kind", "param"}:
+        raise ConfigurationError(f"{origin}: resource must be {{ kind = ..., param = ... }}")
+    kind = res["kind"]
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ConfigurationError(
+            f"{origin}: resource kind {kind!r} is not declared in [resources] "
+            f"(declared: {', '.join(sorted(kinds)) or 'none'})"
+        )
+    if res["param"] not in names:
+        raise ConfigurationError(f"{origin}: resource param {res['param']!r} not in the path")
+    return ResourceSpec(_NAMED_KINDS.get(kind, kind), res["param"])
+
+
 def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Route]:
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{origin}: must be a table")
@@ -409,31 +455,7 @@ def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Ro
             raise ConfigurationError(
                 f"{origin}: bad method {m!r} (upper-case; HEAD is classified as GET)"
             )
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ConfigurationError(f"{origin}: path must start with '/'")
-    names: list[str] = []
-    segments = _split_template(path)
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        pm = _PARAM.match(seg) or _WILDCARD.match(seg)
-        if pm:
-            names.append(pm.group(1))
-            if seg.endswith(":path}") and (not last or raw["class"] != RouteClass.PUBLIC):
-                raise ConfigurationError(
-                    f"{origin}: {seg} must be the last segment of a public route "
-                    f"(it matches any path below {path.rsplit('/', 1)[0] or '/'})"
-                )
-        elif seg == "" and last:
-            pass  # a trailing '/' (`/admin/`): its own path, as the request's is
-        elif not _LITERAL.match(seg):
-            raise ConfigurationError(f"{origin}: bad path segment {seg!r} in {path!r}")
-        elif seg in (".", ".."):
-            # Canonical paths never hold dot segments (they are a 400): unreachable.
-            raise ConfigurationError(
-                f"{origin}: dot segment {seg!r} in {path!r}: no request can ever match it"
-            )
-    if len(set(names)) != len(names):
-        raise ConfigurationError(f"{origin}: repeated parameter name in {path!r}")
+    names = _path_parameters(path, public=raw["class"] == RouteClass.PUBLIC, origin=origin)
     try:
         route_class = RouteClass(raw["class"])
     except ValueError:
@@ -442,20 +464,7 @@ def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Ro
         ) from None
     if not isinstance(action, str) or not _ACTION.match(action):
         raise ConfigurationError(f"{origin}: action must look like 'resource:verb'")
-    resource = None
-    if "resource" in raw:
-        res = raw["resource"]
-        if not isinstance(res, dict) or set(res) != {"kind", "param"}:
-            raise ConfigurationError(f"{origin}: resource must be {{ kind = ..., param = ... }}")
-        kind = res["kind"]
-        if not isinstance(kind, str) or kind not in kinds:
-            raise ConfigurationError(
-                f"{origin}: resource kind {kind!r} is not declared in [resources] "
-                f"(declared: {', '.join(sorted(kinds)) or 'none'})"
-            )
-        if res["param"] not in names:
-            raise ConfigurationError(f"{origin}: resource param {res['param']!r} not in the path")
-        resource = ResourceSpec(_NAMED_KINDS.get(kind, kind), res["param"])
+    resource = _resource_spec(raw["resource"], names, kinds, origin) if "resource" in raw else None
     workspace = _workspace_sources(raw.get("workspace"), origin)
     for src in workspace:
         if src.kind is WorkspaceFrom.PARAM and src.name not in names:
