@@ -153,7 +153,7 @@ def measure(n: int, tmp: Path, model: Path, casbin_max: int, enforcer_max: int) 
     policy = authorizer.core.policy
 
     def table() -> None:
-        policy.verdict("member", "active", "assistant:read", "-", "private")
+        policy.verdict("member", "active", "assistant:read", "-", "assistant", "private")
 
     def casbin_same_model() -> None:
         policy.enforcer.enforce("member", "active", "assistant:read", "-")

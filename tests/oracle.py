@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from illumichat_authz.facts import Assistant, Chat, Grant, InMemoryFacts, Membership
-from illumichat_authz.vocab import Role, Visibility
 
 __all__ = [
     "ASSISTANT_VISIBILITY_ACTIONS",
@@ -40,6 +39,7 @@ __all__ = [
     "ROLES",
     "ROLE_GRANTS",
     "STATUSES",
+    "UNNAMED_ROLE",
     "WEBHOOK_ENDPOINTS",
     "Endpoint",
     "Expected",
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 ROLES = ("guest", "member", "admin", "owner")
+#: A role the tables do not name (the policy files define the roles): it may do nothing.
+UNNAMED_ROLE = "auditor"
 #: "owner > admin > member > guest, each with everything below it".
 RANK = {role: i for i, role in enumerate(ROLES)}
 #: Membership statuses the tests use; only "active" counts as active.
@@ -188,11 +190,11 @@ class World:
         """The same world as the core's in-memory facts store."""
         return InMemoryFacts(
             memberships=[
-                Membership(user=u, workspace=w, role=Role(r), status=s)
+                Membership(user=u, workspace=w, role=r, status=s)
                 for (u, w), (r, s) in self.memberships.items()
             ],
             assistants=[
-                Assistant(id=i, workspace=w, visibility=Visibility(v), creator=c)
+                Assistant(id=i, workspace=w, visibility=v, creator=c)
                 for i, (w, v, c) in self.assistants.items()
             ],
             chats=[
@@ -205,7 +207,9 @@ class World:
 
 def role_may(role: str, action: str, *, own_chat: bool = False, target_owner: bool = False) -> bool:
     """Whether an *active* ``role`` may do ``action`` by the roles table alone."""
-    rank = RANK[role]
+    rank = RANK.get(role)
+    if rank is None:  # a role the tables do not name has no rules at all
+        return False
     if action == "chat:read":
         # member: "chat:read of its own chats"; admin: "chat:read of any chat".
         return rank >= RANK["admin"] or (rank >= RANK["member"] and own_chat)
@@ -221,7 +225,7 @@ def _visible(role: str, active: bool, vis: str, *, creator: bool, granted: bool)
     if vis == "workspace":  # "Active workspace members"
         return active
     # private: "Creator, admins, and explicitly granted users" (active members only).
-    return active and (creator or RANK[role] >= RANK["admin"] or granted)
+    return active and (creator or RANK.get(role, -1) >= RANK["admin"] or granted)
 
 
 @dataclass(frozen=True, slots=True)

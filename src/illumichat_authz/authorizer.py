@@ -35,6 +35,7 @@ from .facts import (
 )
 from .net import parse_trusted
 from .policy import Policy
+from .policy_check import require_consistent
 from .principal import Principal
 from .queries import (
     FactsByQuery,
@@ -53,7 +54,7 @@ from .queries import (
 from .ratelimit import RateLimitSpec
 from .reasons import Reason
 from .request import RequestFacts
-from .routes import RouteClass, RouteTable, load_routes
+from .routes import RouteTable, load_routes
 from .stores.api_keys import SqliteApiKeyStore
 from .stores.credential_cache import CredentialCache
 from .stores.jwks import JwksCache, UrllibJwksFetcher
@@ -80,12 +81,7 @@ def build_core(
         routes = routes or load_routes(pol.dir / pol.routes, host_files=pol.host_routes)
     with _setting("policies.dir / policies.model / policies.policy"):
         policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
-    for route in routes.routes:
-        if route.route_class is RouteClass.AUTHENTICATED and route.action not in policy.actions:
-            raise ConfigurationError(
-                f"{route.origin}: action {route.action!r} has no rule in {policy.policy_path}; "
-                "every request to it would be denied"
-            )
+    require_consistent(policy, routes)
     specs: dict[str, RateLimitSpec] = {}
     for route in routes.routes:
         if route.rate_limit:

@@ -43,7 +43,17 @@ from .queries import (
 from .ratelimit import RateLimitOutcome, RateLimitSpec, rate_limit_headers
 from .reasons import Reason
 from .request import MAX_HEADER_BYTES, RequestFacts
-from .routes import ResourceSpec, Route, RouteClass, RouteMatch, RouteTable
+from .routes import (
+    FROM_PRINCIPAL,
+    FROM_RESOURCE,
+    ResourceSpec,
+    Route,
+    RouteClass,
+    RouteMatch,
+    RouteTable,
+    WorkspaceFrom,
+    WorkspaceSource,
+)
 from .rules import WORKSPACE_ID, authorize, replayed, rules
 from .vocab import ResourceKind
 
@@ -339,16 +349,17 @@ def _finished(decision: Decision) -> Flow:
 
 _KINDS = frozenset(k.value for k in ResourceKind)
 _NO_REQUEST = RequestFacts(method="ACCESS", path="/")
+_FROM_WORKSPACE_PARAM = WorkspaceSource(WorkspaceFrom.PARAM, "workspace")
 
 
 def _access_route(action: str, resource_kind: str | None) -> Route:
     """The synthetic route ``decide_access`` evaluates (``Core.access_routes``)."""
     spec = ResourceSpec(ResourceKind(resource_kind), "id") if resource_kind else None
-    sources: tuple[str, ...] = ("param:workspace", "principal")
+    sources: tuple[WorkspaceSource, ...] = (_FROM_WORKSPACE_PARAM, FROM_PRINCIPAL)
     if spec is not None and spec.kind is ResourceKind.MEMBER:
-        sources = ("param:workspace",)
+        sources = (_FROM_WORKSPACE_PARAM,)
     elif spec is not None:
-        sources = ("resource",)
+        sources = (FROM_RESOURCE,)
     return Route(
         method="ACCESS",
         template=f"/{resource_kind or 'workspace'}",

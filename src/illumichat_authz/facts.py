@@ -18,7 +18,6 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigurationError
-from .vocab import Role, Visibility
 
 __all__ = [
     "Assistant",
@@ -28,6 +27,7 @@ __all__ = [
     "Grant",
     "InMemoryFacts",
     "Membership",
+    "Resource",
     "load_facts_file",
 ]
 
@@ -38,7 +38,8 @@ _ID = Field(min_length=1, max_length=256)
 class Membership:
     user: str
     workspace: str
-    role: Role
+    #: Any role the policy's g lines and rules name (the policy decides, not an enum).
+    role: str
     status: str = "active"
 
 
@@ -46,8 +47,20 @@ class Membership:
 class Assistant:
     id: str
     workspace: str
-    visibility: Visibility
+    #: One of the assistant kind's visibility values (routes.toml [resources]).
+    visibility: str
     creator: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resource:
+    """A resource of any kind routes.toml declares (a document, ...): the generic record."""
+
+    kind: str
+    id: str
+    workspace: str
+    visibility: str | None = None
+    creator: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,11 +103,16 @@ class InMemoryFacts:
         assistants: Iterable[Assistant] = (),
         chats: Iterable[Chat] = (),
         grants: Iterable[Grant] = (),
+        resources: Iterable[Resource] = (),
+        resource_grants: Iterable[tuple[str, str, str]] = (),
     ) -> None:
         self._memberships = {(m.user, m.workspace): m for m in memberships}
         self._assistants = {a.id: a for a in assistants}
         self._chats = {c.id: c for c in chats}
         self._grants = {(g.user, g.assistant) for g in grants}
+        self._resources = {(r.kind, r.id): r for r in resources}
+        #: (user, kind, id) grants on resources of other kinds.
+        self._resource_grants = set(resource_grants)
 
     def membership(self, user: str, workspace: str) -> Membership | None:
         return self._memberships.get((user, workspace))
@@ -107,6 +125,9 @@ class InMemoryFacts:
 
     def has_grant(self, user: str, assistant_id: str) -> bool:
         return (user, assistant_id) in self._grants
+
+    def resource(self, kind: str, resource_id: str) -> Resource | None:
+        return self._resources.get((kind, resource_id))
 
     # Mutation, for tests and the demo; production stores own their writes.
     def add(self, *items: Membership | Assistant | Chat | Grant) -> None:
@@ -137,14 +158,14 @@ class _Strict(BaseModel):
 class _MembershipIn(_Strict):
     user: str = _ID
     workspace: str = _ID
-    role: Role
+    role: str = Field(min_length=1, max_length=64)
     status: str = Field(default="active", min_length=1, max_length=64)
 
 
 class _AssistantIn(_Strict):
     id: str = _ID
     workspace: str = _ID
-    visibility: Visibility
+    visibility: str = Field(min_length=1, max_length=64)
     creator: str = _ID
 
 
@@ -155,9 +176,28 @@ class _ChatIn(_Strict):
     creator: str = _ID
 
 
+class _ResourceIn(_Strict):
+    kind: str = Field(min_length=1, max_length=64)
+    id: str = _ID
+    workspace: str = _ID
+    visibility: str | None = Field(default=None, min_length=1, max_length=64)
+    creator: str | None = Field(default=None, min_length=1, max_length=256)
+
+
 class _GrantIn(_Strict):
+    """``{user, assistant}``, or ``{user, kind, id}`` for a resource of any kind."""
+
     user: str = _ID
-    assistant: str = _ID
+    assistant: str | None = Field(default=None, min_length=1, max_length=256)
+    kind: str | None = Field(default=None, min_length=1, max_length=64)
+    id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    def target(self) -> tuple[str, str]:
+        if self.assistant is not None and self.kind is None and self.id is None:
+            return ("assistant", self.assistant)
+        if self.assistant is None and self.kind is not None and self.id is not None:
+            return (self.kind, self.id)
+        raise ValueError("a grant gives either assistant, or kind and id")
 
 
 class _FactsIn(_Strict):
@@ -165,6 +205,7 @@ class _FactsIn(_Strict):
     assistants: list[_AssistantIn] = Field(default_factory=list)
     chats: list[_ChatIn] = Field(default_factory=list)
     grants: list[_GrantIn] = Field(default_factory=list)
+    resources: list[_ResourceIn] = Field(default_factory=list)
 
 
 def _check_references(doc: _FactsIn) -> list[str]:
@@ -197,9 +238,24 @@ def _check_references(doc: _FactsIn) -> list[str]:
             problems.append(f"chats[{i}].assistant: unknown assistant {c.assistant!r}")
         elif asst.workspace != c.workspace:
             problems.append(f"chats[{i}].workspace: differs from its assistant's workspace")
+    resources = {(r.kind, r.id) for r in doc.resources}
+    for i, r in enumerate(doc.resources):
+        if r.kind in ("assistant", "chat"):
+            problems.append(f"resources[{i}].kind: {r.kind}s go in {r.kind}s")
+        if r.workspace not in workspaces:
+            problems.append(
+                f"resources[{i}].workspace: no membership names workspace {r.workspace!r}"
+            )
     for i, g in enumerate(doc.grants):
-        if g.assistant not in assistants:
-            problems.append(f"grants[{i}].assistant: unknown assistant {g.assistant!r}")
+        try:
+            kind, rid = g.target()
+        except ValueError as exc:
+            problems.append(f"grants[{i}]: {exc}")
+            continue
+        if kind == "assistant" and rid not in assistants:
+            problems.append(f"grants[{i}].assistant: unknown assistant {rid!r}")
+        elif kind != "assistant" and (kind, rid) not in resources:
+            problems.append(f"grants[{i}]: unknown {kind} {rid!r}")
     return problems
 
 
@@ -219,7 +275,9 @@ def facts_from_document(data: Any, *, source: str = "facts") -> InMemoryFacts:
         memberships=[Membership(**m.model_dump()) for m in doc.memberships],
         assistants=[Assistant(**a.model_dump()) for a in doc.assistants],
         chats=[Chat(**c.model_dump()) for c in doc.chats],
-        grants=[Grant(**g.model_dump()) for g in doc.grants],
+        grants=[Grant(user=g.user, assistant=g.assistant) for g in doc.grants if g.assistant],
+        resources=[Resource(**r.model_dump()) for r in doc.resources],
+        resource_grants=[(g.user, *g.target()) for g in doc.grants if g.assistant is None],
     )
 
 

@@ -1,10 +1,11 @@
 """Policy test tables (``illumichat-authz policy test FILE``), as Cerbos and ``opa test`` do.
 
-A YAML file names principals (a role and status in one workspace, or none), resources
-(assistants, chats, the workspace, memberships) and lists the allowed
-(principal, resource, actions) triples. Every other combination of principal, resource
-and applicable action must be denied. Applicable actions come from the route table: an
-action applies to the resource kind its routes act on.
+A YAML file names principals (any role the policy names and a status in one workspace,
+or none), resources (of any kind routes.toml declares: assistants, chats, documents,
+the workspace, memberships) and lists the allowed (principal, resource, actions)
+triples. Every other combination of principal, resource and applicable action must be
+denied. Applicable actions come from the route table: an action applies to the resource
+kind its routes act on.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ from typing import Any
 
 import yaml
 
-from .authorizer import ask_facts, run_flow
-from .core import Core, Flow, decide_access
-from .decision import Decision
+from .authorizer import Authorizer
+from .core import Core
 from .errors import ConfigurationError
-from .facts import Assistant, Chat, Grant, InMemoryFacts, Membership
+from .facts import InMemoryFacts, facts_from_document
 from .principal import CredentialKind, Principal
-from .queries import NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
-from .routes import RouteClass
-from .vocab import ResourceKind, Role, Visibility
+from .routes import KindSpec, RouteClass
+from .vocab import ResourceKind
 
 __all__ = ["TableResult", "load_table", "run_table"]
 
 _WS = "ws-test"
+_WORKSPACE = ResourceKind.WORKSPACE.value
+_MEMBER = ResourceKind.MEMBER.value
+_ASSISTANT = ResourceKind.ASSISTANT.value
+_CHAT = ResourceKind.CHAT.value
 
 
 @dataclass
@@ -55,25 +58,33 @@ def load_table(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _applicable(core: Core) -> dict[ResourceKind, set[str]]:
-    out: dict[ResourceKind, set[str]] = {k: set() for k in ResourceKind}
+def _applicable(core: Core) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {k: set() for k in core.routes.kinds}
+    out.setdefault(_WORKSPACE, set())
     for route in core.routes.routes:
         if route.route_class is not RouteClass.AUTHENTICATED:
             continue
-        kind = route.resource.kind if route.resource else ResourceKind.WORKSPACE
-        out[kind].add(route.action)
+        kind = route.resource.kind if route.resource else _WORKSPACE
+        out.setdefault(kind, set()).add(route.action)
     return out
 
 
 # What each entry may say: a misspelt key ("visibilty") must fail, not fall back to a
 # default that makes a wrong expectation pass.
 _PRINCIPAL_KEYS = frozenset({"role", "status"})
-_RESOURCE_KEYS = {
-    ResourceKind.ASSISTANT: frozenset({"kind", "visibility", "creator", "granted"}),
-    ResourceKind.CHAT: frozenset({"kind", "creator"}),
-    ResourceKind.MEMBER: frozenset({"kind", "role"}),
-    ResourceKind.WORKSPACE: frozenset({"kind"}),
-}
+
+
+def _resource_keys(kind: str, spec: KindSpec | None) -> frozenset[str]:
+    if kind == _WORKSPACE:
+        return frozenset({"kind"})
+    if kind == _MEMBER:
+        return frozenset({"kind", "role"})
+    keys = {"kind", "creator"}
+    if spec is not None and spec.has_visibility:
+        keys.add("visibility")
+    if spec is not None and spec.grants:
+        keys.add("granted")
+    return frozenset(keys)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -96,88 +107,102 @@ def _principal_name(value: Any, names: dict[str, Principal], where: str) -> str:
     return value
 
 
+def _role(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{where}: a role is a non-empty string, got {value!r}")
+    return value
+
+
 def _build(
-    data: dict[str, Any], source: str
-) -> tuple[InMemoryFacts, dict[str, Principal], dict[str, tuple[ResourceKind, str]]]:
-    facts = InMemoryFacts()
+    data: dict[str, Any], source: str, core: Core
+) -> tuple[InMemoryFacts, dict[str, Principal], dict[str, tuple[str, str]]]:
+    """The table's world as a facts document (the facts JSON format), and who is who."""
+    memberships: list[dict[str, Any]] = [
+        # The workspace exists even when no principal is a member of it (the facts format
+        # refuses resources in a workspace nobody belongs to); no principal is this user.
+        {"user": "anchor", "workspace": _WS, "role": "anchor", "status": "inactive"}
+    ]
+    doc: dict[str, list[dict[str, Any]]] = {
+        "memberships": memberships,
+        "assistants": [],
+        "chats": [],
+        "resources": [],
+        "grants": [],
+    }
     principals: dict[str, Principal] = {}
     for name, raw in _mapping(data["principals"], f"{source}: principals").items():
-        spec = _mapping(raw, f"{source}: principals.{name}")
-        _only(spec, _PRINCIPAL_KEYS, f"{source}: principals.{name}")
+        where = f"{source}: principals.{name}"
+        spec = _mapping(raw, where)
+        _only(spec, _PRINCIPAL_KEYS, where)
         user = f"user-{name}"
         principals[name] = Principal(user_id=user, kind=CredentialKind.SESSION, workspace=_WS)
         if "role" in spec:
-            try:
-                role = Role(spec["role"])
-            except ValueError:
+            role = _role(spec["role"], f"{where}.role")
+            if role not in core.policy.roles:
                 raise ConfigurationError(
-                    f"{source}: principals.{name}.role: unknown role {spec['role']!r}"
-                ) from None
-            facts.add(
-                Membership(
-                    user=user, workspace=_WS, role=role, status=str(spec.get("status", "active"))
+                    f"{where}.role: {role!r} is no role of the policy "
+                    f"({', '.join(core.policy.roles)})"
                 )
-            )
-    resources: dict[str, tuple[ResourceKind, str]] = {}
+            status = str(spec.get("status", "active"))
+            memberships.append({"user": user, "workspace": _WS, "role": role, "status": status})
+    resources: dict[str, tuple[str, str]] = {}
+    kinds = core.routes.kinds
     for name, raw in _mapping(data["resources"], f"{source}: resources").items():
         where = f"{source}: resources.{name}"
         spec = _mapping(raw, where)
-        try:
-            kind = ResourceKind(spec["kind"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigurationError(
-                f"{where}.kind must be one of {[k.value for k in ResourceKind]}"
-            ) from None
-        _only(spec, _RESOURCE_KEYS[kind], where)
+        kind = spec.get("kind")
+        if not isinstance(kind, str) or (kind not in kinds and kind != _WORKSPACE):
+            raise ConfigurationError(f"{where}.kind must be one of {sorted({*kinds, _WORKSPACE})}")
+        kind_spec = kinds.get(kind)
+        _only(spec, _resource_keys(kind, kind_spec), where)
         creator = "user-nobody"
         if spec.get("creator") is not None:
             creator = "user-" + _principal_name(spec["creator"], principals, f"{where}.creator")
         rid = f"res-{name}"
-        if kind is ResourceKind.ASSISTANT:
-            try:
-                vis = Visibility(spec.get("visibility", "workspace"))
-            except ValueError:
-                raise ConfigurationError(
-                    f"{source}: resources.{name}.visibility is unknown"
-                ) from None
-            facts.add(Assistant(id=rid, workspace=_WS, visibility=vis, creator=creator))
+        if kind == _WORKSPACE:
+            rid = _WS
+        elif kind == _MEMBER:
+            rid = f"user-target-{name}"
+            role = _role(spec.get("role", "member"), f"{where}.role")
+            memberships.append({"user": rid, "workspace": _WS, "role": role})
+        elif kind == _CHAT:
+            doc["assistants"].append(
+                {
+                    "id": f"{rid}-assistant",
+                    "workspace": _WS,
+                    "visibility": "workspace",
+                    "creator": creator,
+                }
+            )
+            doc["chats"].append(
+                {"id": rid, "workspace": _WS, "assistant": f"{rid}-assistant", "creator": creator}
+            )
+        else:
+            record: dict[str, Any] = {"id": rid, "workspace": _WS, "creator": creator}
+            if kind_spec is not None and kind_spec.has_visibility:
+                vis = spec.get("visibility")
+                if vis not in kind_spec.visibilities:
+                    raise ConfigurationError(
+                        f"{where}.visibility must be one of {list(kind_spec.visibilities)}"
+                    )
+                record["visibility"] = vis
+            if kind == _ASSISTANT:
+                doc["assistants"].append(record)
+            else:
+                doc["resources"].append({"kind": kind, **record})
             granted = spec.get("granted") or []
             if not isinstance(granted, list):
                 raise ConfigurationError(f"{where}.granted must be a list of principals")
             for grantee in granted:
                 grantee = _principal_name(grantee, principals, f"{where}.granted")
-                facts.add(Grant(user=f"user-{grantee}", assistant=rid))
-        elif kind is ResourceKind.CHAT:
-            facts.add(
-                Assistant(
-                    id=f"{rid}-assistant",
-                    workspace=_WS,
-                    visibility=Visibility.WORKSPACE,
-                    creator=creator,
-                )
-            )
-            facts.add(Chat(id=rid, workspace=_WS, assistant=f"{rid}-assistant", creator=creator))
-        elif kind is ResourceKind.MEMBER:
-            rid = f"user-target-{name}"
-            try:
-                target_role = Role(spec.get("role", "member"))
-            except ValueError:
-                raise ConfigurationError(f"{where}.role: unknown role {spec['role']!r}") from None
-            facts.add(Membership(user=rid, workspace=_WS, role=target_role))
-        else:
-            rid = _WS
+                target = {"assistant": rid} if kind == _ASSISTANT else {"kind": kind, "id": rid}
+                doc["grants"].append({"user": f"user-{grantee}", **target})
         resources[name] = (kind, rid)
-    return facts, principals, resources
-
-
-def _answer(facts: InMemoryFacts, query: Query) -> Any:
-    if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
-        return ask_facts(facts, query)
-    raise TypeError(f"policy tables need no {type(query).__name__}")
+    return facts_from_document(doc, source=source), principals, resources
 
 
 def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> TableResult:
-    facts, principals, resources = _build(data, source)
+    facts, principals, resources = _build(data, source, core)
     applicable = _applicable(core)
     expected: set[tuple[str, str, str]] = set()
     for i, entry in enumerate(data["allow"] or []):
@@ -198,23 +223,22 @@ def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> Tab
             if action not in applicable[kind]:
                 # It would never be checked, so the line could never fail: refuse it.
                 raise ConfigurationError(
-                    f"{source}: allow[{i}]: {action} does not apply to a {kind.value} "
+                    f"{source}: allow[{i}]: {action} does not apply to a {kind} "
                     f"resource ({r}); applicable: {sorted(applicable[kind])}"
                 )
             expected.add((p, r, action))
     result = TableResult()
+    authorizer = Authorizer(core=core, facts=facts)
     for pname, principal in principals.items():
         for rname, (kind, rid) in resources.items():
             for action in sorted(applicable[kind]):
-                flow = decide_access(
-                    core,
+                decision = authorizer.decide_access(
                     principal=principal,
                     action=action,
-                    resource_kind=kind.value,
+                    resource_kind=kind,
                     resource_id=rid,
                     workspace=_WS,
                 )
-                decision = _run(flow, facts)
                 result.checked += 1
                 want = (pname, rname, action) in expected
                 if decision.allowed != want:
@@ -224,7 +248,3 @@ def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> Tab
                         f"got {verdict}; {' / '.join(decision.explanation)}"
                     )
     return result
-
-
-def _run(flow: Flow, facts: InMemoryFacts) -> Decision:
-    return run_flow(flow, lambda q: _answer(facts, q))

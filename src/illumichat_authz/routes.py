@@ -25,11 +25,16 @@ from .reasons import Reason
 from .vocab import ResourceKind
 
 __all__ = [
+    "FROM_PRINCIPAL",
+    "FROM_RESOURCE",
+    "KindSpec",
     "ResourceSpec",
     "Route",
     "RouteClass",
     "RouteMatch",
     "RouteTable",
+    "WorkspaceFrom",
+    "WorkspaceSource",
     "load_routes",
     "template_segments",
 ]
@@ -44,6 +49,17 @@ _WILDCARD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63}):path\}\Z")
 _LITERAL = re.compile(r"[A-Za-z0-9\-._~]+\Z")
 _RATE = re.compile(r"\s*(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?\s*\Z")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
+_ACTION = re.compile(r"[a-z_]+:[a-z_]+\Z")
+#: Resource kind names and visibility values: what a policy.csv cell can hold as is.
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+_VISIBILITY = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+#: Kinds whose ids are not looked up as resources: a workspace id is the workspace, a
+#: member id is a user whose membership in the route's workspace is the target.
+_SPECIAL_KINDS = frozenset({ResourceKind.WORKSPACE.value, ResourceKind.MEMBER.value})
+#: The IllumiChat kinds as their vocab constants (a ``str`` each), so that a route's
+#: ``ResourceSpec.kind`` is the very constant code compares against; other kinds are
+#: the declared name.
+_NAMED_KINDS: Mapping[str, str] = {k.value: k for k in ResourceKind}
 # Path parameter values: anything printable but separators; the ids are compared as is.
 _PARAM_VALUE = re.compile(r"[^\x00-\x20\x7f/\\]{1,256}\Z")
 
@@ -55,9 +71,53 @@ class RouteClass(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class KindSpec:
+    """One ``[resources]`` entry of routes.toml: a kind of resource routes act on."""
+
+    name: str
+    #: The action that reads a resource of this kind (who may see that it exists).
+    read_action: str
+    #: Its visibility values (the p2 lines' ``vis`` column); empty: no visibility.
+    visibilities: tuple[str, ...] = ()
+    #: Whether an explicit grant (``Facts.has_grant``) can widen who may see one.
+    grants: bool = False
+
+    @property
+    def has_visibility(self) -> bool:
+        return bool(self.visibilities)
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceSpec:
-    kind: ResourceKind
+    #: A kind ``[resources]`` declares.
+    kind: str
     param: str
+
+
+class WorkspaceFrom(StrEnum):
+    """Where a route's workspace comes from."""
+
+    RESOURCE = "resource"  # the resource's own workspace
+    PARAM = "param"  # a path parameter
+    HEADER = "header"  # a request header (lower-cased name)
+    PRINCIPAL = "principal"  # the caller's active or bound workspace
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceSource:
+    """One workspace source, parsed at load: ``"header:X-Workspace-Id"`` becomes
+    ``WorkspaceSource(WorkspaceFrom.HEADER, "x-workspace-id")``."""
+
+    kind: WorkspaceFrom
+    #: The path parameter or (lower-cased) header name; "" for resource and principal.
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else str(self.kind)
+
+
+FROM_RESOURCE = WorkspaceSource(WorkspaceFrom.RESOURCE)
+FROM_PRINCIPAL = WorkspaceSource(WorkspaceFrom.PRINCIPAL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,8 +127,8 @@ class Route:
     route_class: RouteClass
     action: str
     resource: ResourceSpec | None = None
-    #: Ordered sources: "resource", "param:NAME", "header:name" (lower-cased), "principal".
-    workspace: tuple[str, ...] = ()
+    #: Ordered workspace sources: the first that names a workspace wins.
+    workspace: tuple[WorkspaceSource, ...] = ()
     rate_limit: str | None = None
     #: For webhooks: the path parameter naming whose signing secret applies.
     signer: str | None = None
@@ -76,13 +136,9 @@ class Route:
     origin: str = ""
     #: "METHOD /template": how decisions, logs and rate-limit keys name the route.
     id: str = field(init=False, default="")
-    #: ``workspace`` parsed once: (kind, argument) pairs, e.g. ("header", "x-workspace-id").
-    workspace_plan: tuple[tuple[str, str], ...] = field(init=False, default=(), repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{self.method} {self.template}")
-        plan = tuple((kind, arg) for kind, _, arg in (s.partition(":") for s in self.workspace))
-        object.__setattr__(self, "workspace_plan", plan)
 
 
 class RouteMatch(NamedTuple):
@@ -106,9 +162,12 @@ class _Node:
 class RouteTable:
     """An immutable set of routes with a trie for matching."""
 
-    def __init__(self, routes: list[Route], *, read_actions: Mapping[ResourceKind, str]) -> None:
+    def __init__(self, routes: list[Route], *, kinds: Mapping[str, KindSpec]) -> None:
         self.routes: tuple[Route, ...] = tuple(routes)
-        self.read_actions: Mapping[ResourceKind, str] = dict(read_actions)
+        #: The resource kinds ``[resources]`` declares, by name.
+        self.kinds: Mapping[str, KindSpec] = MappingProxyType(dict(kinds))
+        #: Each kind's read action (``kinds[name].read_action``).
+        self.read_actions: Mapping[str, str] = {k: s.read_action for k, s in kinds.items()}
         self._root = _Node()
         for route in routes:
             self._insert(route)
@@ -116,7 +175,7 @@ class RouteTable:
         #: Every method some route declares.
         self.methods: frozenset[str] = frozenset(r.method for r in self.routes)
         #: The kind of resource each action acts on, where its routes name one.
-        self.action_kinds: Mapping[str, ResourceKind] = {
+        self.action_kinds: Mapping[str, str] = {
             r.action: r.resource.kind for r in self.routes if r.resource is not None
         }
 
@@ -190,7 +249,7 @@ class RouteTable:
             return found  # type: ignore[return-value]
         segments = canonical_segments(raw_path, max_length=max_length)
         match = self.match(method, segments)
-        if match is None and segments and segments[-1] == "" and self.path_exists(segments[:-1]):
+        if match is None and segments and segments[-1] == "" and self._declared(segments[:-1]):
             # `/api/chats/` beside a declared `/api/chats`: frameworks may dispatch the two
             # alike (Flask strict_slashes=False, optional-slash regexes), so an "undeclared"
             # verdict here could let past what the declared route denies. 400, as always.
@@ -270,9 +329,9 @@ class RouteTable:
                 return found
         return node.wildcard.get(method)
 
-    def path_exists(self, segments: tuple[str, ...]) -> bool:
-        """Whether some method is declared for this path (for diagnostics)."""
-        return any(self.match(m, segments) for m in {r.method for r in self.routes})
+    def _declared(self, segments: tuple[str, ...]) -> bool:
+        """Whether some method is declared for this path."""
+        return any(self.match(m, segments) for m in self.methods)
 
 
 def _split_template(template: str) -> list[str]:
@@ -301,27 +360,75 @@ def _covered(route: Route, other: Route) -> ConfigurationError:
     )
 
 
-def _workspace_sources(raw: Any, origin: str) -> tuple[str, ...]:
+def _workspace_sources(raw: Any, origin: str) -> tuple[WorkspaceSource, ...]:
     if raw is None:
         return ()
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise ConfigurationError(f"{origin}: workspace must be a string or a list of strings")
-    out: list[str] = []
+    out: list[WorkspaceSource] = []
     for src in items:
         kind, _, arg = src.partition(":")
-        if kind in ("resource", "principal") and not arg:
-            out.append(kind)
+        if kind == "resource" and not arg:
+            out.append(FROM_RESOURCE)
+        elif kind == "principal" and not arg:
+            out.append(FROM_PRINCIPAL)
         elif kind == "param" and arg:
-            out.append(f"param:{arg}")
+            out.append(WorkspaceSource(WorkspaceFrom.PARAM, arg))
         elif kind == "header" and _HEADER_NAME.match(arg):
-            out.append(f"header:{arg.lower()}")
+            out.append(WorkspaceSource(WorkspaceFrom.HEADER, arg.lower()))
         else:
             raise ConfigurationError(f"{origin}: unknown workspace source {src!r}")
     return tuple(out)
 
 
-def _route_from(raw: Any, origin: str) -> list[Route]:
+def _path_parameters(path: Any, *, public: bool, origin: str) -> list[str]:
+    """The parameter names of a route's path template, which must be well formed."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigurationError(f"{origin}: path must start with '/'")
+    names: list[str] = []
+    segments = _split_template(path)
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        pm = _PARAM.match(seg) or _WILDCARD.match(seg)
+        if pm:
+            names.append(pm.group(1))
+            if seg.endswith(":path}") and (not last or not public):
+                raise ConfigurationError(
+                    f"{origin}: {seg} must be the last segment of a public route "
+                    f"(it matches any path below {path.rsplit('/', 1)[0] or '/'})"
+                )
+        elif seg == "" and last:
+            pass  # a trailing '/' (`/admin/`): its own path, as the request's is
+        elif not _LITERAL.match(seg):
+            raise ConfigurationError(f"{origin}: bad path segment {seg!r} in {path!r}")
+        elif seg in (".", ".."):
+            # Canonical paths never hold dot segments (they are a 400): unreachable.
+            raise ConfigurationError(
+                f"{origin}: dot segment {seg!r} in {path!r}: no request can ever match it"
+            )
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"{origin}: repeated parameter name in {path!r}")
+    return names
+
+
+def _resource_spec(
+    res: Any, names: list[str], kinds: Mapping[str, KindSpec], origin: str
+) -> ResourceSpec:
+    if not isinstance(res, dict) or set(res) != {"kind", "param"}:
+        raise ConfigurationError(f"{origin}: resource must be {{ kind = ..., param = ... }}")
+    kind = res["kind"]
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ConfigurationError(
+            f"{origin}: resource kind {kind!r} is not declared in [resources] "
+            f"(declared: {', '.join(sorted(kinds)) or 'none'})"
+        )
+    if res["param"] not in names:
+        raise ConfigurationError(f"{origin}: resource param {res['param']!r} not in the path")
+    return ResourceSpec(_NAMED_KINDS.get(kind, kind), res["param"])
+
+
+def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Route]:
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{origin}: must be a table")
     allowed = {
@@ -348,67 +455,30 @@ def _route_from(raw: Any, origin: str) -> list[Route]:
             raise ConfigurationError(
                 f"{origin}: bad method {m!r} (upper-case; HEAD is classified as GET)"
             )
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ConfigurationError(f"{origin}: path must start with '/'")
-    names: list[str] = []
-    segments = _split_template(path)
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        pm = _PARAM.match(seg) or _WILDCARD.match(seg)
-        if pm:
-            names.append(pm.group(1))
-            if seg.endswith(":path}") and (not last or raw["class"] != RouteClass.PUBLIC):
-                raise ConfigurationError(
-                    f"{origin}: {seg} must be the last segment of a public route "
-                    f"(it matches any path below {path.rsplit('/', 1)[0] or '/'})"
-                )
-        elif seg == "" and last:
-            pass  # a trailing '/' (`/admin/`): its own path, as the request's is
-        elif not _LITERAL.match(seg):
-            raise ConfigurationError(f"{origin}: bad path segment {seg!r} in {path!r}")
-        elif seg in (".", ".."):
-            # Canonical paths never hold dot segments (they are a 400): unreachable.
-            raise ConfigurationError(
-                f"{origin}: dot segment {seg!r} in {path!r}: no request can ever match it"
-            )
-    if len(set(names)) != len(names):
-        raise ConfigurationError(f"{origin}: repeated parameter name in {path!r}")
+    names = _path_parameters(path, public=raw["class"] == RouteClass.PUBLIC, origin=origin)
     try:
         route_class = RouteClass(raw["class"])
     except ValueError:
         raise ConfigurationError(
             f"{origin}: class must be one of {[c.value for c in RouteClass]}"
         ) from None
-    if not isinstance(action, str) or not re.fullmatch(r"[a-z_]+:[a-z_]+", action):
+    if not isinstance(action, str) or not _ACTION.match(action):
         raise ConfigurationError(f"{origin}: action must look like 'resource:verb'")
-    resource = None
-    if "resource" in raw:
-        res = raw["resource"]
-        if not isinstance(res, dict) or set(res) != {"kind", "param"}:
-            raise ConfigurationError(f"{origin}: resource must be {{ kind = ..., param = ... }}")
-        try:
-            kind = ResourceKind(res["kind"])
-        except ValueError:
-            raise ConfigurationError(
-                f"{origin}: resource kind must be one of {[k.value for k in ResourceKind]}"
-            ) from None
-        if res["param"] not in names:
-            raise ConfigurationError(f"{origin}: resource param {res['param']!r} not in the path")
-        resource = ResourceSpec(kind, res["param"])
+    resource = _resource_spec(raw["resource"], names, kinds, origin) if "resource" in raw else None
     workspace = _workspace_sources(raw.get("workspace"), origin)
     for src in workspace:
-        if src.startswith("param:") and src[6:] not in names:
-            raise ConfigurationError(f"{origin}: workspace {src!r} names no path parameter")
+        if src.kind is WorkspaceFrom.PARAM and src.name not in names:
+            raise ConfigurationError(f"{origin}: workspace '{src}' names no path parameter")
     if route_class is RouteClass.AUTHENTICATED and resource is None and not workspace:
         raise ConfigurationError(
             f"{origin}: an authenticated route needs a resource or a workspace"
         )
     if not workspace and resource is not None:
-        workspace = ("resource",)
+        workspace = (FROM_RESOURCE,)
     if (
         resource is not None
-        and resource.kind is ResourceKind.MEMBER
-        and not any(s.startswith("param:") for s in workspace)
+        and resource.kind == ResourceKind.MEMBER
+        and not any(s.kind is WorkspaceFrom.PARAM for s in workspace)
     ):
         raise ConfigurationError(f"{origin}: a member resource needs workspace = ['param:...']")
     rate_limit = raw.get("rate_limit")
@@ -437,43 +507,82 @@ def _route_from(raw: Any, origin: str) -> list[Route]:
 
 
 def routes_from_document(data: Mapping[str, Any], *, source: str) -> RouteTable:
-    routes, read_actions = _document(data, source=source)
-    return RouteTable(routes, read_actions=read_actions)
+    kinds = _kinds(data.get("resources", {}), source)
+    return RouteTable(_document(data, source=source, kinds=kinds), kinds=kinds)
+
+
+def _kinds(raw: Any, source: str) -> dict[str, KindSpec]:
+    """``[resources]``: ``name = { read_action, visibility = [...], grants = bool }``."""
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{source}: [resources] must be a table")
+    kinds: dict[str, KindSpec] = {}
+    for name, spec in raw.items():
+        where = f"{source}: resources.{name}"
+        if not _KIND_NAME.match(name):
+            raise ConfigurationError(f"{where}: a kind is a lower-case name (letters, _, digits)")
+        if not isinstance(spec, dict):
+            raise ConfigurationError(f"{where}: must be {{ read_action = ..., ... }}")
+        unknown = set(spec) - {"read_action", "visibility", "grants"}
+        if unknown:
+            raise ConfigurationError(
+                f"{where}: unknown key(s) {sorted(unknown)}; "
+                "allowed: read_action, visibility, grants"
+            )
+        read_action = spec.get("read_action")
+        if not isinstance(read_action, str) or not _ACTION.match(read_action):
+            raise ConfigurationError(f"{where}: needs read_action = 'kind:verb'")
+        visibility = spec.get("visibility", [])
+        if (
+            not isinstance(visibility, list)
+            or not all(isinstance(v, str) and _VISIBILITY.match(v) for v in visibility)
+            or len(set(visibility)) != len(visibility)
+        ):
+            raise ConfigurationError(
+                f'{where}: visibility must be a list of distinct values, e.g. ["public", "private"]'
+            )
+        grants = spec.get("grants", False)
+        if not isinstance(grants, bool):
+            raise ConfigurationError(f"{where}: grants must be true or false")
+        if grants and not visibility:
+            raise ConfigurationError(f"{where}: grants widen visibility: declare visibility too")
+        if name in _SPECIAL_KINDS and (visibility or grants):
+            raise ConfigurationError(f"{where}: a {name} has no visibility or grants")
+        kinds[name] = KindSpec(
+            name=_NAMED_KINDS.get(name, name),
+            read_action=read_action,
+            visibilities=tuple(visibility),
+            grants=grants,
+        )
+    return kinds
 
 
 def _document(
-    data: Mapping[str, Any], *, source: str
-) -> tuple[list[Route], dict[ResourceKind, str]]:
+    data: Mapping[str, Any], *, source: str, kinds: Mapping[str, KindSpec]
+) -> list[Route]:
     unknown = set(data) - {"route", "resources"}
     if unknown:
         raise ConfigurationError(f"{source}: unknown top-level key(s) {sorted(unknown)}")
     raw_routes = data.get("route", [])
     if not isinstance(raw_routes, list):
         raise ConfigurationError(f"{source}: 'route' must be an array of tables ([[route]])")
-    read_actions: dict[ResourceKind, str] = {}
-    for kind_name, spec in dict(data.get("resources", {})).items():
-        try:
-            kind = ResourceKind(kind_name)
-        except ValueError:
-            raise ConfigurationError(f"{source}: resources.{kind_name}: unknown kind") from None
-        if not isinstance(spec, dict) or not isinstance(spec.get("read_action"), str):
-            raise ConfigurationError(f"{source}: resources.{kind_name}: needs read_action")
-        read_actions[kind] = spec["read_action"]
     routes: list[Route] = []
     for i, raw in enumerate(raw_routes, start=1):
-        routes.extend(_route_from(raw, f"{source} route #{i}"))
-    return routes, read_actions
+        routes.extend(_route_from(raw, f"{source} route #{i}", kinds))
+    return routes
 
 
 def load_routes(path: str | Path, *, host_files: Sequence[str | Path] = ()) -> RouteTable:
     """The table in ``path``, with each of ``host_files`` layered over it.
 
     Host files hold ``[[route]]`` entries in the same format (the host app's own
-    endpoints: docs, health checks, static files); ``[resources]`` stays the main table's.
+    endpoints: docs, health checks, static files); ``[resources]`` stays the main table's,
+    and host routes may name the kinds it declares.
     A host route that another file already declares is a :class:`ConfigurationError`
     naming both files: layering adds routes, it never replaces one.
     """
-    routes, read_actions = _document(_read(Path(path)), source=str(path))
+    data = _read(Path(path))
+    kinds = _kinds(data.get("resources", {}), str(path))
+    routes = _document(data, source=str(path), kinds=kinds)
     for host_file in host_files:
         data = _read(Path(host_file))
         if "resources" in data:
@@ -481,8 +590,8 @@ def load_routes(path: str | Path, *, host_files: Sequence[str | Path] = ()) -> R
                 f"{host_file}: [resources] belongs to the main route table ({path}), "
                 "not to a host routes file"
             )
-        routes.extend(_document(data, source=str(host_file))[0])
-    return RouteTable(routes, read_actions=read_actions)
+        routes.extend(_document(data, source=str(host_file), kinds=kinds))
+    return RouteTable(routes, kinds=kinds)
 
 
 def _read(file: Path) -> dict[str, Any]:

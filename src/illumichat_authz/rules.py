@@ -20,7 +20,7 @@ from .principal import Principal
 from .queries import FactsByQuery, NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
 from .reasons import Reason
 from .request import RequestFacts
-from .routes import Route
+from .routes import FROM_RESOURCE, Route, WorkspaceSource
 from .vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Role
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ __all__ = ["WORKSPACE_ID", "Need", "Replay", "authorize", "replayed", "rules"]
 
 #: A workspace or resource id: printable, no separators, no lone surrogates.
 WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\\ud800-\udfff]{1,256}\Z")
-_FROM_RESOURCE = ("resource",)
+_FROM_RESOURCE = (FROM_RESOURCE,)
 _new_tuple = tuple.__new__
 
 # Enum members read once: attribute access on an Enum class costs a lookup per use.
@@ -51,16 +51,17 @@ _ALLOWED = Reason.ALLOWED
 
 
 def workspace_from(
-    plan: tuple[tuple[str, str], ...],
+    sources: tuple[WorkspaceSource, ...],
     request: RequestFacts,
     params: Mapping[str, str],
     principal: Principal,
     resource_ws: str | None,
 ) -> str | None:
-    """The first of the route's workspace sources (``Route.workspace_plan``) that names
-    one (a header that is present but unusable is a 400, never a reason to fall through
-    to the next)."""
-    for kind, arg in plan:
+    """The first of the route's workspace sources (``Route.workspace``) that names one
+    (a header that is present but unusable is a 400, never a reason to fall through to
+    the next)."""
+    for source in sources:
+        kind, arg = source.kind, source.name
         value: str | None = None
         if kind == "principal":
             value = principal.workspace
@@ -201,7 +202,7 @@ def rules(
                 elif (
                     vis is not None
                     and (
-                        (action, vis) in policy.grant_sensitive
+                        (action, kind, vis) in policy.grant_sensitive
                         or (core.conceal_hidden and _concealed_grant_matters(core, vis))
                     )
                     and facts.has_grant(user, found.id)
@@ -211,9 +212,7 @@ def rules(
         if route.workspace == _FROM_RESOURCE:
             workspace = resource_ws
         else:
-            workspace = workspace_from(
-                route.workspace_plan, request, params, principal, resource_ws
-            )
+            workspace = workspace_from(route.workspace, request, params, principal, resource_ws)
         trace.resource = _new_tuple(
             ResourceRef, (kind, resource_id if spec else workspace, workspace)
         )
@@ -245,8 +244,9 @@ def rules(
             if target.role == _OWNER:  # a plain "owner" from a database is an owner too
                 rel = _REL_TARGET_OWNER
 
-        verdict = policy.table.get((role, status, action, rel, vis)) or policy.verdict(
-            role, status, action, rel, vis
+        vkind = kind if vis is not None else None
+        verdict = policy.table.get((role, status, action, rel, vkind, vis)) or policy.verdict(
+            role, status, action, rel, vkind, vis
         )
         trace.explanation = verdict.explanation
         if verdict.allowed:
@@ -254,7 +254,7 @@ def rules(
         if core.conceal_hidden and spec is not None:
             read_action = core.routes.read_actions.get(spec.kind)
             if read_action is not None and read_action != action:
-                if not policy.verdict(role, status, read_action, rel, vis).allowed:
+                if not policy.verdict(role, status, read_action, rel, vkind, vis).allowed:
                     return not_found(trace, kind)
             elif read_action is not None:
                 return not_found(trace, kind)
@@ -266,7 +266,8 @@ def rules(
 def _concealed_grant_matters(core: Core, vis: str) -> bool:
     # A grant is looked up only where it can change the verdict (policy.grant_sensitive)
     # or, when hidden resources are concealed, whether the caller may read the assistant.
-    return core.policy.grant_matters(core.routes.read_actions.get(_ASSISTANT, ""), vis)
+    read_action = core.routes.read_actions.get(_ASSISTANT, "")
+    return core.policy.grant_matters(read_action, _ASSISTANT, vis)
 
 
 def not_found(trace: Trace, kind: str) -> Decision:

@@ -1,8 +1,12 @@
-"""The closed sets the rules are written in: roles, statuses, visibilities, relations.
+"""The vocabulary the rules are written in.
 
-These are the only values the policy files may use in their attribute columns; the
-policy loader refuses anything else, which is what lets the compiled decision table
-cover the whole attribute space.
+Two sets are closed, because the compiled decision table enumerates them: membership
+statuses (active or not) and relations (what the caller is to the resource); the policy
+loader refuses any other value in those columns. The rest is the policy's own: roles are
+whatever the ``g`` lines and rules of ``policy.csv`` name, resource kinds whatever
+``routes.toml`` ``[resources]`` declares, and visibility values whatever each kind
+declares there. ``Role``, ``ResourceKind`` and ``Visibility`` are only named constants
+for the values IllumiChat's shipped policy uses; nothing parses a value through them.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ __all__ = [
     "ResourceKind",
     "Role",
     "Visibility",
-    "normalize_status",
 ]
 
 
 class Role(StrEnum):
+    """IllumiChat's roles (the shipped g lines): constants, not the set of roles."""
+
     OWNER = "owner"
     ADMIN = "admin"
     MEMBER = "member"
@@ -38,11 +43,9 @@ class MembershipStatus(StrEnum):
     INACTIVE = "inactive"
 
 
-def normalize_status(status: str) -> MembershipStatus:
-    return MembershipStatus.ACTIVE if status == "active" else MembershipStatus.INACTIVE
-
-
 class Visibility(StrEnum):
+    """The assistant kind's visibility values in the shipped routes.toml: constants."""
+
     PUBLIC = "public"
     WORKSPACE = "workspace"
     PRIVATE = "private"
@@ -51,13 +54,15 @@ class Visibility(StrEnum):
 class Relation(StrEnum):
     """What the caller is to the resource; the most specific one wins."""
 
-    CREATOR = "creator"  # created the assistant or chat
-    GRANTEE = "grantee"  # holds an explicit grant on the assistant
-    TARGET_OWNER = "target_owner"  # the membership acted on belongs to an owner
+    CREATOR = "creator"  # created the resource
+    GRANTEE = "grantee"  # holds an explicit grant on the resource
+    TARGET_OWNER = "target_owner"  # the membership acted on belongs to the top role
     NONE = "-"
 
 
 class ResourceKind(StrEnum):
+    """The kinds of the shipped routes.toml [resources]: constants, not the set of kinds."""
+
     ASSISTANT = "assistant"
     CHAT = "chat"
     WORKSPACE = "workspace"

@@ -745,16 +745,15 @@ def test_no_api_key_store_at_all_is_503(shared: Authorizer) -> None:
 def test_a_bug_in_the_policy_is_500_never_allow(
     authz: Authorizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(self: Policy, attributes: Any) -> Any:
+    def boom(self: Policy, *attributes: Any) -> Any:
         raise ZeroDivisionError("bug")
 
     class BrokenTable(dict[Any, Any]):
         def get(self, *args: Any, **kwargs: Any) -> Any:
             raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr(Policy, "evaluate", boom)
-    # The per-request fast paths: the compiled table and verdict() in front of evaluate().
-    monkeypatch.setattr(Policy, "verdict", boom, raising=False)
+    # The per-request path: the compiled table, and verdict() for points outside it.
+    monkeypatch.setattr(Policy, "verdict", boom)
     monkeypatch.setattr(authz.core.policy, "table", BrokenTable())
     decision = authz.decide(req(headers=[cookie(session())]))
     assert outcome(decision) == (500, "internal_error")

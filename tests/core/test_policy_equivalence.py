@@ -1,18 +1,22 @@
 """The compiled decision table equals casbin, over the whole attribute space.
 
-``Policy`` asks casbin about every point of the (small, closed) attribute space at load
-time and keeps the answers in a dict. These tests check that the dict says what casbin
-says, for the shipped policy and for edited copies of it, asking casbin both through
-``Policy.casbin_allows`` and directly through ``enforcer.enforce`` (with the enforce
-context of the second request/policy pair for the visibility table). Editing
+``Policy`` asks casbin about every point of the (small) attribute space at load time and
+keeps the answers in a dict. These tests check that the dict says what casbin says, for
+the shipped policy, for edited copies of it and for a policy with a fifth role and a
+second resource kind with visibility, asking casbin both through ``enforce_ex`` and
+through ``enforce`` (with the enforce context of the second request/policy pair for the
+visibility table). Editing
 ``policy.csv`` must change decisions with no code change. Malformed policy files must fail
 at start-up with ``ConfigurationError`` naming the file (and the line where it can).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,12 +26,14 @@ from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import default_policies_dir, load_settings
 from illumichat_authz.errors import ConfigurationError
 from illumichat_authz.facts import Assistant, InMemoryFacts, Membership
-from illumichat_authz.policy import Attributes, Policy
+from illumichat_authz.policy import Key, Policy
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.request import RequestFacts
 from illumichat_authz.vocab import NO_ROLE, Role, Visibility
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
+#: The acceptance policy: an `editor` role and a `document` kind (tests/cli/).
+EDITOR_POLICIES = Path(__file__).resolve().parents[1] / "cli" / "policies_editor"
 
 
 def _load(directory: Path) -> Policy:
@@ -43,24 +49,37 @@ def _copy(tmp_path: Path, edit: Callable[[str], str] | None = None) -> Path:
     return target
 
 
-def _casbin_direct(policy: Policy, a: Attributes) -> bool:
-    """casbin's enforce, called by hand: p for the role, p2 (context "2") for visibility."""
+def _casbin_ex(policy: Policy, key: Key) -> bool:
+    """casbin's ``enforce_ex``: p for the role, p2 (context "2") for visibility."""
+    role, status, act, rel, kind, vis = key
     enforcer = policy.enforcer
-    allowed = bool(enforcer.enforce(a.role, a.status, a.act, a.rel))
-    if allowed and a.vis is not None:
+    ok, _ = enforcer.enforce_ex(role, status, act, rel)
+    if ok and kind is not None:
         ctx = enforcer.new_enforce_context("2")
-        allowed = bool(enforcer.enforce(ctx, a.role, a.status, a.vis, a.rel))
+        ok, _ = enforcer.enforce_ex(ctx, role, status, kind, vis, rel)
+    return bool(ok)
+
+
+def _casbin_direct(policy: Policy, key: Key) -> bool:
+    """casbin's enforce, called by hand: p for the role, p2 (context "2") for visibility."""
+    role, status, act, rel, kind, vis = key
+    enforcer = policy.enforcer
+    allowed = bool(enforcer.enforce(role, status, act, rel))
+    if allowed and kind is not None:
+        ctx = enforcer.new_enforce_context("2")
+        allowed = bool(enforcer.enforce(ctx, role, status, kind, vis, rel))
     return allowed
 
 
 def assert_table_equals_casbin(policy: Policy) -> int:
     points = list(policy.space())
     wrong = []
-    for a in points:
-        table = policy.evaluate(a).allowed
-        if table != policy.casbin_allows(a) or table != _casbin_direct(policy, a):
-            wrong.append(a)
+    for key in points:
+        table = policy.verdict(*key).allowed
+        if table != _casbin_ex(policy, key) or table != _casbin_direct(policy, key):
+            wrong.append(key)
     assert not wrong, f"{len(wrong)} points differ, e.g. {wrong[:5]}"
+    assert set(policy.table) == set(points)
     return len(points)
 
 
@@ -72,12 +91,14 @@ def test_the_shipped_policy_is_the_repository_policy() -> None:
 def test_the_table_equals_casbin_over_the_whole_space() -> None:
     policy = _load(REPO_POLICIES)
     count = assert_table_equals_casbin(policy)
-    # The space is the full product of the closed sets, not a sample of it.
+    # The space is the full product of the sets the policy names, not a sample of it:
+    # no visibility (None, None) plus each kind's visibility values.
+    assert policy.visibilities == {"assistant": ("public", "workspace", "private")}
     roles = len(policy.roles) + 1
-    assert count == roles * 2 * len(policy.actions) * 4 * 4
+    assert count == roles * 2 * len(policy.actions) * 4 * (1 + 3)
     assert set(policy.roles) == {r.value for r in Role}
     # The space really contains allows and denies of both tables.
-    verdicts = [policy.evaluate(a) for a in policy.space()]
+    verdicts = [policy.verdict(*key) for key in policy.space()]
     assert any(v.allowed for v in verdicts)
     assert {v.reason.value for v in verdicts if not v.allowed} >= {
         "not_a_member",
@@ -87,24 +108,66 @@ def test_the_table_equals_casbin_over_the_whole_space() -> None:
     }
 
 
+def test_a_fifth_role_and_a_second_kind_equal_casbin_over_their_whole_space() -> None:
+    policy = _load(EDITOR_POLICIES)
+    count = assert_table_equals_casbin(policy)
+    assert policy.roles[:5] == ("owner", "admin", "editor", "member", "guest")
+    assert policy.visibilities == {
+        "assistant": ("public", "workspace", "private"),
+        "document": ("team", "private"),
+    }
+    assert count == 6 * 2 * len(policy.actions) * 4 * (1 + 3 + 2)
+    # The new role sits between admin and member: it has member's rules and its own.
+    assert policy.verdict(
+        "editor", "active", "assistant:update", "-", "assistant", "workspace"
+    ).allowed
+    assert policy.verdict("editor", "active", "chat:create", "-", "assistant", "public").allowed
+    assert not policy.verdict("editor", "active", "member:invite", "-", None, None).allowed
+    assert not policy.verdict(
+        "member", "active", "assistant:update", "-", "assistant", "public"
+    ).allowed
+    # The new kind's visibility is its own table: a private document is its creator's.
+    private_doc = ("member", "active", "document:read", "creator", "document", "private")
+    assert policy.verdict(*private_doc).allowed
+    other = policy.verdict("member", "active", "document:read", "-", "document", "private")
+    assert (other.allowed, other.reason.value) == (False, "not_visible")
+    assert other.message == "this private document is not visible to you"
+    assert "see a private document" in other.explanation[-1]
+    # Grants matter where a p2 line names the grantee relation, per kind.
+    assert policy.grant_matters("assistant:read", "assistant", "private")
+    assert not policy.grant_matters("document:read", "document", "private")
+    assert not policy.grant_matters("assistant:read", "assistant", "public")
+
+
 def test_no_role_is_never_allowed_and_is_not_a_member() -> None:
     policy = _load(REPO_POLICIES)
-    for a in policy.space():
-        if a.role == NO_ROLE:
-            verdict = policy.evaluate(a)
+    for key in policy.space():
+        if key[0] == NO_ROLE:
+            verdict = policy.verdict(*key)
             assert not verdict.allowed
             assert verdict.reason.value == "not_a_member"
 
 
 def test_points_outside_the_space_are_denied_not_errors() -> None:
     policy = _load(REPO_POLICIES)
-    for a in (
-        Attributes("owner", "active", "unknown:action", "-", None),
-        Attributes("superuser", "active", "assistant:read", "-", "public"),
-        Attributes("owner", "pending", "assistant:read", "-", "public"),
-        Attributes("owner", "active", "assistant:read", "-", "secret"),
+    for key in (
+        ("owner", "active", "unknown:action", "-", None, None),
+        ("superuser", "active", "assistant:read", "-", "assistant", "public"),
+        ("owner", "pending", "assistant:read", "-", "assistant", "public"),
+        ("owner", "active", "assistant:read", "-", "assistant", "secret"),
+        ("owner", "active", "assistant:read", "-", "document", "team"),
     ):
-        assert not policy.evaluate(a).allowed
+        assert not policy.verdict(*key).allowed
+    # A visibility value no p2 line names is denied as casbin denies it (statuses are
+    # normalised to active/inactive before the policy is asked, so "pending" is not).
+    for key in (
+        ("owner", "active", "assistant:read", "-", "assistant", "secret"),
+        ("owner", "active", "assistant:read", "-", "document", "team"),
+    ):
+        assert not _casbin_direct(policy, key)
+    unlisted = policy.verdict("owner", "active", "assistant:read", "-", "assistant", "secret")
+    assert unlisted.reason.value == "not_visible"
+    assert unlisted.message == "this secret assistant is not visible to you"
 
 
 # --- Editing the policy changes decisions, with no code change -------------------------
@@ -121,16 +184,18 @@ def test_an_edited_policy_still_equals_casbin_and_differs_where_edited(tmp_path:
     edited = _load(_copy(tmp_path, _guests_chat_and_admins_cannot_remove))
     assert_table_equals_casbin(edited)
     changed = {
-        a for a in shipped.space() if shipped.evaluate(a).allowed != edited.evaluate(a).allowed
+        key
+        for key in shipped.space()
+        if shipped.verdict(*key).allowed != edited.verdict(*key).allowed
     }
-    assert {(a.act, a.role) for a in changed} == {
+    assert {(key[2], key[0]) for key in changed} == {
         ("chat:create", "guest"),
         ("member:remove", "admin"),
     }
-    for a in changed:
-        gained = a.act == "chat:create"
-        assert edited.evaluate(a).allowed is gained
-        assert a.status == "active"
+    for key in changed:
+        gained = key[2] == "chat:create"
+        assert edited.verdict(*key).allowed is gained
+        assert key[1] == "active"
 
 
 def _decide(policies: Path, *, role: Role, method: str, path: str) -> int:
@@ -195,10 +260,13 @@ BAD_POLICY_LINES = {
     "empty field": ("p, guest, , chat:list, *", True),
     "unbalanced quote": ('p, guest, "active, chat:list, *', True),
     "status outside the vocabulary": ("p, guest, pending, chat:list, *", False),
-    "p2 status outside the vocabulary": ("p2, guest, invited, public, *", False),
-    "visibility outside the vocabulary": ("p2, guest, *, secret, *", False),
+    "p2 without its kind column (the old five)": ("p2, guest, *, public, *", True),
+    "p2 status outside the vocabulary": ("p2, guest, invited, assistant, public, *", False),
+    "a wildcard visibility": ("p2, guest, *, assistant, *, *", False),
+    "a wildcard resource kind": ("p2, guest, *, *, public, *", False),
+    "a wildcard action": ("p, guest, *, *, *", False),
     "relation outside the vocabulary": ("p, guest, *, chat:list, owner", False),
-    "p2 relation outside the vocabulary": ("p2, guest, *, public, friend", False),
+    "p2 relation outside the vocabulary": ("p2, guest, *, assistant, public, friend", False),
     "the reserved role none in p": ("p, none, *, assistant:list, *", False),
     "the reserved role none in g": ("g, none, guest", False),
 }
@@ -273,3 +341,19 @@ def test_a_policy_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path)
     csv.write_bytes(csv.read_bytes() + b"p, guest, active, chat:list, \xff\n")
     with pytest.raises(ConfigurationError, match=r"policy\.csv"):
         _load(directory)
+
+
+def test_casbin_is_imported_only_to_compile_a_policy() -> None:
+    # Deciding reads the compiled table: importing the package (and the policy and route
+    # modules) must not pull casbin into a process that only decides.
+    code = (
+        "import sys, illumichat_authz, illumichat_authz.policy, illumichat_authz.routes\n"
+        "assert 'casbin' not in sys.modules, 'casbin imported'\n"
+        "from illumichat_authz.policy import Policy\n"
+        "from illumichat_authz.config import default_policies_dir as d\n"
+        "Policy(model_path=d() / 'model.conf', policy_path=d() / 'policy.csv')\n"
+        "assert 'casbin' in sys.modules\n"
+    )
+    src = Path(__file__).resolve().parent.parent / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

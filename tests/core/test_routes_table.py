@@ -262,6 +262,11 @@ BAD_ROUTES: dict[str, tuple[str, str]] = {
         'rate_limit = "lots"\n',
         "rate_limit",
     ),
+    "undeclared resource kind": (
+        '[[route]]\nmethods = ["GET"]\npath = "/api/docs/{d}"\nclass = "authenticated"\n'
+        'action = "assistant:read"\nresource = { kind = "document", param = "d" }\n',
+        "resource kind 'document' is not declared in [resources]",
+    ),
     "resource param not in the path": (
         '[[route]]\nmethods = ["GET"]\npath = "/api/x/{a}"\nclass = "authenticated"\n'
         'action = "assistant:read"\nresource = { kind = "assistant", param = "b" }\n',
@@ -362,12 +367,96 @@ def test_a_route_table_that_is_not_toml_names_the_file(tmp_path: Path) -> None:
     assert str(directory / "routes.toml") in str(info.value)
 
 
-def test_an_unknown_resource_kind_in_resources_names_it(tmp_path: Path) -> None:
+BAD_KINDS = {
+    # a [resources] entry: a fragment the error message must contain
+    'team = { read_action = "x" }': "resources.team: needs read_action",
+    'team = { read_action = "team:read", visibility = "private" }': "resources.team: visibility",
+    'team = { read_action = "team:read", visibility = ["a", "a"] }': "resources.team: visibility",
+    'team = { read_action = "team:read", grants = true }': "resources.team: grants widen",
+    'team = { read_action = "team:read", owner = "x" }': "resources.team: unknown key",
+    'Team = { read_action = "team:read" }': "resources.Team: a kind is a lower-case name",
+    'member = { read_action = "member:list", visibility = ["x"] }': "resources.member: a member",
+}
+
+
+@pytest.mark.parametrize("entry", sorted(BAD_KINDS))
+def test_a_bad_resources_entry_names_it(entry: str, tmp_path: Path) -> None:
     directory = _with_routes(tmp_path, "")
     routes = directory / "routes.toml"
+    text = routes.read_text("utf-8")
+    kind = entry.split(" ", 1)[0]
+    if kind == "member":  # replace the shipped entry rather than repeat the key
+        text = text.replace('member = { read_action = "member:list" }\n', "")
+    routes.write_text(text.replace("[resources]\n", f"[resources]\n{entry}\n"), encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        _authz(policies={"dir": str(directory)})
+    assert BAD_KINDS[entry] in str(info.value)
+    assert str(routes) in str(info.value)
+
+
+def test_a_new_resource_kind_is_data_and_a_route_naming_an_undeclared_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    route = (
+        '[[route]]\nmethods = ["GET"]\npath = "/api/teams/{teamId}"\nclass = "authenticated"\n'
+        'action = "assistant:read"\nresource = { kind = "team", param = "teamId" }\n'
+    )
+    directory = _with_routes(tmp_path, route)
+    with pytest.raises(ConfigurationError) as info:
+        _authz(policies={"dir": str(directory)})
+    message = str(info.value)
+    assert f"{directory / 'routes.toml'} route #{NEW}" in message
+    assert "resource kind 'team' is not declared in [resources]" in message
+    # Declared, the same route loads: a kind is a [resources] line, not an enum member.
+    routes = directory / "routes.toml"
     text = routes.read_text("utf-8").replace(
-        "[resources]\n", '[resources]\nteam = { read_action = "x:y" }\n'
+        "[resources]\n", '[resources]\nteam = { read_action = "assistant:read" }\n'
     )
     routes.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigurationError, match=r"resources\.team: unknown kind"):
-        _authz(policies={"dir": str(directory)})
+    authz = _authz(policies={"dir": str(directory)})
+    spec = authz.core.routes.kinds["team"]
+    assert (spec.name, spec.read_action, spec.visibilities, spec.grants) == (
+        "team",
+        "assistant:read",
+        (),
+        False,
+    )
+    assert authz.core.routes.kinds["assistant"].visibilities == ("public", "workspace", "private")
+    assert authz.core.routes.kinds["assistant"].grants
+
+
+def test_a_p2_kind_or_visibility_the_routes_do_not_declare_fails_at_start_up(
+    tmp_path: Path,
+) -> None:
+    # Formerly a closed Visibility enum refused "secret"; now routes.toml declares them.
+    for line, fragment in (
+        ("p2, guest, *, assistant, secret, *", "visibility 'secret' of 'assistant'"),
+        ("p2, guest, *, document, team, *", "resource kind 'document'"),
+    ):
+        directory = _with_routes(tmp_path / fragment[:8].strip(), "")
+        csv = directory / "policy.csv"
+        csv.write_text(csv.read_text("utf-8") + line + "\n", encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            _authz(policies={"dir": str(directory)})
+        assert fragment in str(info.value)
+        assert str(csv) in str(info.value)
+
+
+def test_workspace_sources_are_typed_at_load() -> None:
+    from illumichat_authz.routes import FROM_PRINCIPAL, FROM_RESOURCE, WorkspaceFrom
+
+    routes = {r.id: r for r in _authz().core.routes.routes}
+    listing = routes["GET /api/assistants"].workspace
+    assert [(s.kind, s.name) for s in listing] == [
+        (WorkspaceFrom.HEADER, "x-workspace-id"),
+        (WorkspaceFrom.PRINCIPAL, ""),
+    ]
+    assert listing[1] is FROM_PRINCIPAL
+    assert routes["GET /api/assistants/{assistantId}"].workspace == (FROM_RESOURCE,)
+    member = routes["DELETE /api/workspaces/{workspaceId}/members/{userId}"].workspace
+    assert [(s.kind, s.name) for s in member] == [(WorkspaceFrom.PARAM, "workspaceId")]
+    assert [str(s) for s in (*listing, *member)] == [
+        "header:x-workspace-id",
+        "principal",
+        "param:workspaceId",
+    ]

@@ -29,6 +29,7 @@ from oracle import (
     AUTHENTICATED_ENDPOINTS,
     ROLES,
     STATUSES,
+    UNNAMED_ROLE,
     Endpoint,
     Expected,
     World,
@@ -172,6 +173,7 @@ def disagreement(decision: Decision, expected: Expected) -> str | None:
 def _memberships() -> Iterator[tuple[str | None, str]]:
     yield None, "active"
     yield from product(ROLES, STATUSES)
+    yield UNNAMED_ROLE, "active"  # a role the policy does not name: denied, never an error
 
 
 def cases(endpoint: Endpoint, conceal: bool) -> Iterator[Case]:

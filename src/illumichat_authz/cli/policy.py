@@ -12,10 +12,9 @@ from typing import Any
 
 from ..authorizer import Authorizer, build_core
 from ..errors import ConfigurationError
-from ..policy import Attributes
 from ..policy_check import Finding, check_policy
 from ..policy_tables import load_table, run_table
-from ..vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, Visibility
+from ..vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind
 from ._common import add_config_flag, add_request_flags, request_from_flags, settings_from
 
 __all__ = ["register"]
@@ -64,9 +63,14 @@ def register(sub: Any) -> None:
         help="the membership's status (default active)",
     )
     attributes.add_argument(
+        "--kind",
+        help="the kind of resource, for an action on a kind with visibility "
+        "(default assistant when --visibility is given)",
+    )
+    attributes.add_argument(
         "--visibility",
-        choices=[v.value for v in Visibility],
-        help="the assistant's visibility (assistant actions)",
+        help="the resource's visibility, one of its kind's values in routes.toml [resources] "
+        "(e.g. public, workspace, private for an assistant)",
     )
     attributes.add_argument(
         "--relation",
@@ -146,22 +150,51 @@ def _explain(args: argparse.Namespace) -> int:
         policy = core.policy
         _check_known(args, "--role", args.role, (*policy.roles, NO_ROLE))
         _check_known(args, "--action", args.action, sorted(policy.actions))
-        on_assistant = any(
-            r.action == args.action and r.resource and r.resource.kind is ResourceKind.ASSISTANT
-            for r in core.routes.routes
+        kinds = core.routes.kinds
+        visible = sorted(k for k, spec in kinds.items() if spec.has_visibility)
+        # The kinds with visibility this action's routes act on.
+        acted_on = sorted(
+            {
+                r.resource.kind
+                for r in core.routes.routes
+                if r.action == args.action and r.resource and r.resource.kind in visible
+            }
         )
-        if on_assistant and not args.visibility:
-            # Without it only the role table would be consulted: an ALLOW that a real
-            # request on a private assistant would not get.
+        kind = args.kind
+        if kind is not None:
+            _check_known(args, "--kind", kind, sorted(kinds))
+        elif len(acted_on) > 1:
             print(
-                f"illumichat-authz: {args.action} acts on an assistant: give --visibility "
-                "public|workspace|private",
+                f"illumichat-authz: {args.action} acts on {' and '.join(acted_on)}: give --kind",
                 file=sys.stderr,
             )
             return 2
-        verdict = policy.evaluate(
-            Attributes(args.role, args.status, args.action, args.relation, args.visibility)
-        )
+        elif acted_on:
+            kind = acted_on[0]
+        elif args.visibility:
+            kind = ResourceKind.ASSISTANT.value  # --visibility alone: an assistant's
+        spec = kinds.get(kind) if kind is not None else None
+        if spec is not None and spec.has_visibility:
+            if not args.visibility:
+                # Without it only the role table would be consulted: an ALLOW that a real
+                # request on a private resource would not get.
+                print(
+                    f"illumichat-authz: {args.action} acts on a {kind}: give --visibility "
+                    f"{'|'.join(spec.visibilities)}",
+                    file=sys.stderr,
+                )
+                return 2
+            if args.visibility not in spec.visibilities:
+                choices = ", ".join(repr(v) for v in spec.visibilities)
+                args.usage_error(
+                    f"argument --visibility: invalid choice: {args.visibility!r} "
+                    f"(choose from {choices})"
+                )
+        if args.visibility and (spec is None or not spec.has_visibility):
+            args.usage_error(f"argument --visibility: a {kind} has no visibility")
+        has_vis = spec is not None and spec.has_visibility
+        vkind, vis = (kind, args.visibility) if has_vis else (None, None)
+        verdict = policy.verdict(args.role, args.status, args.action, args.relation, vkind, vis)
         print(f"{'ALLOW' if verdict.allowed else 'DENY'} ({verdict.reason.value})")
         for line in verdict.explanation:
             print(f"  {line}")

@@ -67,24 +67,21 @@ class WorkspaceBuilder:
         self, user: str, *, role: str = "member", status: str = "active"
     ) -> WorkspaceBuilder:
         from illumichat_authz.facts import Membership
-        from illumichat_authz.vocab import Role
 
-        self._parent.facts.add(
-            Membership(user=user, workspace=self.id, role=Role(role), status=status)
-        )
+        # Any role the policy names: the policy, not an enum, decides what it may do.
+        self._parent.facts.add(Membership(user=user, workspace=self.id, role=role, status=status))
         return self
 
     def assistant(
         self, assistant_id: str, *, visibility: str = "workspace", creator: str | None = None
     ) -> WorkspaceBuilder:
         from illumichat_authz.facts import Assistant
-        from illumichat_authz.vocab import Visibility
 
         self._parent.facts.add(
             Assistant(
                 id=assistant_id,
                 workspace=self.id,
-                visibility=Visibility(visibility),
+                visibility=visibility,
                 creator=creator or "nobody",
             )
         )
