@@ -21,7 +21,7 @@ import pytest
 from illumichat_authz import authorizer as authorizer_module
 from illumichat_authz.cli import main
 from illumichat_authz.credentials.authjs import encode_session_token
-from illumichat_authz.ratelimit import RateLimiter
+from illumichat_authz.stores.ratelimit import RateLimiter
 
 POLICIES = Path(__file__).resolve().parent / "policies_editor"
 TABLE = POLICIES / "tests" / "editor.yaml"
