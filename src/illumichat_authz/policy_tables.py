@@ -15,13 +15,10 @@ from typing import Any
 
 import yaml
 
-from .authorizer import ask_facts, run_flow
-from .core import Core, Flow, decide_access
-from .decision import Decision
+from .core import Core, Query, decide_access, flow, run_flow
 from .errors import ConfigurationError
 from .facts import Assistant, Chat, Grant, InMemoryFacts, Membership
 from .principal import CredentialKind, Principal
-from .queries import NeedAssistant, NeedChat, NeedGrant, NeedMembership, Query
 from .routes import RouteClass
 from .vocab import ResourceKind, Role, Visibility
 
@@ -171,9 +168,9 @@ def _build(
 
 
 def _answer(facts: InMemoryFacts, query: Query) -> Any:
-    if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
-        return ask_facts(facts, query)
-    raise TypeError(f"policy tables need no {type(query).__name__}")
+    if query.lookup in ("membership", "resource", "has_grant"):
+        return getattr(facts, query.lookup)(*query.args)
+    raise TypeError(f"policy tables need no {query.lookup} lookup")
 
 
 def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> TableResult:
@@ -206,7 +203,8 @@ def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> Tab
     for pname, principal in principals.items():
         for rname, (kind, rid) in resources.items():
             for action in sorted(applicable[kind]):
-                flow = decide_access(
+                steps = flow(
+                    decide_access,
                     core,
                     principal=principal,
                     action=action,
@@ -214,7 +212,7 @@ def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> Tab
                     resource_id=rid,
                     workspace=_WS,
                 )
-                decision = _run(flow, facts)
+                decision = run_flow(steps, lambda q: _answer(facts, q))
                 result.checked += 1
                 want = (pname, rname, action) in expected
                 if decision.allowed != want:
@@ -224,7 +222,3 @@ def run_table(core: Core, data: dict[str, Any], *, source: str = "table") -> Tab
                         f"got {verdict}; {' / '.join(decision.explanation)}"
                     )
     return result
-
-
-def _run(flow: Flow, facts: InMemoryFacts) -> Decision:
-    return run_flow(flow, lambda q: _answer(facts, q))

@@ -67,11 +67,8 @@ class WorkspaceBuilder:
         self, user: str, *, role: str = "member", status: str = "active"
     ) -> WorkspaceBuilder:
         from illumichat_authz.facts import Membership
-        from illumichat_authz.vocab import Role
 
-        self._parent.facts.add(
-            Membership(user=user, workspace=self.id, role=Role(role), status=status)
-        )
+        self._parent.facts.add(Membership(user=user, workspace=self.id, role=role, status=status))
         return self
 
     def assistant(
@@ -164,7 +161,7 @@ def _core_for(settings: Settings) -> Core:
     """Compile once per distinct settings: casbin and the route table are the slow part."""
     from dataclasses import replace
 
-    from illumichat_authz.authorizer import build_core
+    from illumichat_authz.compile import build_core
 
     key = settings.model_dump_json()
     core = _CORES.get(key)

@@ -1,0 +1,114 @@
+"""The compiled configuration: everything a decision depends on but the request, the
+lookups and the time. Built once at start-up (``illumichat_authz.compile.build_core``);
+frozen and free of caches, so one ``Core`` serves any number of threads and loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from ..credentials.twilio import TwilioSignatureVerifier
+from ..net import IPNetwork
+from ..policy import Policy
+from ..ratelimit import RateLimitSpec
+from ..routes import ResourceSpec, Route, RouteClass, RouteTable
+from ..vocab import ResourceKind
+from .authn import Authenticators
+
+__all__ = ["SPECIAL_KINDS", "Core", "KindSpec"]
+
+#: Kinds the rules know without a lookup: a workspace is its own id, a member is a
+#: membership. Every other declared kind is a ``Lookups.resource(kind, id)``.
+SPECIAL_KINDS = frozenset({"workspace", "member"})
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """What the rules need to know about one resource kind."""
+
+    #: The action that reads one (``conceal_hidden`` answers 404 where it is denied).
+    read_action: str | None
+    #: Whether its records carry a visibility the policy keys on.
+    visibility: bool = False
+    #: Whether explicit grants on it exist (``Lookups.has_grant``).
+    grants: bool = False
+
+
+def kinds_of(routes: RouteTable) -> Mapping[str, KindSpec]:
+    """The resource kinds ``routes.toml`` declares under ``[resources]``.
+
+    Today's table names only a read action per kind; assistants are the one kind with a
+    visibility and grants. (Once ``RouteTable.kinds`` declares them, this reads those.)
+    """
+    kinds = {
+        str(kind): KindSpec(read, kind == "assistant", kind == "assistant")
+        for kind, read in routes.read_actions.items()
+    }
+    for route in routes.routes:
+        if route.resource is not None:
+            kinds.setdefault(str(route.resource.kind), KindSpec(None))
+    for special in SPECIAL_KINDS:
+        kinds.setdefault(special, KindSpec(None))
+    return MappingProxyType(kinds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Core:
+    """Everything a decision depends on except the request, the lookups and the time."""
+
+    routes: RouteTable
+    policy: Policy
+    authenticators: Authenticators = field(default_factory=Authenticators)
+    twilio: TwilioSignatureVerifier | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Forward auth believes X-Forwarded-Prefix from ``trusted_proxies`` (``[proxies]``).
+    forwarded_prefix: bool = False
+    public_base_url: str | None = None
+    undeclared: Literal["deny", "authenticated"] = "deny"
+    allow_preflight: bool = True
+    conceal_hidden: bool = False
+    max_path_length: int = 2048
+    max_body_bytes: int = 64 * 1024
+    rate_limits: Mapping[str, RateLimitSpec] = field(default_factory=dict)
+    #: What the adapters do at start-up with framework routes the table does not classify
+    #: (``[routes] check_app``); not a decision input.
+    check_app: Literal["warn", "error", "off"] = "warn"
+    #: Resource kind -> its spec (``workspace`` and ``member`` included).
+    kinds: Mapping[str, KindSpec] = field(init=False, repr=False, compare=False)
+    #: (action, resource kind or None) -> the synthetic route ``decide_access`` evaluates,
+    #: for every action of the policy and declared kind: one lookup validates and finds it.
+    access_routes: Mapping[tuple[str, str | None], Route] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        kinds = kinds_of(self.routes)
+        object.__setattr__(self, "kinds", kinds)
+        routes = {
+            (action, kind): _access_route(action, kind)
+            for action in self.policy.actions
+            for kind in (None, *kinds)
+        }
+        object.__setattr__(self, "access_routes", MappingProxyType(routes))
+
+
+def _access_route(action: str, resource_kind: str | None) -> Route:
+    """The synthetic route ``decide_access`` evaluates (``Core.access_routes``)."""
+    spec = ResourceSpec(ResourceKind(resource_kind), "id") if resource_kind else None
+    sources: tuple[str, ...] = ("param:workspace", "principal")
+    if resource_kind == "member":
+        sources = ("param:workspace",)
+    elif spec is not None:
+        sources = ("resource",)
+    return Route(
+        method="ACCESS",
+        template=f"/{resource_kind or 'workspace'}",
+        route_class=RouteClass.AUTHENTICATED,
+        action=action,
+        resource=spec,
+        workspace=sources,
+        origin="decide_access",
+    )
