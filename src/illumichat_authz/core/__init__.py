@@ -34,7 +34,7 @@ from ..routes import RouteClass, RouteMatch
 from .authn import Authenticators, CredentialSource, authenticate
 from .compiled import Core, KindSpec
 from .envelope import check_envelope
-from .lookups import LOOKUPS, Lookups, Need, Query, Replay, unavailable
+from .lookups import LOOKUPS, Lookups, Need, Query, Replay, propagates, unavailable
 from .rules import WORKSPACE_ID, authorize
 from .trace import Trace, failure
 
@@ -106,8 +106,7 @@ def decide(
             )
         return authorize(request, core, match.route, match.params, principal, trace, lookups)
     except Need as need:
-        if need.principal is None:
-            need.principal = principal
+        need.principal = principal  # verified by now, or None: a replay starts from it
         raise
     except BaseException as exc:
         return failure(exc, trace)
@@ -137,8 +136,7 @@ def identify(
         trace.principal = principal
         return trace.decision(Reason.ALLOWED, "authenticated")
     except Need as need:
-        if need.principal is None:
-            need.principal = principal
+        need.principal = principal  # verified by now, or None: a replay starts from it
         raise
     except BaseException as exc:
         return failure(exc, trace)
@@ -279,7 +277,9 @@ def flow(question: Callable[..., Decision], *args: Any, **kwargs: Any) -> Flow:
                 kwargs["principal"] = need.principal
             try:
                 replay.answer(need.query, (yield need.query))
-            except Exception as exc:
+            except BaseException as exc:  # the lookup failed: the decision makes it a deny
+                if propagates(exc):  # closing the generator, cancellation, exit
+                    raise
                 replay.fail(need.query, exc)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
 
 from ..credentials.apikeys import looks_like_api_key, parse_api_key, verify_api_key
 from ..credentials.auth0 import Auth0BearerVerifier
@@ -20,10 +19,9 @@ from ..errors import CredentialError
 from ..principal import CredentialKind, Principal
 from ..reasons import Reason
 from ..request import RequestFacts
-from .lookups import Lookups, Need, unavailable
-from .trace import new_tuple
+from .lookups import Lookups, unavailable
 
-__all__ = ["Authenticators", "CredentialSource", "Presented", "authenticate", "presented"]
+__all__ = ["Authenticators", "CredentialSource", "authenticate"]
 
 #: Longest Authorization header value we look at (a JWT with many claims is ~2-4 KB).
 MAX_AUTHORIZATION_CHARS = 16 * 1024
@@ -51,23 +49,18 @@ class Authenticators:
     api_keys: bool = False
 
 
-class Presented(NamedTuple):
-    """The credential a request carries, before anything is verified."""
+def authenticate(
+    request: RequestFacts, authn: Authenticators, lookups: Lookups, now: float
+) -> Principal | None:
+    """The verified principal, ``None`` when no credential was presented.
 
-    source: CredentialSource
-    values: tuple[str, ...]
-    #: What the credential cache is keyed by: the header value, or the cookies joined.
-    credential: str
-
-
-def presented(request: RequestFacts, authn: Authenticators) -> Presented | None:
-    """Which credential ``request`` carries (one pass over its headers); ``None``: none.
-
-    Raises :class:`CredentialError` for two ``Authorization`` headers.
+    Raises :class:`CredentialError` for a credential that is present but not valid (or
+    for two ``Authorization`` headers). A credential the cache knows costs one lookup; one
+    it does not is verified, then cached.
     """
     authorization: str | None = None
     cookies: list[str] = []
-    for name, value in request.headers:
+    for name, value in request.headers:  # one pass over the headers
         if name == "authorization":
             if authorization is not None:
                 raise CredentialError(
@@ -77,61 +70,50 @@ def presented(request: RequestFacts, authn: Authenticators) -> Presented | None:
         elif name == "cookie":
             cookies.append(value)
     if authorization is not None:
-        return new_tuple(Presented, (_AUTHORIZATION, (authorization,), authorization))
-    if not cookies or authn.session is None:
+        source, credential = _AUTHORIZATION, authorization
+    elif cookies and authn.session is not None:
+        source, credential = _COOKIE, "\n".join(cookies)
+    else:
         return None
-    return new_tuple(Presented, (_COOKIE, tuple(cookies), "\n".join(cookies)))
-
-
-def authenticate(
-    request: RequestFacts, authn: Authenticators, lookups: Lookups, now: float
-) -> Principal | None:
-    """The verified principal, ``None`` when no credential was presented.
-
-    Raises :class:`CredentialError` for a credential that is present but not valid. A
-    credential the cache knows costs one lookup; one it does not is verified and cached.
-    """
-    found = presented(request, authn)
-    if found is None:
-        return None
-    source, credential = found.source, found.credential
     try:
         hit = lookups.cached_principal(source, credential, now)
     except BaseException as exc:
         raise unavailable("cached_principal", exc) from None
     if hit is not None:
         return hit
-    verified = _verify(found, authn, lookups, now)
+    verified = (
+        _bearer(credential, authn, lookups, now)
+        if source is _AUTHORIZATION
+        else _session(cookies, authn, lookups, now)
+    )
     if verified is None:
         return None
     principal, revocable = verified
+    if principal.kind is _API_KEY and principal.credential_id is not None:
+        # Before caching: a replay that finds this lookup failed must not find the key
+        # in the cache and skip it (an API key costs one hash to verify again).
+        try:
+            lookups.record_api_key_use(principal.credential_id)
+        except BaseException as exc:
+            raise unavailable("record_api_key_use", exc) from None
     try:
         lookups.cache_principal(source, credential, principal, now, revocable)
     except BaseException as exc:
         raise unavailable("cache_principal", exc) from None
-    if principal.kind is _API_KEY and principal.credential_id is not None:
-        try:
-            lookups.record_api_key_use(principal.credential_id)
-        except Need as need:
-            need.principal = principal  # verified: a replay must not verify it again
-            raise
-        except BaseException as exc:
-            raise unavailable("record_api_key_use", exc) from None
     return principal
 
 
-def _verify(
-    found: Presented, authn: Authenticators, lookups: Lookups, now: float
+# Each verifier returns the principal and whether it is revocable server-side (an API key
+# or a database session: cached briefly, so that a revocation takes effect soon).
+
+
+def _session(
+    cookies: list[str], authn: Authenticators, lookups: Lookups, now: float
 ) -> tuple[Principal, bool] | None:
-    """The principal and whether it is revocable server-side (an API key or a database
-    session: cached briefly, so that a revocation takes effect soon)."""
-    if found.source is _AUTHORIZATION:
-        principal = _bearer(found.values[0], authn, lookups, now)
-        return principal, principal.kind is _API_KEY
     session = authn.session
     if session is None:
         return None
-    cookie = session.find_cookie(found.values)
+    cookie = session.find_cookie(cookies)
     if cookie is None:
         return None
     if session.is_jwt(cookie):
@@ -146,7 +128,9 @@ def _verify(
     return principal_from_session_record(record, now=now), True
 
 
-def _bearer(value: str, authn: Authenticators, lookups: Lookups, now: float) -> Principal:
+def _bearer(
+    value: str, authn: Authenticators, lookups: Lookups, now: float
+) -> tuple[Principal, bool]:
     token = _bearer_token(value)
     if looks_like_api_key(token):
         if not authn.api_keys:
@@ -156,7 +140,7 @@ def _bearer(value: str, authn: Authenticators, lookups: Lookups, now: float) -> 
             record = lookups.api_key(parsed_key.key_id)
         except BaseException as exc:
             raise unavailable("api_key", exc) from None
-        return verify_api_key(parsed_key, record, now=now)
+        return verify_api_key(parsed_key, record, now=now), True
     if authn.auth0 is None:
         raise CredentialError("bearer tokens are not accepted here", reason=Reason.INVALID_TOKEN)
     parsed_jwt = authn.auth0.parse(token)
@@ -164,7 +148,7 @@ def _bearer(value: str, authn: Authenticators, lookups: Lookups, now: float) -> 
         key = lookups.jwk(parsed_jwt.kid, parsed_jwt.alg)
     except BaseException as exc:
         raise unavailable("jwk", exc) from None
-    return authn.auth0.verify(parsed_jwt, key, now=now)
+    return authn.auth0.verify(parsed_jwt, key, now=now), False
 
 
 def _bearer_token(value: str) -> str:

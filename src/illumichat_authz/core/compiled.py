@@ -52,7 +52,7 @@ def kinds_of(routes: RouteTable) -> Mapping[str, KindSpec]:
             kinds.setdefault(str(route.resource.kind), KindSpec(None))
     for special in SPECIAL_KINDS:
         kinds.setdefault(special, KindSpec(None))
-    return MappingProxyType(kinds)
+    return kinds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +76,8 @@ class Core:
     #: What the adapters do at start-up with framework routes the table does not classify
     #: (``[routes] check_app``); not a decision input.
     check_app: Literal["warn", "error", "off"] = "warn"
-    #: Resource kind -> its spec (``workspace`` and ``member`` included).
+    #: Resource kind -> its spec (``workspace`` and ``member`` included). A plain dict,
+    #: never changed after start-up (a dict's get is cheaper than a mapping proxy's).
     kinds: Mapping[str, KindSpec] = field(init=False, repr=False, compare=False)
     #: (action, resource kind or None) -> the synthetic route ``decide_access`` evaluates,
     #: for every action of the policy and declared kind: one lookup validates and finds it.

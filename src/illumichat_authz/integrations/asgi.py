@@ -103,6 +103,8 @@ class _ClientGone(Exception):
 class _Body:
     """Reads the body only if the core asks (webhooks), then replays it to the app."""
 
+    __slots__ = ("_facts", "_receive", "_replayed", "body", "disconnected")
+
     def __init__(self, receive: Receive, facts: RequestFacts) -> None:
         self._receive = receive
         self._facts = facts
