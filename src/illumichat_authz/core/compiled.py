@@ -18,11 +18,7 @@ from ..routes import ResourceSpec, Route, RouteClass, RouteTable
 from ..vocab import ResourceKind
 from .authn import Authenticators
 
-__all__ = ["SPECIAL_KINDS", "Core", "KindSpec"]
-
-#: Kinds the rules know without a lookup: a workspace is its own id, a member is a
-#: membership. Every other declared kind is a ``Lookups.resource(kind, id)``.
-SPECIAL_KINDS = frozenset({"workspace", "member"})
+__all__ = ["Core", "KindSpec", "kinds_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,26 +27,29 @@ class KindSpec:
 
     #: The action that reads one (``conceal_hidden`` answers 404 where it is denied).
     read_action: str | None
-    #: Whether its records carry a visibility the policy keys on.
+    #: Whether its records carry a visibility the policy keys on (read from the record).
     visibility: bool = False
     #: Whether explicit grants on it exist (``Lookups.has_grant``).
     grants: bool = False
 
 
 def kinds_of(routes: RouteTable) -> Mapping[str, KindSpec]:
-    """The resource kinds ``routes.toml`` declares under ``[resources]``.
+    """The resource kinds ``routes.toml`` declares under ``[resources]``, with the two the
+    rules know without a lookup (a workspace is its own id, a member a membership).
 
     Today's table names only a read action per kind; assistants are the one kind with a
     visibility and grants. (Once ``RouteTable.kinds`` declares them, this reads those.)
     """
-    kinds = {
-        str(kind): KindSpec(read, kind == "assistant", kind == "assistant")
+    # Keyed by the routes' own kind values: a lookup with the very same object is an
+    # identity hit.
+    kinds: dict[str, KindSpec] = {
+        kind: KindSpec(read, kind == "assistant", kind == "assistant")
         for kind, read in routes.read_actions.items()
     }
     for route in routes.routes:
         if route.resource is not None:
-            kinds.setdefault(str(route.resource.kind), KindSpec(None))
-    for special in SPECIAL_KINDS:
+            kinds.setdefault(route.resource.kind, KindSpec(None))
+    for special in (ResourceKind.WORKSPACE, ResourceKind.MEMBER):
         kinds.setdefault(special, KindSpec(None))
     return kinds
 

@@ -117,25 +117,10 @@ def authorize(
                 trace.resource = new_tuple(ResourceRef, (kind, resource_id, None))
                 return not_found(trace, kind)
             resource_ws = found.workspace
-            kind_spec = core.kinds.get(kind)
-            if kind_spec is not None and kind_spec.visibility:
-                vis = found.visibility
-            if found.creator is not None and found.creator == user:
+            vis = found.visibility  # None for a kind without one (a chat)
+            if found.creator == user:
                 rel = _REL_CREATOR
-            elif (
-                vis is not None
-                and kind_spec is not None
-                and kind_spec.grants
-                and (
-                    (action, vis) in policy.grant_sensitive
-                    or (
-                        core.conceal_hidden
-                        and policy.grant_matters(kind_spec.read_action or "", vis)
-                    )
-                )
-            ):
-                # A grant is looked up only where it can change the verdict (or, when
-                # hidden resources are concealed, whether the caller may read it).
+            elif vis is not None and _grant_matters(core, kind, action, vis):
                 try:
                     granted = lookups.has_grant(user, kind, found.id)
                 except BaseException as exc:
@@ -197,6 +182,21 @@ def authorize(
         elif read_action is not None:
             return not_found(trace, kind)
     return trace.decision(verdict.reason, verdict.message)
+
+
+def _grant_matters(core: Core, kind: str, action: str, vis: str) -> bool:
+    """Whether a grant is worth looking up: the kind has grants, and one can change the
+    verdict (``policy.grant_sensitive``) or, when hidden resources are concealed, whether
+    the caller may read the resource."""
+    policy = core.policy
+    if (action, vis) not in policy.grant_sensitive and not core.conceal_hidden:
+        return False
+    spec = core.kinds.get(kind)
+    if spec is None or not spec.grants:
+        return False
+    return (action, vis) in policy.grant_sensitive or policy.grant_matters(
+        spec.read_action or "", vis
+    )
 
 
 def not_found(trace: Trace, kind: str) -> Decision:
