@@ -37,7 +37,7 @@ from .errors import AuthzError, DependencyUnavailableError
 from .facts import AsyncFacts, Facts, InMemoryFacts
 from .facts_file import load_facts_file
 from .principal import Principal
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, RateLimitOutcome, RateLimitSpec
 from .reasons import Reason
 from .request import RequestFacts
 
@@ -392,7 +392,11 @@ class Authorizer:
         return self._jwks().get_key(kid, alg)
 
     def _jwk_held(self, kid: str, alg: str) -> JwkKey:
-        """The key when the JWKS cache holds a fresh set (no fetch due); else ``Need``."""
+        """The key when the JWKS cache holds a fresh set (no fetch due); else ``Need``.
+
+        The cache's own plan/settle pair (the two halves ``get_key`` and ``aget_key``
+        share), without the fetch in between.
+        """
         jwks = self._jwks()
         now = jwks._clock()
         if jwks._plan(kid, now).fetch:
@@ -402,7 +406,7 @@ class Authorizer:
     def _session(self, token: str) -> SessionRecord | None:
         return self._sessions().get_session(token)
 
-    def _rate_limit_hit(self, key: str, spec: Any) -> Any:
+    def _rate_limit_hit(self, key: str, spec: RateLimitSpec) -> RateLimitOutcome:
         return self._limiter().hit(key, spec)
 
     def revoke_api_key(self, key_id: str) -> bool:
