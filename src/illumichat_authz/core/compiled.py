@@ -87,10 +87,12 @@ class Core:
     def __post_init__(self) -> None:
         kinds = kinds_of(self.routes)
         object.__setattr__(self, "kinds", kinds)
+        # Keyed by the kinds' plain values: what a caller passes as ``resource_kind``.
+        plain = [getattr(kind, "value", kind) for kind in kinds]
         routes = {
             (action, kind): _access_route(action, kind)
             for action in self.policy.actions
-            for kind in (None, *kinds)
+            for kind in (None, *plain)
         }
         object.__setattr__(self, "access_routes", MappingProxyType(routes))
 

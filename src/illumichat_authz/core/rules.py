@@ -120,7 +120,11 @@ def authorize(
             vis = found.visibility  # None for a kind without one (a chat)
             if found.creator == user:
                 rel = _REL_CREATOR
-            elif vis is not None and _grant_matters(core, kind, action, vis):
+            elif (
+                vis is not None
+                and ((action, vis) in policy.grant_sensitive or core.conceal_hidden)
+                and _grant_matters(core, kind, action, vis)
+            ):
                 try:
                     granted = lookups.has_grant(user, kind, found.id)
                 except BaseException as exc:
@@ -189,8 +193,6 @@ def _grant_matters(core: Core, kind: str, action: str, vis: str) -> bool:
     verdict (``policy.grant_sensitive``) or, when hidden resources are concealed, whether
     the caller may read the resource."""
     policy = core.policy
-    if (action, vis) not in policy.grant_sensitive and not core.conceal_hidden:
-        return False
     spec = core.kinds.get(kind)
     if spec is None or not spec.grants:
         return False
