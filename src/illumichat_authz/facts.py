@@ -119,18 +119,21 @@ class InMemoryFacts:
         grants: Iterable[Grant] = (),
     ) -> None:
         self._memberships = {(m.user, m.workspace): m for m in memberships}
-        self._resources: dict[tuple[str, str], Resource] = {}
-        self._grants: set[tuple[str, str, str]] = set()
+        # Per kind, then by id (or (user, id)): no key tuple to build per lookup.
+        self._resources: dict[str, dict[str, Resource]] = {}
+        self._grants: dict[str, set[tuple[str, str]]] = {}
         self.add(*resources, *assistants, *chats, *grants)
 
     def membership(self, user: str, workspace: str) -> Membership | None:
         return self._memberships.get((user, workspace))
 
     def resource(self, kind: str, id: str) -> Resource | None:
-        return self._resources.get((kind, id))
+        of_kind = self._resources.get(kind)
+        return of_kind.get(id) if of_kind is not None else None
 
     def has_grant(self, user: str, kind: str, id: str) -> bool:
-        return (user, kind, id) in self._grants
+        of_kind = self._grants.get(kind)
+        return of_kind is not None and (user, id) in of_kind
 
     # Mutation, for tests and the demo; production stores own their writes.
     def add(self, *items: Membership | Resource | Grant) -> None:
@@ -138,12 +141,14 @@ class InMemoryFacts:
             if isinstance(item, Membership):
                 self._memberships[(item.user, item.workspace)] = item
             elif isinstance(item, Resource):
-                self._resources[(item.kind, item.id)] = item
+                self._resources.setdefault(item.kind, {})[item.id] = item
             else:
-                self._grants.add((item.user, item.kind, item.id))
+                self._grants.setdefault(item.kind, set()).add((item.user, item.id))
 
     def workspaces(self) -> set[str]:
         return {ws for _, ws in self._memberships}
 
     def __len__(self) -> int:
-        return len(self._memberships) + len(self._resources) + len(self._grants)
+        resources = sum(len(of_kind) for of_kind in self._resources.values())
+        grants = sum(len(of_kind) for of_kind in self._grants.values())
+        return len(self._memberships) + resources + grants

@@ -78,6 +78,8 @@ class Core:
     #: Resource kind -> its spec (``workspace`` and ``member`` included). A plain dict,
     #: never changed after start-up (a dict's get is cheaper than a mapping proxy's).
     kinds: Mapping[str, KindSpec] = field(init=False, repr=False, compare=False)
+    #: The kinds with grants (a set test on the per-request path).
+    grant_kinds: frozenset[str] = field(init=False, repr=False, compare=False)
     #: (action, resource kind or None) -> the synthetic route ``decide_access`` evaluates,
     #: for every action of the policy and declared kind: one lookup validates and finds it.
     access_routes: Mapping[tuple[str, str | None], Route] = field(
@@ -87,6 +89,7 @@ class Core:
     def __post_init__(self) -> None:
         kinds = kinds_of(self.routes)
         object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "grant_kinds", frozenset(k for k, s in kinds.items() if s.grants))
         # Keyed by the kinds' plain values: what a caller passes as ``resource_kind``.
         plain = [getattr(kind, "value", kind) for kind in kinds]
         routes = {

@@ -122,9 +122,14 @@ def authorize(
                 rel = _REL_CREATOR
             elif (
                 vis is not None
-                and ((action, vis) in policy.grant_sensitive or core.conceal_hidden)
-                and _grant_matters(core, kind, action, vis)
+                and kind in core.grant_kinds
+                and (
+                    (action, vis) in policy.grant_sensitive
+                    or (core.conceal_hidden and _read_grant_matters(core, kind, vis))
+                )
             ):
+                # A grant is looked up only where it can change the verdict (or, when
+                # hidden resources are concealed, whether the caller may read it).
                 try:
                     granted = lookups.has_grant(user, kind, found.id)
                 except BaseException as exc:
@@ -188,17 +193,9 @@ def authorize(
     return trace.decision(verdict.reason, verdict.message)
 
 
-def _grant_matters(core: Core, kind: str, action: str, vis: str) -> bool:
-    """Whether a grant is worth looking up: the kind has grants, and one can change the
-    verdict (``policy.grant_sensitive``) or, when hidden resources are concealed, whether
-    the caller may read the resource."""
-    policy = core.policy
+def _read_grant_matters(core: Core, kind: str, vis: str) -> bool:
     spec = core.kinds.get(kind)
-    if spec is None or not spec.grants:
-        return False
-    return (action, vis) in policy.grant_sensitive or policy.grant_matters(
-        spec.read_action or "", vis
-    )
+    return spec is not None and core.policy.grant_matters(spec.read_action or "", vis)
 
 
 def not_found(trace: Trace, kind: str) -> Decision:
