@@ -130,9 +130,13 @@ class Policy:
                 Reason.NOT_VISIBLE,
                 (
                     *base.explanation,
-                    f"but no p2 rule in {self.policy_path.name} names a {vis} {kind}",
+                    f"but no p2 rule in {self.policy_path.name} names a {vis} {kind}"
+                    if vis is not None
+                    else f"but the {kind} has no visibility, so no p2 rule can match",
                 ),
-                f"this {vis} {kind} is not visible to you",
+                f"this {vis} {kind} is not visible to you"
+                if vis is not None
+                else f"this {kind} has no visibility and is not visible to you",
             )
         return Verdict(
             False,

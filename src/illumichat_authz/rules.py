@@ -244,7 +244,10 @@ def rules(
             if target.role == _OWNER:  # a plain "owner" from a database is an owner too
                 rel = _REL_TARGET_OWNER
 
-        vkind = kind if vis is not None else None
+        # Visibility is keyed by kind; the kind that has one (an assistant) always asks the
+        # visibility table, so a record without a visibility (a NULL column) is visible to
+        # no one instead of skipping that table.
+        vkind = kind if vis is not None or kind is _ASSISTANT else None
         verdict = policy.table.get((role, status, action, rel, vkind, vis)) or policy.verdict(
             role, status, action, rel, vkind, vis
         )

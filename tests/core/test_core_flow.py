@@ -1099,3 +1099,31 @@ def test_any_exception_thrown_into_a_hand_driven_flow_is_a_deny(
         flow.throw(ConnectionError("db down"))
     decision: Decision = done.value.value
     assert (decision.status, decision.reason.value) == (500, "internal_error")
+
+
+@pytest.mark.parametrize("action", ["assistant:read", "assistant:update"])
+def test_an_assistant_without_a_visibility_is_visible_to_no_one(
+    tmp_path: Path, action: str
+) -> None:
+    # A host's store with a NULL visibility column must not skip the visibility table:
+    # a missing fact is a deny, never the role table's allow alone.
+    world = _world()
+    hidden = Assistant(id="a-2", workspace="ws-1", visibility=None, creator="u-alice")  # type: ignore[arg-type]
+    world.add(hidden)
+    authz = make_authorizer(tmp_path, facts=world)
+    for user in ("u-bob", "u-alice"):
+        decision = authz.decide_access(
+            principal=Principal(user_id=user, kind=CredentialKind.SESSION),
+            action=action,
+            resource_kind="assistant",
+            resource_id="a-2",
+        )
+        assert not decision.allowed, (user, decision)
+        assert decision.status == 403
+    visible = authz.decide_access(
+        principal=Principal(user_id="u-alice", kind=CredentialKind.SESSION),
+        action=action,
+        resource_kind="assistant",
+        resource_id="a-1",
+    )
+    assert visible.allowed
