@@ -477,6 +477,18 @@ def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Ro
         workspace = (FROM_RESOURCE,)
     if (
         resource is not None
+        and resource.kind not in (ResourceKind.WORKSPACE, ResourceKind.MEMBER)
+        and workspace != (FROM_RESOURCE,)
+    ):
+        # A looked-up resource lives in one workspace: the role that counts is the one
+        # there. A header or parameter would let a caller pick a workspace where they
+        # hold a bigger role than in the resource's own.
+        raise ConfigurationError(
+            f"{origin}: a {resource.kind} route takes its workspace from the resource; "
+            "remove workspace (or set workspace = ['resource'])"
+        )
+    if (
+        resource is not None
         and resource.kind == ResourceKind.MEMBER
         and not any(s.kind is WorkspaceFrom.PARAM for s in workspace)
     ):

@@ -312,6 +312,12 @@ BAD_ROUTES: dict[str, tuple[str, str]] = {
         'action = "assistant:list"\nworkspace = ["cookie:ws"]\n',
         "unknown workspace source",
     ),
+    "a looked-up resource with a workspace of the caller's choosing": (
+        '[[route]]\nmethods = ["GET"]\npath = "/api/x/{assistantId}"\nclass = "authenticated"\n'
+        'action = "assistant:read"\nresource = { kind = "assistant", param = "assistantId" }\n'
+        'workspace = ["header:X-Workspace-Id"]\n',
+        "takes its workspace from the resource",
+    ),
     "action without a policy rule": (
         '[[route]]\nmethods = ["GET"]\npath = "/api/x"\nclass = "authenticated"\n'
         'action = "x:y"\nworkspace = ["principal"]\n',
