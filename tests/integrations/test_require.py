@@ -131,6 +131,17 @@ def test_resource_mode_identifies_and_decides_access(authorizer: Authorizer) -> 
     assert both(authorizer, billing, None, incoming("/v2/x", user="boss")).allowed
 
 
+def test_resource_mode_never_overrides_a_denial(authorizer: Authorizer) -> None:
+    # A denial handed in by an adapter (its middleware's) is enforced as it is, even when
+    # it carries a principal whose decide_access on the resource would allow.
+    update = Endpoint("assistant:update", resource="assistant_id")
+    asked = incoming(BOTS, user="boss", params={"assistant_id": "a1"})
+    allowed = both(authorizer, update, None, asked)
+    assert allowed.allowed
+    denied = Decision.of(Reason.WORKSPACE_MISMATCH, "bound elsewhere", principal=allowed.principal)
+    assert both(authorizer, update, denied, asked).reason is Reason.WORKSPACE_MISMATCH
+
+
 def test_resource_mode_identifies_a_caller_the_middleware_let_through_anonymously(
     authorizer: Authorizer,
 ) -> None:

@@ -87,6 +87,8 @@ _Steps = Generator[_Ask, Decision, Decision]
 def _steps(
     authorizer: Authorizer, endpoint: Endpoint, seen: Decision | None, incoming: Incoming
 ) -> _Steps:
+    if seen is not None and answers_itself(seen):
+        return seen  # a denial stays one: resource mode never overrides it
     if endpoint.names_resource:
         # Who: the middleware's verified principal, else identify the request here.
         principal = seen.principal if seen is not None else None
@@ -114,8 +116,8 @@ def _steps(
         seen = _bad_host(facts, incoming)
         if seen is None:
             seen = yield ("decide", facts)
-    if answers_itself(seen):
-        return seen
+        if answers_itself(seen):
+            return seen
     mismatch = action_mismatch(seen, endpoint.action, incoming.rid)
     if mismatch is not None:
         return mismatch
