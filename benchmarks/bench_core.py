@@ -110,7 +110,7 @@ def measure(n: int, tmp: Path, model: Path, casbin_max: int, enforcer_max: int) 
     settings = load_settings(overrides={"session": {"secrets": [SECRET], "workspace_claim": "ws"}})
     authorizer = Authorizer.from_settings(settings, facts=world.facts)
     uncached = Authorizer.from_settings(settings, facts=world.facts)
-    uncached.core.authenticators.cache.max_entries = 0  # type: ignore[union-attr]
+    uncached.credential_cache.max_entries = 0
     queries = world.queries
     principals = [Principal(user_id=u, kind=CredentialKind.SESSION) for u, _, _ in queries]
     requests = [

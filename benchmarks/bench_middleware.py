@@ -79,7 +79,7 @@ def authz(*, cached: bool = True) -> Starlette:
     )
     facts = InMemoryFacts(memberships=[Membership(user="u1", workspace="w1", role=Role.MEMBER)])
     authorizer = Authorizer.from_settings(settings, facts=facts)
-    cache = authorizer.core.authenticators.cache
+    cache = authorizer.credential_cache
     if not cached and cache is not None:
         cache.max_entries = 0
     app = bare()

@@ -1,15 +1,17 @@
 """illumichat_authz: authentication and authorization for IllumiChat services.
 
-The core is sans-IO (``core.decide``: request facts in, a ``Decision`` out); the
-``Authorizer`` drives it for sync and async hosts; ``integrations`` adapt it to ASGI,
-WSGI, FastAPI/Starlette, Flask and Django; ``testing`` helps other services' tests.
+The core is sans-IO (``illumichat_authz.core``: request facts and lookups in, a
+``Decision`` out); the ``Authorizer`` drives it for sync and async hosts;
+``integrations`` adapt it to ASGI, WSGI, FastAPI/Starlette, Flask and Django;
+``testing`` helps other services' tests.
 """
 
 from __future__ import annotations
 
-from .authorizer import Authorizer, build_core
+from .authorizer import Authorizer
+from .compile import build_core
 from .config import Settings, load_settings
-from .core import Core, decide, decide_access
+from .core import Core
 from .decision import Decision, ResourceRef
 from .errors import (
     AuthzError,
@@ -28,8 +30,9 @@ from .facts import (
     Grant,
     InMemoryFacts,
     Membership,
-    load_facts_file,
+    Resource,
 )
+from .facts_file import load_facts_file
 from .principal import CredentialKind, Principal
 from .reasons import STATUS_OF, Reason
 from .render import render_denial
@@ -60,6 +63,7 @@ __all__ = [
     "Principal",
     "Reason",
     "RequestFacts",
+    "Resource",
     "ResourceRef",
     "Role",
     "Settings",
@@ -67,8 +71,6 @@ __all__ = [
     "Visibility",
     "__version__",
     "build_core",
-    "decide",
-    "decide_access",
     "load_facts_file",
     "load_settings",
     "render_denial",

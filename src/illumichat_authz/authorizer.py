@@ -1,67 +1,53 @@
-"""The driver: runs the sans-IO core and answers its queries, for sync and async hosts.
+"""The driver: runs the sans-IO core over the host's stores, for sync and async hosts.
 
-One ``Authorizer`` per process: it holds the compiled core and the stores (facts, API
-keys, JWKS, database sessions, rate-limit counters). ``decide`` serves WSGI and other
-sync callers; ``adecide`` serves ASGI, awaiting async facts and never blocking the event
-loop on a network fetch. Both run the same core (``core.request_decision``), so the rules
-exist once. A store that fails makes the decision a 503, never an allow.
+One ``Authorizer`` per process: it holds the compiled core, the stores (facts, API keys,
+JWKS, database sessions, rate-limit counters) and the credential cache. ``decide`` serves
+WSGI and other sync callers; ``adecide`` serves ASGI, awaiting async stores and never
+blocking the event loop on a network fetch or a database. Both call the same plain
+functions of ``illumichat_authz.core``, over the same ``Lookups``:
+
+- sync: the lookups are the stores' own bound methods, called by the core directly;
+- async: the lookups answer at once what needs no waiting (sync facts, the credential
+  cache, a JWKS key already held); any other raises ``Need``, and the decision is run
+  again with that answer remembered (``core.Replay``): once per awaited lookup, the
+  credential verified once, side effects (rate-limit hits, key-use records, the body)
+  never repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from .authn import Authenticators
+from .compile import build_core, setting
 from .config import Settings, load_settings
-from .core import Core, Flow, access_decision, decide_access, identify, request_decision
-from .credentials.apikeys import ApiKeyStore
-from .credentials.auth0 import Auth0BearerVerifier
-from .credentials.authjs import AuthjsSessionDecoder
+from .core import Core, CredentialSource, Need, Query, Replay, decide, decide_access, identify
+from .core.lookups import Lookups, propagates
+from .credentials.apikeys import ApiKeyRecord, ApiKeyStore
+from .credentials.jwk import JwkKey
 from .credentials.sessions import SessionStore
-from .credentials.twilio import TwilioSignatureVerifier
 from .decision import Decision
-from .errors import AuthzError, BadRequestError, ConfigurationError, DependencyUnavailableError
-from .facts import (
-    AsyncFacts,
-    Facts,
-    InMemoryFacts,
-    load_facts_file,
-)
-from .net import parse_trusted
-from .policy import Policy
-from .policy_check import require_consistent
+from .errors import AuthzError, DependencyUnavailableError
+from .facts import AsyncFacts, Facts, InMemoryFacts
+from .facts_file import load_facts_file
 from .principal import Principal
-from .queries import (
-    FactsByQuery,
-    NeedApiKey,
-    NeedAssistant,
-    NeedBody,
-    NeedChat,
-    NeedGrant,
-    NeedJwk,
-    NeedMembership,
-    NeedRateLimit,
-    NeedSession,
-    Query,
-    RecordApiKeyUse,
-)
-from .ratelimit import RateLimitSpec
+from .ratelimit import RateLimitOutcome, RateLimitSpec
 from .reasons import Reason
 from .request import RequestFacts
-from .routes import RouteTable, load_routes
 from .stores.api_keys import SqliteApiKeyStore
 from .stores.credential_cache import CredentialCache
 from .stores.jwks import JwksCache, UrllibJwksFetcher
 from .stores.ratelimit import RateLimiter
 from .stores.sessions import SqliteSessionStore
 
-__all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "GuardedFacts", "build_core"]
+if TYPE_CHECKING:
+    from .credentials.sessions import SessionRecord
+
+__all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "build_core"]
 
 _log = logging.getLogger("illumichat_authz")
 
@@ -69,84 +55,41 @@ _log = logging.getLogger("illumichat_authz")
 BodyReader = Callable[[int], bytes | None]
 AsyncBodyReader = Callable[[int], Awaitable[bytes | None]]
 
+#: Lookups that change something (or consume the request): a first run asks the driver
+#: for them, so that a replay answers them from memory instead of doing them again.
+_SIDE_EFFECTS = ("body", "rate_limit_hit")
 
-def build_core(
-    settings: Settings, *, routes: RouteTable | None = None, policy: Policy | None = None
-) -> Core:
-    """Compile the routes, the policy and the credential verifiers; fail fast on mistakes."""
-    pol = settings.policies
-    with _setting(
-        "policies.dir / policies.routes" + (" / policies.host_routes" if pol.host_routes else "")
-    ):
-        routes = routes or load_routes(pol.dir / pol.routes, host_files=pol.host_routes)
-    with _setting("policies.dir / policies.model / policies.policy"):
-        policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
-    require_consistent(policy, routes)
-    specs: dict[str, RateLimitSpec] = {}
-    for route in routes.routes:
-        if route.rate_limit:
-            specs[route.id] = RateLimitSpec.parse(route.rate_limit)
-    twilio_cfg = settings.twilio
-    twilio = (
-        TwilioSignatureVerifier.from_settings(twilio_cfg)
-        if twilio_cfg.auth_tokens or twilio_cfg.assistants
-        else None
-    )
-    session_cfg = settings.session
-    authenticators = Authenticators(
-        session=AuthjsSessionDecoder.from_settings(session_cfg)
-        if session_cfg.secrets or session_cfg.database
-        else None,
-        session_database=session_cfg.database is not None,
-        auth0=Auth0BearerVerifier.from_settings(settings.auth0) if settings.auth0.domain else None,
-        api_keys=settings.api_keys.database is not None,
-        cache=CredentialCache(revocable_ttl_s=settings.api_keys.cache_ttl_s),
-    )
-    return Core(
-        routes=routes,
-        policy=policy,
-        authenticators=authenticators,
-        twilio=twilio,
-        trusted_proxies=parse_trusted(settings.proxies.trusted),
-        forwarded_prefix=settings.proxies.forwarded_prefix,
-        public_base_url=twilio_cfg.public_base_url,
-        undeclared=settings.routes.undeclared,
-        allow_preflight=settings.routes.allow_preflight,
-        conceal_hidden=settings.decisions.conceal_hidden,
-        max_path_length=settings.routes.max_path_length,
-        check_app=settings.routes.check_app,
-        max_body_bytes=twilio_cfg.max_body_bytes,
-        rate_limits=specs,
+
+class StoreLookups:
+    """``core.Lookups`` as plain attributes: each one a store's bound method (or a small
+    function in front of one), called by the core with no wrapper in between."""
+
+    __slots__ = (
+        "api_key",
+        "body",
+        "cache_principal",
+        "cached_principal",
+        "has_grant",
+        "jwk",
+        "membership",
+        "rate_limit_hit",
+        "record_api_key_use",
+        "resource",
+        "session",
     )
 
-
-@contextlib.contextmanager
-def _setting(key: str) -> Iterator[None]:
-    """Name the setting behind a file that cannot be loaded (``facts.file: ...``)."""
-    try:
-        yield
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{key}: {exc}") from None
+    def __init__(self, answers: dict[str, Callable[..., Any]]) -> None:
+        for name in self.__slots__:
+            setattr(self, name, answers[name])
 
 
-def _dependency_error(query: Query, exc: BaseException) -> AuthzError:
-    if isinstance(exc, AuthzError):
-        return exc
-    if isinstance(query, NeedBody):
-        # Almost always the client hanging up mid-body: its request is incomplete, which
-        # is a 400 (if anyone is left to hear it), not an outage of ours.
-        _log.info("request body could not be read: %s", type(exc).__name__)
-        return BadRequestError(
-            "the request body could not be read", reason=Reason.MALFORMED_REQUEST
-        )
-    which = type(query).__name__.removeprefix("Need").lower()
-    _log.warning("%s lookup failed: %s", which, type(exc).__name__)
-    reason = (
-        Reason.FACTS_UNAVAILABLE
-        if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant)
-        else Reason.AUTH_UNAVAILABLE
-    )
-    return DependencyUnavailableError(f"{which} lookup is unavailable; retry later", reason=reason)
+def _asks(lookup: str) -> Callable[..., Any]:
+    """A lookup that cannot answer now: the driver will (``core.Need``)."""
+
+    def ask(*args: Any) -> Any:
+        raise Need(Query(lookup, args))
+
+    return ask
 
 
 class Authorizer:
@@ -161,17 +104,21 @@ class Authorizer:
         jwks: JwksCache | None = None,
         sessions: SessionStore | None = None,
         rate_limiter: RateLimiter | None = None,
+        credential_cache: CredentialCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.core = core
-        self._facts: Facts | AsyncFacts = facts if facts is not None else InMemoryFacts()
         self.api_keys = api_keys
         self.jwks = jwks
         self.sessions = sessions
         # Built on first use: a limits memory storage starts a thread.
         self._rate_limiter = rate_limiter
+        #: Verified credentials, by what was presented (``max_entries=0``: no caching).
+        self.credential_cache = (
+            credential_cache if credential_cache is not None else CredentialCache()
+        )
         self.clock = clock
-        self._sync_answers = self._build_answers()
+        self.facts = facts if facts is not None else InMemoryFacts()
 
     @classmethod
     def from_settings(
@@ -180,30 +127,46 @@ class Authorizer:
         *,
         config_file: str | None = None,
         facts: Facts | AsyncFacts | None = None,
-        **stores: Any,
+        api_keys: ApiKeyStore | None = None,
+        jwks: JwksCache | None = None,
+        sessions: SessionStore | None = None,
+        rate_limiter: RateLimiter | None = None,
+        credential_cache: CredentialCache | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Authorizer:
         """Build everything the settings describe (stores may be passed in instead)."""
         settings = settings or load_settings(config_file)
         core = build_core(settings)
         if facts is None and settings.facts.file is not None:
-            with _setting("facts.file"):
+            with setting("facts.file"):
                 facts = load_facts_file(settings.facts.file)
-        if "api_keys" not in stores and settings.api_keys.database is not None:
-            stores["api_keys"] = SqliteApiKeyStore(settings.api_keys.database)
-        if "sessions" not in stores and settings.session.database is not None:
-            stores["sessions"] = SqliteSessionStore(settings.session.database)
+        if api_keys is None and settings.api_keys.database is not None:
+            api_keys = SqliteApiKeyStore(settings.api_keys.database)
+        if sessions is None and settings.session.database is not None:
+            sessions = SqliteSessionStore(settings.session.database)
         url = settings.auth0.resolved_jwks_url
-        if "jwks" not in stores and url is not None:
-            stores["jwks"] = JwksCache(
+        if jwks is None and url is not None:
+            jwks = JwksCache(
                 url=url,
                 fetcher=UrllibJwksFetcher(),
                 ttl_s=settings.auth0.jwks_ttl_s,
                 min_refresh_s=settings.auth0.jwks_min_refresh_s,
                 max_stale_s=settings.auth0.jwks_max_stale_s,
             )
-        if "rate_limiter" not in stores:
-            stores["rate_limiter"] = RateLimiter(storage_uri=settings.rate_limits.storage)
-        return cls(core=core, facts=facts, **stores)
+        if rate_limiter is None:
+            rate_limiter = RateLimiter(storage_uri=settings.rate_limits.storage)
+        if credential_cache is None:
+            credential_cache = CredentialCache(revocable_ttl_s=settings.api_keys.cache_ttl_s)
+        return cls(
+            core=core,
+            facts=facts,
+            api_keys=api_keys,
+            jwks=jwks,
+            sessions=sessions,
+            rate_limiter=rate_limiter,
+            credential_cache=credential_cache,
+            clock=clock,
+        )
 
     # --- sync -----------------------------------------------------------------------
     def decide(
@@ -213,15 +176,22 @@ class Authorizer:
         principal: Principal | None = None,
         read_body: BodyReader | None = None,
     ) -> Decision:
-        decided = request_decision(
-            request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
-        )
-        if isinstance(decided, Decision):
-            return decided
-        answers = self._sync_answers
-        if read_body is not None:
-            answers = {**answers, NeedBody: lambda query: read_body(query.max_bytes)}
-        return _drive(decided, answers)
+        """Decide ``request`` (see ``core.decide``); ``read_body`` for webhook routes."""
+        try:
+            return decide(
+                request, self.core, now=self.clock(), lookups=self._lookups, principal=principal
+            )
+        except Need as need:
+            # A side effect (a rate-limit hit, the body): answered once, then one more run
+            # answers everything inline.
+            inline = self._sync if read_body is None else {**self._sync, "body": read_body}
+            return decide(
+                request,
+                self.core,
+                now=self.clock(),
+                lookups=Replay(inline),
+                principal=need.principal,
+            )
 
     def decide_access(
         self,
@@ -233,30 +203,35 @@ class Authorizer:
         workspace: str | None = None,
     ) -> Decision:
         """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``)."""
-        decided = access_decision(
+        return decide_access(
             self.core,
             principal=principal,
             action=action,
             resource_kind=resource_kind,
             resource_id=resource_id,
             workspace=workspace,
-            facts=self._inline_facts,
+            lookups=self._lookups,
         )
-        if isinstance(decided, Decision):
-            return decided
-        return _drive(decided, self._sync_answers)
 
     def identify(self, request: RequestFacts) -> Decision:
         """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""
-        return _drive(identify(request, self.core, now=self.clock()), self._sync_answers)
+        return identify(request, self.core, now=self.clock(), lookups=self._lookups)
 
-    async def aidentify(self, request: RequestFacts) -> Decision:
-        """The async twin of :meth:`identify`."""
-        flow = identify(request, self.core, now=self.clock())
-        step = _first_step(flow)
-        if isinstance(step, Decision):
-            return step
-        return await self._arun(flow, None, step)
+    # --- async ----------------------------------------------------------------------
+    async def adecide(
+        self,
+        request: RequestFacts,
+        *,
+        principal: Principal | None = None,
+        read_body: AsyncBodyReader | None = None,
+    ) -> Decision:
+        """:meth:`decide` for async hosts: awaits what must be awaited."""
+        try:
+            return decide(
+                request, self.core, now=self.clock(), lookups=self._alookups, principal=principal
+            )
+        except Need as need:
+            return await self._arun(need, read_body, decide, request, self.core, now=self.clock())
 
     async def adecide_access(
         self,
@@ -267,150 +242,180 @@ class Authorizer:
         resource_id: str | None = None,
         workspace: str | None = None,
     ) -> Decision:
-        """The async twin of :meth:`decide_access`."""
-        flow = decide_access(
-            self.core,
-            principal=principal,
-            action=action,
-            resource_kind=resource_kind,
-            resource_id=resource_id,
-            workspace=workspace,
-            facts=self._inline_facts,
-        )
-        step = _first_step(flow)
-        if isinstance(step, Decision):
-            return step
-        return await self._arun(flow, None, step)
+        """:meth:`decide_access` for async hosts."""
+        try:
+            return decide_access(
+                self.core,
+                principal=principal,
+                action=action,
+                resource_kind=resource_kind,
+                resource_id=resource_id,
+                workspace=workspace,
+                lookups=self._alookups,
+            )
+        except Need as need:
+            return await self._arun(
+                need,
+                None,
+                decide_access,
+                self.core,
+                action=action,
+                resource_kind=resource_kind,
+                resource_id=resource_id,
+                workspace=workspace,
+            )
 
+    async def aidentify(self, request: RequestFacts) -> Decision:
+        """:meth:`identify` for async hosts."""
+        try:
+            return identify(request, self.core, now=self.clock(), lookups=self._alookups)
+        except Need as need:
+            return await self._arun(need, None, identify, request, self.core, now=self.clock())
+
+    async def _arun(
+        self,
+        need: Need,
+        read_body: AsyncBodyReader | None,
+        question: Callable[..., Decision],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Decision:
+        """Await what the decision needs, one lookup at a time, and run it again."""
+        replay = Replay(self._ainline)
+        while True:
+            query = need.query
+            try:
+                replay.answer(query, await self._aanswer(query, read_body))
+            except BaseException as exc:
+                if propagates(exc):  # cancellation, interpreter exit
+                    raise
+                replay.fail(query, exc)  # the decision's one try will make it a deny
+            try:
+                return question(*args, lookups=replay, principal=need.principal, **kwargs)
+            except Need as again:
+                need = again
+
+    async def _aanswer(self, query: Query, read_body: AsyncBodyReader | None) -> Any:
+        lookup, args = query
+        if lookup == "body":
+            if read_body is None:
+                raise RuntimeError("the adapter supplied no way to read the body")
+            return await read_body(*args)
+        answer = self._awaited[lookup](*args)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    # --- the answer tables ------------------------------------------------------------
     @property
     def facts(self) -> Facts | AsyncFacts:
         return self._facts
 
     @facts.setter
     def facts(self, facts: Facts | AsyncFacts) -> None:
-        # The answer table closes over the facts: rebuild it so a swap takes effect.
+        # The lookups hold the facts' bound methods: rebuild them so a swap takes effect.
         self._facts = facts
-        self._sync_answers = self._build_answers()
+        self._build_lookups()
 
-    def _build_answers(self) -> dict[type, Callable[[Any], Any]]:
-        """One answering function per query type (a dict lookup, not an isinstance chain)."""
+    def _build_lookups(self) -> None:
         facts: Any = self._facts
-        self._facts_async = inspect.iscoroutinefunction(getattr(facts, "membership", None))
-        # Bound methods fetched once; each query is a tuple of exactly the method's arguments.
-        membership, assistant = facts.membership, facts.assistant
-        chat, has_grant = facts.chat, facts.has_grant
-        answers: dict[type, Callable[[Any], Any]] = {
-            NeedBody: _no_body_reader,
-            NeedMembership: lambda q: membership(*q),
-            NeedAssistant: lambda q: assistant(*q),
-            NeedChat: lambda q: chat(*q),
-            NeedGrant: lambda q: has_grant(*q),
-            NeedApiKey: lambda q: self._api_keys().get(q.key_id),
-            RecordApiKeyUse: self._record_api_key_use,
-            NeedJwk: lambda q: self._jwks().get_key(q.kid, q.alg),
-            NeedSession: lambda q: self._sessions().get_session(q.session_token),
-            NeedRateLimit: lambda q: self._limiter().hit(q.key, q.spec),
+        facts_async = inspect.iscoroutinefunction(getattr(facts, "membership", None))
+        cache = self.credential_cache
+        get, put, key = cache.get, cache.put, cache.key
+
+        def cached_principal(
+            source: CredentialSource, credential: str, now: float
+        ) -> Principal | None:
+            return get(key(source, credential), now=now)
+
+        def cache_principal(
+            source: CredentialSource,
+            credential: str,
+            principal: Principal,
+            now: float,
+            revocable: bool,
+        ) -> None:
+            put(key(source, credential), principal, now=now, revocable=revocable)
+
+        fact_lookups: dict[str, Callable[..., Any]] = {
+            "membership": facts.membership,
+            "resource": facts.resource,
+            "has_grant": facts.has_grant,
         }
-        # Synchronous facts are called by the core itself (no generator round trip per
-        # lookup); async ones are awaited by adecide and refused by decide.
-        # InMemoryFacts cannot fail (dict lookups); any other store is guarded so that
-        # its failures are 503s, as they are when answered through the driver.
-        self._inline_facts: Facts | None = (
-            None
-            if self._facts_async
-            else facts
-            if type(facts) is InMemoryFacts
-            else GuardedFacts(facts)
-        )
-        if self._facts_async:
-            for kind in _FACT_QUERIES:
-                answers[kind] = _needs_adecide
-        return answers
-
-    # --- async ----------------------------------------------------------------------
-    async def adecide(
-        self,
-        request: RequestFacts,
-        *,
-        principal: Principal | None = None,
-        read_body: AsyncBodyReader | None = None,
-    ) -> Decision:
-        decided = self.start(request, principal=principal)
-        if isinstance(decided, Decision):
-            return decided
-        return await self.afinish(decided, read_body=read_body)
-
-    def start(
-        self, request: RequestFacts, *, principal: Principal | None = None
-    ) -> Decision | Flow:
-        """The :class:`Decision` when the core needs nothing asked (a cached credential and
-        synchronous facts: most requests), else the flow to finish with :meth:`afinish`.
-
-        ``adecide`` is exactly ``start`` then ``afinish``; an adapter calling the two
-        itself saves a coroutine on every request that needs no await.
-        """
-        return request_decision(
-            request, self.core, now=self.clock(), principal=principal, facts=self._inline_facts
-        )
-
-    async def afinish(self, flow: Flow, *, read_body: AsyncBodyReader | None = None) -> Decision:
-        """Answer ``flow``'s queries (awaiting I/O) until it decides."""
-        step = _first_step(flow)
-        if isinstance(step, Decision):
-            return step
-        return await self._arun(flow, read_body, step)
-
-    async def _arun(self, flow: Flow, read_body: AsyncBodyReader | None, query: Query) -> Decision:
-        # The async twin of _drive, from the first query on: each one is awaited.
-        try:
-            while True:
-                try:
-                    answer = await self._aanswer(query, read_body)
-                except Exception as exc:
-                    query = flow.throw(_dependency_error(query, exc))
-                else:
-                    query = flow.send(answer)
-        except StopIteration as done:
-            result: Decision = done.value
-            return result
-
-    async def _aanswer(self, query: Query, read_body: AsyncBodyReader | None) -> Any:
-        if isinstance(query, NeedMembership | NeedAssistant | NeedChat | NeedGrant):
-            answer = ask_facts(self.facts, query)  # type: ignore[arg-type]
-            return await answer if self._facts_async else answer
-        if isinstance(query, NeedApiKey):
-            # SQLite is a blocking call: keep it off the event loop.
-            return await asyncio.to_thread(self._api_keys().get, query.key_id)
-        if isinstance(query, RecordApiKeyUse):
+        cache_lookups: dict[str, Callable[..., Any]] = {
+            "cached_principal": cached_principal,
+            "cache_principal": cache_principal,
+        }
+        sync: dict[str, Callable[..., Any]] = {
+            **fact_lookups,
+            **cache_lookups,
+            "api_key": self._api_key,
+            "record_api_key_use": self._record_api_key_use,
+            "jwk": self._jwk,
+            "session": self._session,
+            "body": _no_body_reader,
+            "rate_limit_hit": self._rate_limit_hit,
+        }
+        if facts_async:
+            for name in fact_lookups:
+                sync[name] = _needs_adecide
+        #: Everything answered synchronously (the sync driver's replay).
+        self._sync = sync
+        # The sync first run: side effects through the driver, so a replay never repeats them.
+        first = {**sync, **{name: _asks(name) for name in _SIDE_EFFECTS}}
+        self._lookups: Lookups = cast(Lookups, StoreLookups(first))
+        #: What the async driver answers without waiting.
+        self._ainline: dict[str, Callable[..., Any]] = {**cache_lookups, "jwk": self._jwk_held}
+        if not facts_async:
+            self._ainline.update(fact_lookups)
+        self._awaited: dict[str, Callable[..., Any]] = {
+            **fact_lookups,
+            "api_key": lambda key_id: asyncio.to_thread(self._api_key, key_id),
             # A throttled write at most: off the event loop like the lookup.
-            return await asyncio.to_thread(self._record_api_key_use, query)
-        if isinstance(query, NeedJwk):
-            return await self._jwks().aget_key(query.kid, query.alg)
-        if isinstance(query, NeedSession):
-            return await asyncio.to_thread(self._sessions().get_session, query.session_token)
-        if isinstance(query, NeedRateLimit):
-            return await self._limiter().ahit(query.key, query.spec)
-        if isinstance(query, NeedBody):
-            if read_body is None:
-                raise RuntimeError("the adapter supplied no way to read the body")
-            return await read_body(query.max_bytes)
-        raise TypeError(f"unknown query {query!r}")
+            "record_api_key_use": lambda key_id: asyncio.to_thread(
+                self._record_api_key_use, key_id
+            ),
+            "jwk": lambda kid, alg: self._jwks().aget_key(kid, alg),
+            "session": lambda token: asyncio.to_thread(self._session, token),
+            "rate_limit_hit": lambda key, spec: self._limiter().ahit(key, spec),
+        }
+        afirst = {name: self._ainline.get(name) or _asks(name) for name in StoreLookups.__slots__}
+        self._alookups: Lookups = cast(Lookups, StoreLookups(afirst))
 
-    def _record_api_key_use(self, query: RecordApiKeyUse) -> None:
+    # --- the stores behind the lookups ------------------------------------------------
+    def _api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return self._api_keys().get(key_id)
+
+    def _record_api_key_use(self, key_id: str) -> None:
         """Last-used time (throttled by the store); a failure never changes the decision."""
         try:
-            self._api_keys().touch(query.key_id, now=self.clock())
+            self._api_keys().touch(key_id, now=self.clock())
         except Exception as exc:
-            _log.warning(
-                "API key %s: could not record last use: %s", query.key_id, type(exc).__name__
-            )
+            _log.warning("API key %s: could not record last use: %s", key_id, type(exc).__name__)
+
+    def _jwk(self, kid: str, alg: str) -> JwkKey:
+        return self._jwks().get_key(kid, alg)
+
+    def _jwk_held(self, kid: str, alg: str) -> JwkKey:
+        """The key when the JWKS cache holds a fresh set (no fetch due); else ``Need``.
+
+        The cache's own plan/settle pair (the two halves ``get_key`` and ``aget_key``
+        share), without the fetch in between.
+        """
+        jwks = self._jwks()
+        now = jwks._clock()
+        if jwks._plan(kid, now).fetch:
+            raise Need(Query("jwk", (kid, alg)))
+        return jwks._settle(kid, alg, now)
+
+    def _session(self, token: str) -> SessionRecord | None:
+        return self._sessions().get_session(token)
+
+    def _rate_limit_hit(self, key: str, spec: RateLimitSpec) -> RateLimitOutcome:
+        return self._limiter().hit(key, spec)
 
     def revoke_api_key(self, key_id: str) -> bool:
         """Revoke in the store and drop the key from the credential cache, at once."""
         revoked = self._api_keys().revoke(key_id, now=self.clock())
-        cache = self.core.authenticators.cache
-        if cache is not None:
-            cache.forget(key_id)
+        self.credential_cache.forget(key_id)
         return revoked
 
     # --- stores that must be configured before their credentials can verify --------
@@ -439,85 +444,10 @@ class Authorizer:
         return self.sessions
 
 
-_FACT_QUERIES = frozenset({NeedMembership, NeedAssistant, NeedChat, NeedGrant})
-
-
-class GuardedFacts(FactsByQuery):
-    """A synchronous facts store whose failures are 503 ``facts_unavailable``: the same
-    answer a failed lookup gets through the driver (``_dependency_error``)."""
-
-    __slots__ = ("_facts",)
-
-    def __init__(self, facts: Facts) -> None:
-        self._facts = facts
-
-    def ask(self, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
-        try:
-            return ask_facts(self._facts, query)
-        except Exception as exc:
-            raise _dependency_error(query, exc) from None
-
-
-def _no_body_reader(query: Query) -> Any:
+def _no_body_reader(max_bytes: int) -> bytes | None:
     raise RuntimeError("the adapter supplied no way to read the body")
 
 
-def _needs_adecide(query: Query) -> Any:
-    raise TypeError("async facts need adecide(), not decide()")
-
-
-def ask_facts(facts: Facts, query: NeedMembership | NeedAssistant | NeedChat | NeedGrant) -> Any:
-    """Answer a facts query from a synchronous ``Facts`` store."""
-    if isinstance(query, NeedMembership):
-        return facts.membership(query.user, query.workspace)
-    if isinstance(query, NeedAssistant):
-        return facts.assistant(query.assistant_id)
-    if isinstance(query, NeedChat):
-        return facts.chat(query.chat_id)
-    return facts.has_grant(query.user, query.assistant_id)
-
-
-def run_flow(flow: Flow, answer: Callable[[Query], Any]) -> Decision:
-    """Drive ``flow`` with a plain answering function (tests, the CLI, custom hosts)."""
-    return _drive(flow, _Everything(answer))
-
-
-class _Everything(dict[type, Callable[[Any], Any]]):
-    """An answer table that routes every query type to one function."""
-
-    def __init__(self, answer: Callable[[Query], Any]) -> None:
-        super().__init__()
-        self._answer = answer
-
-    def __missing__(self, kind: type) -> Callable[[Any], Any]:
-        return self._answer
-
-
-def _first_step(flow: Flow) -> Decision | Query:
-    """The decision if ``flow`` needs nothing, else its first query.
-
-    Most decisions need no await at all (in-memory facts, a cached credential): the async
-    driver starts its loop, a coroutine, only for a real query.
-    """
-    try:
-        return next(flow)
-    except StopIteration as done:
-        decided: Decision = done.value
-        return decided
-
-
-def _drive(flow: Flow, answers: Mapping[type, Callable[[Any], Any]]) -> Decision:
-    """Run ``flow`` to its decision, answering each query by its type."""
-    send = flow.send
-    try:
-        query = next(flow)
-        while True:
-            try:
-                value = answers[type(query)](query)
-            except Exception as exc:
-                query = flow.throw(_dependency_error(query, exc))
-            else:
-                query = send(value)
-    except StopIteration as done:
-        result: Decision = done.value
-        return result
+def _needs_adecide(*args: Any) -> Any:
+    # A programming error, not an outage: a 500, not the 503 a failed lookup gets.
+    raise AuthzError("async facts need adecide(), not decide()", reason=Reason.INTERNAL_ERROR)

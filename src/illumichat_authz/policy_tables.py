@@ -19,7 +19,8 @@ import yaml
 from .authorizer import Authorizer
 from .core import Core
 from .errors import ConfigurationError
-from .facts import InMemoryFacts, facts_from_document
+from .facts import InMemoryFacts
+from .facts_file import facts_from_document
 from .principal import CredentialKind, Principal
 from .routes import KindSpec, RouteClass
 from .vocab import ResourceKind

@@ -218,10 +218,6 @@ def test_a_table_of_the_new_role_passes_and_a_wrong_line_fails(
     assert "FAIL member assistant:update on public_assistant: expected allow, got denied" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documents need the generic rules of the pipeline branch (issue 9, open)",
-)
 def test_the_shipped_table_of_the_extension_passes(
     capsys: pytest.CaptureFixture[str], config: Path
 ) -> None:
@@ -281,10 +277,6 @@ def test_batch_decisions_of_the_new_role(
     assert results[0]["message"] == "editor may assistant:update"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documents need the generic rules of the pipeline branch (issue 9, open)",
-)
 def test_batch_decisions_on_the_new_kind(
     capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
 ) -> None:

@@ -1,6 +1,6 @@
 """The async driver: ``adecide`` over ``AsyncFacts`` gives exactly what ``decide`` gives.
 
-Both drivers run the same sans-IO generator, so over a sample of the oracle's space
+Both drivers run the same sans-IO functions, so over a sample of the oracle's space
 (``tests/oracle.py``) the decisions must be equal field for field, and both must equal
 the oracle. Failures of async stores are 503s, never allows. The event loop is driven
 with ``asyncio.run`` (no async test plugin needed).
@@ -20,7 +20,7 @@ from illumichat_authz import Authorizer, Decision, InMemoryFacts, RequestFacts
 from illumichat_authz.config import load_settings
 from illumichat_authz.credentials.apikeys import issue_api_key
 from illumichat_authz.credentials.authjs import encode_session_token
-from illumichat_authz.facts import Assistant, AsyncFacts, Chat, Facts, Membership
+from illumichat_authz.facts import Assistant, AsyncFacts, Facts, Membership, Resource
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.stores.api_keys import MemoryApiKeyStore
 from illumichat_authz.stores.ratelimit import RateLimiter
@@ -50,17 +50,13 @@ class AsyncWorld:
         await self._hop()
         return self._facts.membership(user, workspace)
 
-    async def assistant(self, assistant_id: str) -> Assistant | None:
+    async def resource(self, kind: str, id: str) -> Resource | None:
         await self._hop()
-        return self._facts.assistant(assistant_id)
+        return self._facts.resource(kind, id)
 
-    async def chat(self, chat_id: str) -> Chat | None:
+    async def has_grant(self, user: str, kind: str, id: str) -> bool:
         await self._hop()
-        return self._facts.chat(chat_id)
-
-    async def has_grant(self, user: str, assistant_id: str) -> bool:
-        await self._hop()
-        return self._facts.has_grant(user, assistant_id)
+        return self._facts.has_grant(user, kind, id)
 
 
 @pytest.fixture(scope="module")

@@ -299,7 +299,7 @@ def test_start_up_reads_the_facts_file_named_in_the_config(tmp_path: Path) -> No
     facts: Any = authz.facts
     membership = facts.membership("u-1", "ws-1")
     assert membership is not None
-    assert membership.role == "admin"
+    assert membership.role == "admin"  # any role the policy names: a plain string
 
 
 def test_start_up_refuses_a_bad_facts_file(tmp_path: Path) -> None:

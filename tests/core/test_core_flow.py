@@ -24,7 +24,7 @@ from illumichat_authz.config import load_settings
 from illumichat_authz.credentials.apikeys import issue_api_key
 from illumichat_authz.credentials.authjs import encode_session_token
 from illumichat_authz.errors import CredentialError
-from illumichat_authz.facts import Assistant, Membership
+from illumichat_authz.facts import Assistant, Membership, Resource
 from illumichat_authz.policy import Policy
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.request import MAX_HEADER_BYTES
@@ -695,13 +695,10 @@ class BrokenFacts:
     def membership(self, user: str, workspace: str) -> Membership | None:
         raise ConnectionError("database is down")
 
-    def assistant(self, assistant_id: str) -> Assistant | None:
+    def resource(self, kind: str, id: str) -> Resource | None:
         raise ConnectionError("database is down")
 
-    def chat(self, chat_id: str) -> Any:
-        raise ConnectionError("database is down")
-
-    def has_grant(self, user: str, assistant_id: str) -> bool:
+    def has_grant(self, user: str, kind: str, id: str) -> bool:
         raise ConnectionError("database is down")
 
 
@@ -773,18 +770,16 @@ def test_async_facts_through_the_sync_driver_fail_closed(shared: Authorizer) -> 
         async def membership(self, user: str, workspace: str) -> Membership | None:
             return Membership(user=user, workspace=workspace, role=Role.OWNER)
 
-        async def assistant(self, assistant_id: str) -> Assistant | None:
+        async def resource(self, kind: str, id: str) -> Resource | None:
             return None
 
-        async def chat(self, chat_id: str) -> Any:
-            return None
-
-        async def has_grant(self, user: str, assistant_id: str) -> bool:
+        async def has_grant(self, user: str, kind: str, id: str) -> bool:
             return True
 
     authz = sibling(shared, facts=AsyncOnly())
     decision = authz.decide(req(headers=[cookie(session())]))
-    assert decision.status == 503
+    # A programming error (adecide is needed), not an outage: 500, not 503.
+    assert outcome(decision) == (500, "internal_error")
     assert not decision.allowed
 
 
@@ -793,13 +788,10 @@ def test_a_facts_store_returning_garbage_is_not_an_allow(shared: Authorizer) -> 
         def membership(self, user: str, workspace: str) -> Any:
             return "owner"
 
-        def assistant(self, assistant_id: str) -> Any:
+        def resource(self, kind: str, id: str) -> Any:
             return {"workspace": "ws-1"}
 
-        def chat(self, chat_id: str) -> Any:
-            return None
-
-        def has_grant(self, user: str, assistant_id: str) -> bool:
+        def has_grant(self, user: str, kind: str, id: str) -> bool:
             return True
 
     authz = sibling(shared, facts=Garbage())
@@ -976,17 +968,16 @@ class _DatabaseFacts:
         if row is None:
             return None
         role, status = row
-        return Membership(user=user, workspace=workspace, role=role, status=status)  # type: ignore[arg-type]
+        return Membership(user=user, workspace=workspace, role=role, status=status)
 
-    def assistant(self, assistant_id: str) -> Assistant | None:
-        if assistant_id != "a-str":
+    def resource(self, kind: str, id: str) -> Resource | None:
+        if (kind, id) != ("assistant", "a-str"):
             return None
-        return Assistant(id="a-str", workspace="ws-1", visibility="private", creator="u-alice")  # type: ignore[arg-type]
+        return Resource(
+            kind="assistant", id="a-str", workspace="ws-1", visibility="private", creator="u-alice"
+        )
 
-    def chat(self, chat_id: str) -> Any:
-        return None
-
-    def has_grant(self, user: str, assistant_id: str) -> bool:
+    def has_grant(self, user: str, kind: str, id: str) -> bool:
         return False
 
 
@@ -1058,7 +1049,7 @@ def test_decide_access_never_raises_on_bad_arguments_or_odd_store_errors(
         def membership(self, *args: str) -> None:
             raise CredentialError("session revoked upstream")
 
-        assistant = chat = has_grant = membership
+        resource = has_grant = membership
 
     refused = sibling(shared, facts=RefusingStore()).decide_access(
         principal=principal, action="assistant:read", resource_kind="assistant", resource_id="a-1"
@@ -1083,9 +1074,9 @@ def test_any_exception_thrown_into_a_hand_driven_flow_is_a_deny(
     principal: Principal | None, headers: list[tuple[str, str]]
 ) -> None:
     # A host driving core.decide itself may throw whatever its store raised: that is a
-    # logged 500 deny, never an exception out of the flow (and never an allow).
-    from illumichat_authz.authorizer import build_core
-    from illumichat_authz.core import decide
+    # lookup that failed, a 503 deny, never an exception out of the flow (nor an allow).
+    from illumichat_authz.compile import build_core
+    from illumichat_authz.core import decide, flow
 
     settings = load_settings(
         overrides={"auth0": {"domain": "tenant.example", "audience": _ISSUER.audience}}
@@ -1093,12 +1084,13 @@ def test_any_exception_thrown_into_a_hand_driven_flow_is_a_deny(
     request = RequestFacts.build(
         method="GET", path="/api/assistants/a1", headers=[("host", "x"), *headers]
     )
-    flow = decide(request, build_core(settings), now=0.0, principal=principal)
-    next(flow)
+    steps = flow(decide, request, build_core(settings), now=0.0, principal=principal)
+    first = next(steps)
     with pytest.raises(StopIteration) as done:
-        flow.throw(ConnectionError("db down"))
+        steps.throw(ConnectionError("db down"))
     decision: Decision = done.value.value
-    assert (decision.status, decision.reason.value) == (500, "internal_error")
+    expected = "facts_unavailable" if first.lookup == "resource" else "auth_unavailable"
+    assert (decision.status, decision.reason.value) == (503, expected)
 
 
 @pytest.mark.parametrize("action", ["assistant:read", "assistant:update"])

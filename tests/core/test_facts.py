@@ -22,8 +22,9 @@ from illumichat_authz.facts import (
     Grant,
     InMemoryFacts,
     Membership,
-    facts_from_document,
+    Resource,
 )
+from illumichat_authz.facts_file import facts_from_document
 from illumichat_authz.vocab import Role, Visibility
 
 
@@ -65,12 +66,15 @@ def test_a_good_file_loads_into_lookups(tmp_path: Path) -> None:
     assert invited is not None
     assert invited.status == "invited"
     assert facts.membership("u-1", "ws-2") is None
-    assert facts.assistant("a-1") == Assistant(
+    assert facts.resource("assistant", "a-1") == Assistant(
         id="a-1", workspace="ws-1", visibility=Visibility.PRIVATE, creator="u-1"
     )
-    assert facts.chat("c-1") == Chat(id="c-1", workspace="ws-1", assistant="a-1", creator="u-2")
-    assert facts.has_grant("u-2", "a-1")
-    assert not facts.has_grant("u-1", "a-1")
+    assert facts.resource("chat", "c-1") == Chat(
+        id="c-1", workspace="ws-1", assistant="a-1", creator="u-2"
+    )
+    assert facts.resource("chat", "a-1") is None  # kinds are separate name spaces
+    assert facts.has_grant("u-2", "assistant", "a-1")
+    assert not facts.has_grant("u-1", "assistant", "a-1")
     assert len(facts) == 5
     assert facts.workspaces() == {"ws-1"}
 
@@ -90,8 +94,69 @@ def test_in_memory_facts_satisfy_the_sync_protocol_only() -> None:
         Grant(user="v", assistant="a"),
     )
     assert len(facts) == 4
-    assert facts.has_grant("v", "a")
+    assert facts.has_grant("v", "assistant", "a")
     assert AsyncFacts is not Facts
+
+
+def test_the_typed_helpers_are_resources_of_their_kind() -> None:
+    assistant = Assistant(id="a", workspace="w", visibility="public", creator="u")
+    chat = Chat(id="c", workspace="w", assistant="a", creator="u")
+    assert isinstance(assistant, Resource)
+    assert (assistant.kind, chat.kind, chat.visibility) == ("assistant", "chat", None)
+    assert Grant(user="v", assistant="a") == Grant(user="v", kind="assistant", id="a")
+    with pytest.raises(TypeError):
+        Grant(user="v")
+
+
+def test_generic_resources_and_their_grants_load(tmp_path: Path) -> None:
+    data = good()
+    data["resources"] = [
+        {"kind": "document", "id": "d-1", "workspace": "ws-1", "visibility": "draft"},
+        {"kind": "folder", "id": "f-1", "workspace": "ws-1", "creator": "u-1"},
+    ]
+    data["grants"].append({"user": "u-2", "kind": "document", "id": "d-1"})
+    data["memberships"].append({"user": "u-3", "workspace": "ws-1", "role": "editor"})
+    facts = load_facts_file(dump(tmp_path, data))
+    assert facts.resource("document", "d-1") == Resource(
+        kind="document", id="d-1", workspace="ws-1", visibility="draft"
+    )
+    assert facts.resource("folder", "f-1") == Resource(
+        kind="folder", id="f-1", workspace="ws-1", creator="u-1"
+    )
+    assert facts.has_grant("u-2", "document", "d-1")
+    assert not facts.has_grant("u-2", "assistant", "d-1")
+    # Any non-empty role: the policy's g lines decide what it may do.
+    editor = facts.membership("u-3", "ws-1")
+    assert editor is not None
+    assert editor.role == "editor"
+
+
+@pytest.mark.parametrize(
+    ("grant", "entry"),
+    [
+        ({"user": "u-2", "kind": "document", "id": "d-ghost"}, "grants[1].id"),
+        ({"user": "u-2", "kind": "document"}, "grants[1]"),
+        ({"user": "u-2", "assistant": "a-1", "kind": "document", "id": "d-1"}, "grants[1]"),
+    ],
+)
+def test_a_grant_names_one_known_target(tmp_path: Path, grant: Any, entry: str) -> None:
+    data = good()
+    data["resources"] = [{"kind": "document", "id": "d-1", "workspace": "ws-1"}]
+    data["grants"].append(grant)
+    assert entry in refused(tmp_path, data)
+
+
+def test_a_resource_twice_is_refused(tmp_path: Path) -> None:
+    data = good()
+    data["resources"] = [
+        {"kind": "document", "id": "d-1", "workspace": "ws-1"},
+        {"kind": "document", "id": "d-1", "workspace": "ws-1"},
+        {"kind": "assistant", "id": "a-1", "workspace": "ws-1"},
+    ]
+    message = refused(tmp_path, data)
+    assert "duplicate (kind, id)" in message
+    assert "('document', 'd-1')" in message
+    assert "('assistant', 'a-1')" in message
 
 
 def test_a_duplicate_membership_names_the_entry(tmp_path: Path) -> None:
@@ -141,6 +206,7 @@ def test_a_chat_in_another_workspace_than_its_assistant(tmp_path: Path) -> None:
     [
         # Any non-empty role loads (the policy decides what it may do), but not "".
         ("memberships", 0, "role", ""),
+        ("memberships", 0, "role", 42),
         ("memberships", 1, "role", None),
         ("memberships", 0, "user", 42),
         ("memberships", 0, "user", ""),

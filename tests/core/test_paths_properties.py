@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 
 from illumichat_authz.authorizer import Authorizer
 from illumichat_authz.config import load_settings
-from illumichat_authz.core import (
+from illumichat_authz.core.envelope import (
     _COMMON_HEADER_NAMES,
     _HEADER_NAME,
     _HEADER_VALUE_BAD,
-    _check_envelope,
+    check_envelope,
 )
 from illumichat_authz.errors import BadRequestError
-from illumichat_authz.facts import Assistant, InMemoryFacts, Membership
+from illumichat_authz.facts import InMemoryFacts, Membership, Resource
 from illumichat_authz.paths import canonical_segments
 from illumichat_authz.principal import CredentialKind, Principal
 from illumichat_authz.request import RequestFacts
@@ -358,13 +358,10 @@ def test_facts_are_not_consulted_for_non_canonical_paths() -> None:
         def membership(self, user: str, workspace: str) -> Membership | None:
             raise AssertionError("looked up a membership")
 
-        def assistant(self, assistant_id: str) -> Assistant | None:
-            raise AssertionError("looked up an assistant")
+        def resource(self, kind: str, id: str) -> Resource | None:
+            raise AssertionError("looked up a resource")
 
-        def chat(self, chat_id: str) -> None:
-            raise AssertionError("looked up a chat")
-
-        def has_grant(self, user: str, assistant_id: str) -> bool:
+        def has_grant(self, user: str, kind: str, id: str) -> bool:
             raise AssertionError("looked up a grant")
 
     authz = Authorizer.from_settings(load_settings(), facts=Exploding())
@@ -452,7 +449,7 @@ def test_envelope_refuses_exactly_the_header_values_the_regex_refuses(
     headers = tuple((f"x-h{i}", value) for i, value in enumerate(values))
     request = RequestFacts(method="GET", path="/", headers=headers)
     try:
-        _check_envelope(request, authz.core)
+        check_envelope(request, authz.core.routes.methods)
         accepted = True
     except BadRequestError:
         accepted = False

@@ -164,13 +164,10 @@ def test_exception_text_never_reaches_the_body(authz: Authorizer) -> None:
         def membership(self, user: str, workspace: str) -> Any:
             raise RuntimeError("password=hunter2 at db.internal:5432")
 
-        def assistant(self, assistant_id: str) -> Any:
+        def resource(self, kind: str, id: str) -> Any:
             raise RuntimeError("password=hunter2")
 
-        def chat(self, chat_id: str) -> Any:
-            raise RuntimeError("password=hunter2")
-
-        def has_grant(self, user: str, assistant_id: str) -> bool:
+        def has_grant(self, user: str, kind: str, id: str) -> bool:
             raise RuntimeError("password=hunter2")
 
     broken = Authorizer(core=authz.core, facts=Exploding(), rate_limiter=_LIMITER)

@@ -18,7 +18,8 @@ from pathlib import Path
 from ..authorizer import Authorizer, build_core
 from ..config import load_settings
 from ..credentials.authjs import encode_session_token
-from ..facts import InMemoryFacts, load_facts_file
+from ..facts import InMemoryFacts
+from ..facts_file import load_facts_file
 from ..stores.ratelimit import RateLimiter
 from .scenarios import SCENARIOS, Scenario
 from .seed import SEED, USERS, WORKSPACE

@@ -95,7 +95,6 @@ def _below_root(raw: str, root: str, path: str) -> tuple[str, str]:
 
 _new_tuple = tuple.__new__
 _SCHEMES = {"ws": "http", "wss": "https"}
-_ADECIDE = Authorizer.adecide
 
 
 class _ClientGone(Exception):
@@ -104,6 +103,8 @@ class _ClientGone(Exception):
 
 class _Body:
     """Reads the body only if the core asks (webhooks), then replays it to the app."""
+
+    __slots__ = ("_facts", "_receive", "_replayed", "body", "disconnected")
 
     def __init__(self, receive: Receive, facts: RequestFacts) -> None:
         self._receive = receive
@@ -153,22 +154,10 @@ class AuthzMiddleware:
             facts = facts_from_scope(scope)
             decision = check_host(facts, http_version=scope.get("http_version"))
             if decision is None:
-                authorizer = self.authorizer
-                # adecide is start + afinish: calling those two saves a coroutine on most
-                # requests (decided here and then), but only while adecide is ours. A
-                # subclass or a patch that changed it must never be skipped.
-                plain = getattr(authorizer.adecide, "__func__", None) is _ADECIDE
-                decided = authorizer.start(facts) if plain else None
-                if isinstance(decided, Decision):
-                    decision = decided
-                else:
-                    # The core asks for something (a store, a rate limit, the body).
-                    body = _Body(receive, facts)
-                    read_body = body.read if scope["type"] == "http" else None
-                    if decided is None:
-                        decision = await authorizer.adecide(facts, read_body=read_body)
-                    else:
-                        decision = await authorizer.afinish(decided, read_body=read_body)
+                # The body is read only if the core asks for it (webhooks).
+                body = _Body(receive, facts)
+                read_body = body.read if scope["type"] == "http" else None
+                decision = await self.authorizer.adecide(facts, read_body=read_body)
             if decision.allowed:
                 # Inside the try: a scope we cannot extend (a "state" that is not a
                 # mapping) is our 500, not the server's.

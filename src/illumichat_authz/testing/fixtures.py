@@ -161,7 +161,7 @@ def _core_for(settings: Settings) -> Core:
     """Compile once per distinct settings: casbin and the route table are the slow part."""
     from dataclasses import replace
 
-    from illumichat_authz.authorizer import build_core
+    from illumichat_authz.compile import build_core
 
     key = settings.model_dump_json()
     core = _CORES.get(key)

@@ -482,7 +482,7 @@ async def test_an_outage_is_503_and_logged_with_the_request_id(
         def membership(self, user: str, workspace: str) -> None:
             raise ConnectionError("db down")
 
-        assistant = chat = has_grant = membership
+        resource = has_grant = membership
 
     authorizer = make_authorizer()
     authorizer.facts = Down()  # type: ignore[assignment]

@@ -1,0 +1,80 @@
+"""The compiler from :class:`Settings` to the frozen :class:`Core`: routes, policy and
+credential verifiers, checked at start-up. Outside the core package: it reads files and
+settings (pydantic), which no request ever needs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from .config import Settings
+from .core import Authenticators, Core
+from .credentials.auth0 import Auth0BearerVerifier
+from .credentials.authjs import AuthjsSessionDecoder
+from .credentials.twilio import TwilioSignatureVerifier
+from .errors import ConfigurationError
+from .net import parse_trusted
+from .policy import Policy
+from .policy_check import require_consistent
+from .ratelimit import RateLimitSpec
+from .routes import RouteTable, load_routes
+
+__all__ = ["build_core", "setting"]
+
+
+def build_core(
+    settings: Settings, *, routes: RouteTable | None = None, policy: Policy | None = None
+) -> Core:
+    """Compile the routes, the policy and the credential verifiers; fail fast on mistakes."""
+    pol = settings.policies
+    with setting(
+        "policies.dir / policies.routes" + (" / policies.host_routes" if pol.host_routes else "")
+    ):
+        routes = routes or load_routes(pol.dir / pol.routes, host_files=pol.host_routes)
+    with setting("policies.dir / policies.model / policies.policy"):
+        policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
+    require_consistent(policy, routes)
+    specs: dict[str, RateLimitSpec] = {}
+    for route in routes.routes:
+        if route.rate_limit:
+            specs[route.id] = RateLimitSpec.parse(route.rate_limit)
+    twilio_cfg = settings.twilio
+    twilio = (
+        TwilioSignatureVerifier.from_settings(twilio_cfg)
+        if twilio_cfg.auth_tokens or twilio_cfg.assistants
+        else None
+    )
+    session_cfg = settings.session
+    authenticators = Authenticators(
+        session=AuthjsSessionDecoder.from_settings(session_cfg)
+        if session_cfg.secrets or session_cfg.database
+        else None,
+        session_database=session_cfg.database is not None,
+        auth0=Auth0BearerVerifier.from_settings(settings.auth0) if settings.auth0.domain else None,
+        api_keys=settings.api_keys.database is not None,
+    )
+    return Core(
+        routes=routes,
+        policy=policy,
+        authenticators=authenticators,
+        twilio=twilio,
+        trusted_proxies=parse_trusted(settings.proxies.trusted),
+        forwarded_prefix=settings.proxies.forwarded_prefix,
+        public_base_url=twilio_cfg.public_base_url,
+        undeclared=settings.routes.undeclared,
+        allow_preflight=settings.routes.allow_preflight,
+        conceal_hidden=settings.decisions.conceal_hidden,
+        max_path_length=settings.routes.max_path_length,
+        check_app=settings.routes.check_app,
+        max_body_bytes=twilio_cfg.max_body_bytes,
+        rate_limits=specs,
+    )
+
+
+@contextlib.contextmanager
+def setting(key: str) -> Iterator[None]:
+    """Name the setting behind a file that cannot be loaded (``facts.file: ...``)."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{key}: {exc}") from None
