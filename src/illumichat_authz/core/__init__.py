@@ -30,7 +30,7 @@ from ..principal import Principal
 from ..ratelimit import RateLimitSpec, rate_limit_headers
 from ..reasons import Reason
 from ..request import RequestFacts
-from ..routes import KindSpec, RouteClass, RouteMatch
+from ..routes import RouteClass, RouteMatch
 from .authn import Authenticators, CredentialSource, authenticate
 from .compiled import Core
 from .envelope import check_envelope
@@ -43,7 +43,6 @@ __all__ = [
     "Authenticators",
     "Core",
     "CredentialSource",
-    "KindSpec",
     "Lookups",
     "Need",
     "Query",
