@@ -103,10 +103,10 @@ class WorkspaceFrom(StrEnum):
     PRINCIPAL = "principal"  # the caller's active or bound workspace
 
 
-@dataclass(frozen=True, slots=True)
-class WorkspaceSource:
+class WorkspaceSource(NamedTuple):
     """One workspace source, parsed at load: ``"header:X-Workspace-Id"`` becomes
-    ``WorkspaceSource(WorkspaceFrom.HEADER, "x-workspace-id")``."""
+    ``WorkspaceSource(WorkspaceFrom.HEADER, "x-workspace-id")``. A named tuple: a route's
+    sources are compared and unpacked per request, in C."""
 
     kind: WorkspaceFrom
     #: The path parameter or (lower-cased) header name; "" for resource and principal.

@@ -52,8 +52,7 @@ def workspace_from(
     """The first of the route's workspace sources (``Route.workspace``) that names one
     (a header that is present but unusable is a 400, never a reason to fall through to
     the next)."""
-    for source in sources:
-        kind, arg = source.kind, source.name
+    for kind, arg in sources:
         value: str | None = None
         if kind == "principal":
             value = principal.workspace
