@@ -241,3 +241,34 @@ def test_an_api_key_is_looked_up_and_recorded_once(core: Core, mode: str) -> Non
     assert (keys.gets, keys.touches) == (1, 1)
     assert decide().allowed  # now cached: no lookup, no record
     assert (keys.gets, keys.touches) == (1, 1)
+
+
+class _HostAbort(BaseException):
+    """A host's own BaseException subclass (not one Python reserves)."""
+
+
+@pytest.mark.parametrize("error", [ConnectionError("down"), KeyError("x"), _HostAbort()])
+def test_run_flow_turns_any_failed_answer_into_the_lookups_deny(error: BaseException) -> None:
+    core = build_core(load_settings(environment=False))
+    request = RequestFacts.build(method="GET", path="/api/assistants/asst_1")
+    caller = Principal(user_id="auth0|mia", kind=CredentialKind.SESSION)
+
+    def failing(query: core_module.Query) -> Any:
+        raise error
+
+    steps = core_module.flow(core_module.decide, request, core, now=0.0, principal=caller)
+    decision = core_module.run_flow(steps, failing)
+    assert (decision.status, decision.reason.value) == (503, "facts_unavailable")
+
+
+def test_run_flow_lets_an_interpreter_exit_through() -> None:
+    core = build_core(load_settings(environment=False))
+    request = RequestFacts.build(method="GET", path="/api/assistants/asst_1")
+    caller = Principal(user_id="auth0|mia", kind=CredentialKind.SESSION)
+
+    def interrupted(query: core_module.Query) -> Any:
+        raise KeyboardInterrupt
+
+    steps = core_module.flow(core_module.decide, request, core, now=0.0, principal=caller)
+    with pytest.raises(KeyboardInterrupt):
+        core_module.run_flow(steps, interrupted)

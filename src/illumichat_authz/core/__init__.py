@@ -289,7 +289,9 @@ def run_flow(steps: Flow, answer: Callable[[Query], Any]) -> Decision:
         while True:
             try:
                 value = answer(query)
-            except Exception as exc:
+            except BaseException as exc:  # a host's own BaseException too: the flow denies
+                if propagates(exc):
+                    raise
                 query = steps.throw(exc)
             else:
                 query = steps.send(value)
