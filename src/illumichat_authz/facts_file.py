@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigurationError
 from .facts import Assistant, Chat, Grant, InMemoryFacts, Membership, Resource
+from .vocab import canonical
 
 __all__ = ["facts_from_document", "load_facts_file"]
 
@@ -153,10 +154,37 @@ def facts_from_document(data: Any, *, source: str = "facts") -> InMemoryFacts:
     for g in doc.grants:
         kind, rid = g.target()
         grants.append(Grant(user=g.user, kind=kind, id=rid))
+    # Roles, statuses, kinds and visibilities as the policy's own string objects
+    # (vocab.canonical): the decision table's keys then compare by identity.
     return InMemoryFacts(
-        memberships=[Membership(**m.model_dump()) for m in doc.memberships],
-        resources=[Resource(**r.model_dump()) for r in doc.resources],
-        assistants=[Assistant(**a.model_dump()) for a in doc.assistants],
+        memberships=[
+            Membership(
+                user=m.user,
+                workspace=m.workspace,
+                role=canonical(m.role),
+                status=canonical(m.status),
+            )
+            for m in doc.memberships
+        ],
+        resources=[
+            Resource(
+                kind=canonical(r.kind),
+                id=r.id,
+                workspace=r.workspace,
+                visibility=None if r.visibility is None else canonical(r.visibility),
+                creator=r.creator,
+            )
+            for r in doc.resources
+        ],
+        assistants=[
+            Assistant(
+                id=a.id,
+                workspace=a.workspace,
+                visibility=canonical(a.visibility),
+                creator=a.creator,
+            )
+            for a in doc.assistants
+        ],
         chats=[Chat(**c.model_dump()) for c in doc.chats],
         grants=grants,
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .reasons import Reason
-from .vocab import NO_ROLE, MembershipStatus, Relation
+from .vocab import NO_ROLE, MembershipStatus, Relation, canonical
 
 __all__ = ["Key", "Policy", "Verdict"]
 
@@ -83,7 +83,7 @@ class Policy:
         _check_hierarchy(policy_path, g_rules)
         #: Every role the policy names: the g hierarchy first, then other rule subjects.
         self.roles: tuple[str, ...] = _roles(g_rules, p_rules, p2_rules)
-        self.actions: frozenset[str] = frozenset(r[2] for r in p_rules)
+        self.actions: frozenset[str] = frozenset(canonical(r[2]) for r in p_rules)
         #: The visibility values of each resource kind the p2 lines name.
         self.visibilities: Mapping[str, tuple[str, ...]] = _visibilities(p2_rules)
         self.top_role = _top_role(self.roles, g_rules)
@@ -177,7 +177,9 @@ class Policy:
         table: dict[Key, Verdict] = {}
         for key in self.space():
             v = self._verdict(key, p, p2)
-            table[key] = Verdict(v.allowed, v.reason, v.explanation, _message(v, key))
+            # Canonical strings (vocab.canonical): the rules' keys then match by identity.
+            canon = tuple(x if x is None else canonical(x) for x in key)
+            table[canon] = Verdict(v.allowed, v.reason, v.explanation, _message(v, key))  # type: ignore[index]
         return table
 
     def _verdict(

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from .errors import BadRequestError, ConfigurationError
 from .paths import canonical_segments
 from .reasons import Reason
-from .vocab import ResourceKind
+from .vocab import ResourceKind, canonical
 
 __all__ = [
     "FROM_PRINCIPAL",
@@ -56,10 +56,6 @@ _VISIBILITY = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 #: Kinds whose ids are not looked up as resources: a workspace id is the workspace, a
 #: member id is a user whose membership in the route's workspace is the target.
 _SPECIAL_KINDS = frozenset({ResourceKind.WORKSPACE.value, ResourceKind.MEMBER.value})
-#: The IllumiChat kinds as their vocab constants (a ``str`` each), so that a route's
-#: ``ResourceSpec.kind`` is the very constant code compares against; other kinds are
-#: the declared name.
-_NAMED_KINDS: Mapping[str, str] = {k.value: k for k in ResourceKind}
 # Path parameter values: anything printable but separators; the ids are compared as is.
 _PARAM_VALUE = re.compile(r"[^\x00-\x20\x7f/\\]{1,256}\Z")
 
@@ -425,7 +421,7 @@ def _resource_spec(
         )
     if res["param"] not in names:
         raise ConfigurationError(f"{origin}: resource param {res['param']!r} not in the path")
-    return ResourceSpec(_NAMED_KINDS.get(kind, kind), res["param"])
+    return ResourceSpec(canonical(kind), res["param"])
 
 
 def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Route]:
@@ -507,7 +503,7 @@ def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Ro
             method=m,
             template=path,
             route_class=route_class,
-            action=action,
+            action=canonical(action),
             resource=resource,
             workspace=workspace,
             rate_limit=rate_limit,
@@ -560,9 +556,9 @@ def _kinds(raw: Any, source: str) -> dict[str, KindSpec]:
         if name in _SPECIAL_KINDS and (visibility or grants):
             raise ConfigurationError(f"{where}: a {name} has no visibility or grants")
         kinds[name] = KindSpec(
-            name=_NAMED_KINDS.get(name, name),
-            read_action=read_action,
-            visibilities=tuple(visibility),
+            name=canonical(name),
+            read_action=canonical(read_action),
+            visibilities=tuple(canonical(v) for v in visibility),
             grants=grants,
         )
     return kinds

@@ -11,6 +11,7 @@ for the values IllumiChat's shipped policy uses; nothing parses a value through 
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ResourceKind",
     "Role",
     "Visibility",
+    "canonical",
 ]
 
 
@@ -30,6 +32,14 @@ class Role(StrEnum):
     ADMIN = "admin"
     MEMBER = "member"
     GUEST = "guest"
+
+
+def canonical(value: str) -> str:
+    """The one ``str`` object for a vocabulary value (a role, status, action, relation,
+    kind or visibility): every compiled key and every fact read from a file holds it, so
+    that the decision table's key comparisons are pointer compares instead of ``memcmp``
+    (equality never depends on it: a host's own string compares equal all the same)."""
+    return sys.intern(str.__str__(value))
 
 
 #: The role attribute of a caller with no membership in the workspace: no rule names it.

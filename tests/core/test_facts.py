@@ -302,3 +302,31 @@ def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path: Path) -> None:
         load_facts_file(path)
     assert info.type is ConfigurationError, "a RecursionError escaped load_facts_file"
     assert str(path) in str(info.value)
+
+
+def test_loaded_vocabulary_values_are_the_policys_own_string_objects() -> None:
+    """The decision table's keys match the rules' keys by identity (vocab.canonical): a
+    role, status or visibility read from JSON is the very object the compiled table holds,
+    not an equal copy (which would cost a memcmp per key item on every decision)."""
+    import illumichat_authz as ia
+
+    # Built at run time, so that neither is the interpreter's interned literal.
+    role, vis = "".join(["ad", "min"]), "".join(["pri", "vate"])
+    facts = facts_from_document(
+        {
+            "memberships": [{"user": "u", "workspace": "w", "role": role}],
+            "assistants": [{"id": "a", "workspace": "w", "visibility": vis, "creator": "u"}],
+        }
+    )
+    core = ia.build_core(ia.load_settings(environment=False))
+    keys = {item: item for key in core.policy.table for item in key if item is not None}
+    member = facts.membership("u", "w")
+    assistant = facts.resource("assistant", "a")
+    assert member is not None and assistant is not None
+    assert member.role is keys["admin"]
+    assert member.status is keys["active"]
+    assert assistant.visibility is keys["private"]
+    assert assistant.kind is keys["assistant"]
+    route = core.access_routes[("assistant:read", "assistant")]
+    assert route.action is keys["assistant:read"]
+    assert route.resource is not None and route.resource.kind is keys["assistant"]

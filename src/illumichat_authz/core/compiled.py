@@ -25,7 +25,7 @@ from ..routes import (
     WorkspaceFrom,
     WorkspaceSource,
 )
-from ..vocab import ResourceKind
+from ..vocab import ResourceKind, canonical
 from .authn import Authenticators
 
 __all__ = ["Core", "kinds_of"]
@@ -82,7 +82,7 @@ class Core:
         visible = frozenset(k for k, s in kinds.items() if s.has_visibility)
         object.__setattr__(self, "visibility_kinds", visible)
         # Keyed by the kinds' plain values: what a caller passes as ``resource_kind``.
-        plain = [getattr(kind, "value", kind) for kind in kinds]
+        plain = [canonical(kind) for kind in kinds]
         routes = {
             (action, kind): _access_route(action, kind)
             for action in self.policy.actions

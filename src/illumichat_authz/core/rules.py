@@ -19,7 +19,7 @@ from ..principal import Principal
 from ..reasons import Reason
 from ..request import RequestFacts
 from ..routes import FROM_RESOURCE, Route, WorkspaceSource
-from ..vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind
+from ..vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind, canonical
 from .compiled import Core
 from .lookups import Lookups, unavailable
 from .trace import Trace, new_tuple
@@ -30,15 +30,17 @@ __all__ = ["WORKSPACE_ID", "authorize", "not_found", "workspace_from"]
 WORKSPACE_ID = re.compile(r"[^\x00-\x20\x7f/\\\ud800-\udfff]{1,256}\Z")
 _FROM_RESOURCE = (FROM_RESOURCE,)
 
-# Enum members read once: attribute access on an Enum class costs a lookup per use.
-_WORKSPACE = ResourceKind.WORKSPACE
-_MEMBER = ResourceKind.MEMBER
-_REL_NONE = Relation.NONE
-_REL_CREATOR = Relation.CREATOR
-_REL_GRANTEE = Relation.GRANTEE
-_REL_TARGET_OWNER = Relation.TARGET_OWNER
-_ACTIVE = MembershipStatus.ACTIVE
-_INACTIVE = MembershipStatus.INACTIVE
+# The values the rules compare and build table keys from, as the canonical plain strings
+# the compiled table holds: a key's items then match by identity, and a comparison with a
+# plain str is the interpreter's specialised str compare (an Enum member is neither).
+_WORKSPACE = canonical(ResourceKind.WORKSPACE)
+_MEMBER = canonical(ResourceKind.MEMBER)
+_REL_NONE = canonical(Relation.NONE)
+_REL_CREATOR = canonical(Relation.CREATOR)
+_REL_GRANTEE = canonical(Relation.GRANTEE)
+_REL_TARGET_OWNER = canonical(Relation.TARGET_OWNER)
+_ACTIVE = canonical(MembershipStatus.ACTIVE)
+_INACTIVE = canonical(MembershipStatus.INACTIVE)
 _ALLOWED = Reason.ALLOWED
 
 
