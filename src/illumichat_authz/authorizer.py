@@ -31,13 +31,14 @@ from .credentials.apikeys import ApiKeyRecord, ApiKeyStore
 from .credentials.jwk import JwkKey
 from .credentials.sessions import SessionStore
 from .decision import Decision
-from .errors import AuthzError, DependencyUnavailableError
+from .errors import AuthzError, ConfigurationError, DependencyUnavailableError
 from .facts import AsyncFacts, Facts, InMemoryFacts
 from .facts_file import load_facts_file
 from .principal import Principal
 from .ratelimit import RateLimitOutcome, RateLimitSpec
 from .reasons import Reason
 from .request import RequestFacts
+from .stores import open_database
 from .stores.api_keys import SqliteApiKeyStore
 from .stores.credential_cache import CredentialCache
 from .stores.jwks import JwksCache, UrllibJwksFetcher
@@ -119,6 +120,8 @@ class Authorizer:
         )
         self.clock = clock
         self.facts = facts if facts is not None else InMemoryFacts()
+        #: ``[database]`` opened by ``from_settings`` (``stores.sql.database.Database``).
+        self.database: Any = None
 
     @classmethod
     def from_settings(
@@ -137,9 +140,18 @@ class Authorizer:
         """Build everything the settings describe (stores may be passed in instead)."""
         settings = settings or load_settings(config_file)
         core = build_core(settings)
+        database: Any = None
         if facts is None and settings.facts.file is not None:
+            if settings.database.url is not None:
+                raise ConfigurationError(
+                    "facts come from [facts] file or from [database] url, not both: "
+                    "load the file into the database with `illumichat-authz facts load`"
+                )
             with setting("facts.file"):
                 facts = load_facts_file(settings.facts.file)
+        elif facts is None and settings.database.url is not None:
+            database = open_database(settings)
+            facts = database.facts
         if api_keys is None and settings.api_keys.database is not None:
             api_keys = SqliteApiKeyStore(settings.api_keys.database)
         if sessions is None and settings.session.database is not None:
@@ -157,7 +169,7 @@ class Authorizer:
             rate_limiter = RateLimiter(storage_uri=settings.rate_limits.storage)
         if credential_cache is None:
             credential_cache = CredentialCache(revocable_ttl_s=settings.api_keys.cache_ttl_s)
-        return cls(
+        authorizer = cls(
             core=core,
             facts=facts,
             api_keys=api_keys,
@@ -167,6 +179,15 @@ class Authorizer:
             credential_cache=credential_cache,
             clock=clock,
         )
+        if database is not None:
+            authorizer.database = database
+            database.feed.start()
+        return authorizer
+
+    def close(self) -> None:
+        """Stop what ``from_settings`` started (the database's change feed and pool)."""
+        if self.database is not None:
+            self.database.close()
 
     # --- sync -----------------------------------------------------------------------
     def decide(

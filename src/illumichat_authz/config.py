@@ -38,6 +38,7 @@ from .ratelimit import check_storage_uri
 __all__ = [
     "ApiKeySettings",
     "Auth0Settings",
+    "DatabaseSettings",
     "DecisionSettings",
     "FactsSettings",
     "PoliciesSettings",
@@ -238,6 +239,84 @@ class ProxySettings(_Section):
         return value
 
 
+_SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(?:\.[A-Za-z_][A-Za-z0-9_]{0,62})?\Z")
+
+
+class _TableMap(_Section):
+    """A host's own table: its name (``schema.table`` allowed) and the columns we read."""
+
+    table: str
+
+    @field_validator("*")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not _SQL_NAME.match(value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, _)")
+        return value
+
+
+class MembershipTable(_TableMap):
+    user: str
+    workspace: str
+    role: str
+    #: Unset: the table has no status column (every row is an active membership).
+    status: str | None = None
+
+
+class ResourceTable(_TableMap):
+    id: str
+    workspace: str
+    visibility: str | None = None
+    creator: str | None = None
+    #: A chat's assistant.
+    parent: str | None = None
+
+
+class GrantTable(_TableMap):
+    user: str
+    id: str
+
+
+class TableMappings(_Section):
+    """Read these facts from the host's own tables instead of ours (docs/fleet.md)."""
+
+    memberships: MembershipTable | None = None
+    #: By resource kind: ``[database.tables.resources.assistant]``.
+    resources: dict[str, ResourceTable] = Field(default_factory=dict)
+    #: By resource kind: ``[database.tables.grants.assistant]``.
+    grants: dict[str, GrantTable] = Field(default_factory=dict)
+
+
+class DatabaseSettings(_Section):
+    #: ``postgresql+psycopg://user:password@host/db`` or ``sqlite:///facts.db`` (relative to
+    #: the configuration file). Unset: no database (facts from ``[facts] file``).
+    url: str | None = Field(default=None, repr=False)
+    #: Longest time a cached fact is served without the change feed confirming it current;
+    #: past it, every lookup reads the database (and is a 503 while it is down).
+    max_staleness_s: float = Field(default=5.0, gt=0, le=300)
+    #: How often the feed reads the revision (the backstop for lost notifications).
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: Cached facts per process (memberships, resources and grants together).
+    cache_entries: int = Field(default=100_000, ge=0, le=10_000_000)
+    #: LISTEN for change notifications (PostgreSQL); off: the poll alone.
+    listen: bool = True
+    tables: TableMappings = Field(default_factory=TableMappings)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition("://")[0]
+        if scheme not in ("sqlite", "postgresql+psycopg", "postgresql+asyncpg", "postgresql"):
+            raise ValueError(
+                "url must be postgresql+psycopg://... (or postgresql+asyncpg://) or sqlite:///PATH"
+            )
+        if scheme == "postgresql":
+            value = "postgresql+psycopg" + value[len(scheme) :]
+        return value
+
+
 class Settings(BaseSettings):
     """All settings. Build with :func:`load_settings`; the sections are frozen."""
 
@@ -258,6 +337,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     proxies: ProxySettings = Field(default_factory=ProxySettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -307,6 +387,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value and not Path(value).is_absolute():
             data[section][key] = str((base / value).resolve())
+    database = data.get("database")
+    url = database.get("url") if isinstance(database, dict) else None
+    if isinstance(url, str) and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not Path(path).is_absolute() and not path.startswith(":memory:"):
+            database["url"] = "sqlite:///" + str((base / path).resolve())  # type: ignore[index]
     policies = data.get("policies")
     hosts = policies.get("host_routes") if isinstance(policies, dict) else None
     if isinstance(hosts, list):

@@ -16,7 +16,7 @@ from .errors import ConfigurationError
 from .facts import Assistant, Chat, Grant, InMemoryFacts, Membership, Resource
 from .vocab import canonical
 
-__all__ = ["facts_from_document", "load_facts_file"]
+__all__ = ["fact_records", "facts_from_document", "load_facts_file", "read_facts_json"]
 
 _ID = Field(min_length=1, max_length=256)
 _NAME = Field(min_length=1, max_length=64)
@@ -138,63 +138,76 @@ def _check_references(doc: _FactsIn) -> list[str]:
     return problems
 
 
-def facts_from_document(data: Any, *, source: str = "facts") -> InMemoryFacts:
+def _parse(data: Any, source: str) -> _FactsIn:
     try:
-        doc = _FactsIn.model_validate(data)
+        return _FactsIn.model_validate(data)
     except ValidationError as exc:
         lines = [f"{source}: invalid facts:"]
         for err in exc.errors()[:20]:
             loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
             lines.append(f"  {loc.lstrip('.')}: {err['msg']}")
         raise ConfigurationError("\n".join(lines)) from None
+
+
+def _records(doc: _FactsIn) -> list[Membership | Resource | Grant]:
+    # Roles, statuses, kinds and visibilities as the policy's own string objects
+    # (vocab.canonical): the decision table's keys then compare by identity.
+    records: list[Membership | Resource | Grant] = [
+        Membership(
+            user=m.user,
+            workspace=m.workspace,
+            role=canonical(m.role),
+            status=canonical(m.status),
+        )
+        for m in doc.memberships
+    ]
+    records += [
+        Resource(
+            kind=canonical(r.kind),
+            id=r.id,
+            workspace=r.workspace,
+            visibility=None if r.visibility is None else canonical(r.visibility),
+            creator=r.creator,
+        )
+        for r in doc.resources
+    ]
+    records += [
+        Assistant(
+            id=a.id,
+            workspace=a.workspace,
+            visibility=canonical(a.visibility),
+            creator=a.creator,
+        )
+        for a in doc.assistants
+    ]
+    records += [Chat(**c.model_dump()) for c in doc.chats]
+    for g in doc.grants:
+        kind, rid = g.target()
+        records.append(Grant(user=g.user, kind=canonical(kind), id=rid))
+    return records
+
+
+def fact_records(data: Any, *, source: str = "facts") -> list[Membership | Resource | Grant]:
+    """The records of a facts document, checked in shape but not for references: what
+    ``facts load`` and ``facts remove`` write, whose references may be in the database."""
+    return _records(_parse(data, source))
+
+
+def facts_from_document(data: Any, *, source: str = "facts") -> InMemoryFacts:
+    doc = _parse(data, source)
     problems = _check_references(doc)
     if problems:
         raise ConfigurationError(f"{source}: invalid facts:\n  " + "\n  ".join(problems[:20]))
-    grants = []
-    for g in doc.grants:
-        kind, rid = g.target()
-        grants.append(Grant(user=g.user, kind=kind, id=rid))
-    # Roles, statuses, kinds and visibilities as the policy's own string objects
-    # (vocab.canonical): the decision table's keys then compare by identity.
-    return InMemoryFacts(
-        memberships=[
-            Membership(
-                user=m.user,
-                workspace=m.workspace,
-                role=canonical(m.role),
-                status=canonical(m.status),
-            )
-            for m in doc.memberships
-        ],
-        resources=[
-            Resource(
-                kind=canonical(r.kind),
-                id=r.id,
-                workspace=r.workspace,
-                visibility=None if r.visibility is None else canonical(r.visibility),
-                creator=r.creator,
-            )
-            for r in doc.resources
-        ],
-        assistants=[
-            Assistant(
-                id=a.id,
-                workspace=a.workspace,
-                visibility=canonical(a.visibility),
-                creator=a.creator,
-            )
-            for a in doc.assistants
-        ],
-        chats=[Chat(**c.model_dump()) for c in doc.chats],
-        grants=grants,
-    )
+    facts = InMemoryFacts()
+    facts.add(*_records(doc))
+    return facts
 
 
-def load_facts_file(path: str | Path) -> InMemoryFacts:
-    """Read the JSON facts file; raise :class:`ConfigurationError` naming the bad entry."""
+def read_facts_json(path: str | Path) -> Any:
+    """The JSON document in ``path``; :class:`ConfigurationError` naming what is wrong."""
     file = Path(path)
     try:
-        data = json.loads(file.read_bytes())
+        return json.loads(file.read_bytes())
     except FileNotFoundError:
         raise ConfigurationError(f"facts file not found: {file}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -203,4 +216,8 @@ def load_facts_file(path: str | Path) -> InMemoryFacts:
         raise ConfigurationError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     except RecursionError:
         raise ConfigurationError(f"{file}: JSON nested too deeply") from None
-    return facts_from_document(data, source=str(file))
+
+
+def load_facts_file(path: str | Path) -> InMemoryFacts:
+    """Read the JSON facts file; raise :class:`ConfigurationError` naming the bad entry."""
+    return facts_from_document(read_facts_json(path), source=str(Path(path)))

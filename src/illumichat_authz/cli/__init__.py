@@ -16,13 +16,13 @@ from importlib import import_module
 from typing import Any
 
 from .. import __version__
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DependencyUnavailableError
 from ._common import EXIT_INTERRUPTED
 
 __all__ = ["main"]
 
 # Sub-command modules, in the order `--help` lists them.
-_COMMANDS = ("decide", "policy", "keys", "tokens", "serve", "demo")
+_COMMANDS = ("decide", "policy", "keys", "tokens", "db", "facts", "serve", "demo")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"illumichat-authz: {exc}", file=sys.stderr)
         return 2
+    except DependencyUnavailableError as exc:  # a database that cannot be reached
+        print(f"illumichat-authz: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

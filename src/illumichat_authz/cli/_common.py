@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Settings, load_settings
 from ..errors import ConfigurationError
 from ..request import RequestFacts
 
+if TYPE_CHECKING:
+    from ..stores.sql.database import Database
+
 __all__ = [
     "EXIT_INTERRUPTED",
     "add_config_flag",
     "add_request_flags",
+    "database_from",
     "request_from_flags",
     "settings_from",
 ]
@@ -31,6 +38,23 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
+
+
+@contextlib.contextmanager
+def database_from(args: argparse.Namespace) -> Iterator[Database]:
+    """``[database]`` of the configuration, opened; a database error exits 1 with its
+    reason (``DependencyUnavailableError``), a missing URL or extra is a configuration
+    error."""
+    from ..stores import open_database
+
+    database = open_database(settings_from(args))
+    from ..stores.sql.engine import unreachable  # the db extra is there: open_database ran
+
+    try:
+        with unreachable():
+            yield database
+    finally:
+        database.close()
 
 
 def add_request_flags(parser: argparse._ActionsContainer) -> None:

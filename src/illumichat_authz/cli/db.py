@@ -1,0 +1,52 @@
+"""``illumichat-authz db upgrade`` and ``db check``: our tables in ``[database] url``.
+
+``upgrade`` runs our migrations (idempotent: a database already at the newest one is left
+as it is); ``check`` exits 1 naming every problem: migrations not applied, a mapped table
+or column missing. A database that cannot be reached is exit 1 with the driver's reason
+(never the URL's password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ._common import add_config_flag, database_from
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    db = subparsers.add_parser("db", help="create and check the database tables")
+    sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = sub.add_parser("upgrade", help="apply our migrations (idempotent)")
+    add_config_flag(up)
+    up.set_defaults(handler=_upgrade)
+    check = sub.add_parser("check", help="exit 1 unless the database is ready to serve")
+    add_config_flag(check)
+    check.set_defaults(handler=_check)
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from ..stores.sql import migrate
+
+    with database_from(args) as database:
+        before, after = migrate.upgrade(database.engine)
+    if before == after:
+        print(f"database already at migration {after}")
+    else:
+        print(f"database upgraded from migration {before or 'none'} to {after}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ..stores.sql import migrate
+
+    with database_from(args) as database:
+        problems = migrate.check(database.engine, database.tables)
+    for problem in problems:
+        print(f"illumichat-authz: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"ok: database at migration {migrate.head()}")
+    return 1 if problems else 0

@@ -1,0 +1,82 @@
+"""Engines for a ``[database] url``: PostgreSQL through psycopg 3, SQLite through the stdlib.
+
+Reads run in autocommit (one statement each, so one round trip: no BEGIN, no ROLLBACK on
+the way back to the pool); each write is one transaction whose first statement bumps the
+revision, so that under SQLite it takes the write lock before reading anything and waits
+out a busy database instead of failing (see ``stores._sqlite``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as _create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from ...errors import ConfigurationError, DependencyUnavailableError
+from ...reasons import Reason
+
+__all__ = ["create_engine", "is_postgres", "reader", "unreachable"]
+
+#: How long a SQLite statement waits for another connection's write lock.
+SQLITE_BUSY_TIMEOUT_S = 5.0
+
+
+def create_engine(url: str, **options: Any) -> Engine:
+    """An engine for ``url`` (``postgresql+psycopg://...``, ``sqlite:///path``)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(
+            "not a database URL (e.g. 'postgresql+psycopg://user@host/db' or 'sqlite:///facts.db')"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "asyncpg"):
+            raise ConfigurationError(
+                "database.url: use postgresql+psycopg:// (or postgresql+asyncpg:// for async hosts)"
+            )
+        engine = _create_engine(parsed, pool_size=8, max_overflow=8, **options)
+    elif backend == "sqlite":
+        engine = _create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **options)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        raise ConfigurationError(f"{backend!r} is not supported (PostgreSQL or SQLite)")
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL: readers never wait for the writer, nor the writer for readers.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def reader(engine: Engine) -> Engine:
+    """The same pool, in autocommit: each read is one statement and one round trip."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextlib.contextmanager
+def unreachable() -> Iterator[None]:
+    """A database error as :class:`DependencyUnavailableError`: the driver's first line of
+    reason, never the URL (SQLAlchemy's messages may hold its parameters)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else ""
+        raise DependencyUnavailableError(
+            f"the database is unavailable: {type(exc.orig).__name__}: {reason}"[:500],
+            reason=Reason.FACTS_UNAVAILABLE,
+        ) from None
