@@ -322,11 +322,13 @@ def test_loaded_vocabulary_values_are_the_policys_own_string_objects() -> None:
     keys = {item: item for key in core.policy.table for item in key if item is not None}
     member = facts.membership("u", "w")
     assistant = facts.resource("assistant", "a")
-    assert member is not None and assistant is not None
+    assert member is not None
+    assert assistant is not None
     assert member.role is keys["admin"]
     assert member.status is keys["active"]
     assert assistant.visibility is keys["private"]
     assert assistant.kind is keys["assistant"]
     route = core.access_routes[("assistant:read", "assistant")]
     assert route.action is keys["assistant:read"]
-    assert route.resource is not None and route.resource.kind is keys["assistant"]
+    assert route.resource is not None
+    assert route.resource.kind is keys["assistant"]

@@ -201,9 +201,10 @@ class ChangeFeed:
     def _listener(self) -> Any:
         """A connection of its own, out of the pool, in autocommit, LISTENing."""
         raw = self.engine.raw_connection()
-        raw.detach()
         conn = raw.driver_connection
-        assert conn is not None
+        raw.detach()  # ours until closed: never lent to a reader
+        if conn is None:
+            raise RuntimeError("the driver gave no connection to LISTEN on")
         conn.autocommit = True
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         self._listening = True

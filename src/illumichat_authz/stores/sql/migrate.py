@@ -9,8 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from .migrations.env import VERSION_TABLE
-from .schema import FactsTables
+from .schema import VERSION_TABLE, FactsTables
 
 __all__ = ["check", "head", "upgrade"]
 

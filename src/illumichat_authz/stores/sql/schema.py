@@ -30,6 +30,7 @@ from sqlalchemy import (
 
 __all__ = [
     "NOTIFY_CHANNEL",
+    "VERSION_TABLE",
     "FactsTables",
     "GrantSource",
     "MembershipSource",
@@ -43,6 +44,8 @@ __all__ = [
     "revision",
 ]
 
+#: Alembic's version table for our migrations: never a host's own ``alembic_version``.
+VERSION_TABLE = "authz_alembic_version"
 #: The LISTEN/NOTIFY channel every write notifies on.
 NOTIFY_CHANNEL = "illumichat_authz"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-VERSION_TABLE = "authz_alembic_version"
+from illumichat_authz.stores.sql.schema import VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 context.configure(
