@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "fresh_database", "postgres"]
+__all__ = ["PostgresServer", "free_port", "fresh_database", "postgres"]
 
 
 def _binary(name: str) -> str:
@@ -35,7 +35,7 @@ def _binary(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -49,7 +49,7 @@ class PostgresServer:
         # sits below a directory only root may enter).
         self.root = root = Path(tempfile.mkdtemp(prefix="authz-pg-"))
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_nobody = os.geteuid() == 0
         if self._as_nobody:
             os.chmod(root, 0o777)

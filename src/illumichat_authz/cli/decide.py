@@ -146,6 +146,13 @@ def _open(path: str) -> contextlib.AbstractContextManager[TextIO]:
 
 def run(args: argparse.Namespace) -> int:
     authorizer = Authorizer.from_settings(settings_from(args))
+    try:
+        return _run(args, authorizer)
+    finally:
+        authorizer.close()
+
+
+def _run(args: argparse.Namespace, authorizer: Authorizer) -> int:
     out = sys.stdout
     if args.batch:
         try:
