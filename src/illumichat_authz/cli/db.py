@@ -20,10 +20,20 @@ __all__ = ["register"]
 def register(subparsers: Any) -> None:
     db = subparsers.add_parser("db", help="create and check the database tables")
     sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    up = sub.add_parser("upgrade", help="apply our migrations (idempotent)")
+    up = sub.add_parser(
+        "upgrade",
+        help="apply our migrations (idempotent)",
+        description="Create or migrate our tables in [database] url; a database already at "
+        "the newest migration is left as it is.",
+    )
     add_config_flag(up)
     up.set_defaults(handler=_upgrade)
-    check = sub.add_parser("check", help="exit 1 unless the database is ready to serve")
+    check = sub.add_parser(
+        "check",
+        help="exit 1 unless the database is ready to serve",
+        description="Check that our migrations are applied and that every mapped table and "
+        "column of [database.tables] exists; exit 1 naming each problem.",
+    )
     add_config_flag(check)
     check.set_defaults(handler=_check)
 

@@ -24,9 +24,16 @@ def register(subparsers: Any) -> None:
         ("load", "upsert the records of FACTS.json (one transaction)"),
         ("remove", "delete the rows the records of FACTS.json name (one transaction)"),
     ):
-        cmd = sub.add_parser(name, help=help_text)
+        cmd = sub.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}: it bumps the facts revision "
+            "and notifies every instance, and prints the new revision.",
+        )
         add_config_flag(cmd)
-        cmd.add_argument("file", metavar="FACTS.json")
+        cmd.add_argument(
+            "file", metavar="FACTS.json", help="a document in the format of [facts] file"
+        )
         cmd.set_defaults(handler=_run, facts_remove=name == "remove")
 
 
