@@ -184,6 +184,29 @@ class Authorizer:
             database.feed.start()
         return authorizer
 
+    def authorized_filter(
+        self, principal: Principal, action: str, kind: str, *, workspace: str | None = None
+    ) -> Any:
+        """The rows of ``kind`` ``principal`` may do ``action`` on, as a SQLAlchemy condition
+        on the kind's table (``database.tables.resource(kind).table``) that composes with the
+        host's own ``WHERE``, ``ORDER BY`` and ``LIMIT`` (``stores.sql.filters``). Needs
+        ``[database]``; the principal's facts are read now, from the database."""
+        if self.database is None:
+            raise ConfigurationError("authorized_filter needs [database] url")
+        from .stores.sql.engine import unreachable
+        from .stores.sql.filters import authorized_filter
+
+        with unreachable():
+            return authorized_filter(
+                self.core,
+                self.database.facts.engine,
+                self.database.tables,
+                principal,
+                action,
+                kind,
+                workspace=workspace,
+            )
+
     def close(self) -> None:
         """Stop what ``from_settings`` started (the database's change feed and pool)."""
         if self.database is not None:

@@ -307,3 +307,53 @@ def test_decisions_through_from_settings_follow_the_database(db: Database, tmp_p
         _wait(lambda: read() == 403)
     finally:
         authorizer.close()
+
+
+def test_authorized_filter_composes_with_the_hosts_query_and_as_plain_sql(
+    db: Database, tmp_path: Path
+) -> None:
+    from sqlalchemy import select
+
+    from illumichat_authz.stores.sql.filters import plain_sql
+    from illumichat_authz.stores.sql.schema import resources
+
+    extra = [
+        Assistant(id=f"p{i}", workspace="w1", visibility="public", creator="zed") for i in range(3)
+    ]
+    extra.append(Assistant(id="q0", workspace="w2", visibility="public", creator="zed"))
+    extra.append(Membership(user="bob", workspace="w2", role="guest", status="invited"))
+    db.writer.apply(
+        upsert=[
+            ALICE,
+            BOB,
+            SECRET,
+            *extra,
+            Assistant(id="a2", workspace="w1", visibility="workspace", creator="alice"),
+        ]
+    )
+    config = tmp_path / "authz.toml"
+    config.write_text(POLICY_CONFIG.format(url=db.settings.url))
+    authorizer = Authorizer.from_settings(load_settings(config, environment=False))
+    try:
+        bob = Principal(user_id="bob", kind=CredentialKind.SESSION)
+        condition = authorizer.authorized_filter(bob, "assistant:read", "assistant")
+        query = select(resources.c.id).where(condition).order_by(resources.c.id.desc()).limit(3)
+        with db.engine.connect() as conn:
+            assert conn.execute(query).scalars().all() == ["q0", "p2", "p1"]
+            everything = set(conn.execute(select(resources.c.id).where(condition)).scalars())
+            assert everything == {"a2", "p0", "p1", "p2", "q0"}  # not the private a1
+            sql, params = plain_sql(condition, db.engine)
+            rows = conn.exec_driver_sql(f"SELECT id FROM authz_resources WHERE {sql}", params)
+            assert {row[0] for row in rows} == everything
+        in_w1 = authorizer.authorized_filter(bob, "assistant:read", "assistant", workspace="w1")
+        with db.engine.connect() as conn:
+            assert set(conn.execute(select(resources.c.id).where(in_w1)).scalars()) == {
+                "a2",
+                "p0",
+                "p1",
+                "p2",
+            }
+        with pytest.raises(ValueError, match="kind"):
+            authorizer.authorized_filter(bob, "assistant:read", "workspace")
+    finally:
+        authorizer.close()

@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from ...core import Core
     from ...principal import Principal
 
-__all__ = ["PrincipalFacts", "authorized_filter", "build_filter", "principal_facts"]
+__all__ = [
+    "PrincipalFacts",
+    "authorized_filter",
+    "build_filter",
+    "plain_sql",
+    "principal_facts",
+]
 
 _ACTIVE = MembershipStatus.ACTIVE.value
 _INACTIVE = MembershipStatus.INACTIVE.value
@@ -204,3 +210,19 @@ def build_filter(
     if scope is not None:
         condition = and_(ws_col == scope, condition)
     return and_(source.of_kind(), condition)
+
+
+def plain_sql(
+    condition: ColumnElement[bool], engine: Engine
+) -> tuple[str, dict[str, Any] | tuple[Any, ...]]:
+    """The condition as SQL text in the driver's own parameter style (``%(name)s`` for
+    psycopg, ``?`` for sqlite3) and its parameters in the matching shape, for a host that
+    runs its queries on the driver's cursor: ``cursor.execute(f"SELECT ... WHERE {sql}",
+    params)``."""
+    compiled = condition.compile(
+        dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    if compiled.positional:
+        order = compiled.positiontup or []
+        return str(compiled), tuple(compiled.params[name] for name in order)
+    return str(compiled), dict(compiled.params)
