@@ -286,6 +286,14 @@ class TableMappings(_Section):
     #: By resource kind: ``[database.tables.grants.assistant]``.
     grants: dict[str, GrantTable] = Field(default_factory=dict)
 
+    @field_validator("resources", "grants")
+    @classmethod
+    def _kinds(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for kind in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", kind):
+                raise ValueError(f"{kind!r} is not a resource kind (lower-case letters, _, digits)")
+        return value
+
 
 class DatabaseSettings(_Section):
     #: ``postgresql+psycopg://user:password@host/db`` or ``sqlite:///facts.db`` (relative to

@@ -36,6 +36,16 @@ def register(subparsers: Any) -> None:
     )
     add_config_flag(check)
     check.set_defaults(handler=_check)
+    trig = sub.add_parser(
+        "trigger-sql",
+        help="print the PostgreSQL triggers for writes the host makes to mapped tables",
+        description="Print the SQL (a function and one trigger per table mapped in "
+        "[database.tables]) that makes the host's own writes bump the facts revision, log "
+        "the change and notify every instance, as the library's writes do. Needs no "
+        "connection.",
+    )
+    add_config_flag(trig)
+    trig.set_defaults(handler=_trigger_sql)
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -60,3 +70,19 @@ def _check(args: argparse.Namespace) -> int:
     if not problems:
         print(f"ok: database at migration {migrate.head()}")
     return 1 if problems else 0
+
+
+def _trigger_sql(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+    from ..errors import ConfigurationError
+
+    try:
+        from ..stores.sql.database import tables_from
+        from ..stores.sql.triggers import trigger_sql
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"db trigger-sql needs the db extra ({exc.name} is missing)"
+        ) from None
+
+    print(trigger_sql(tables_from(load_settings(args.config).database)))
+    return 0

@@ -3,6 +3,7 @@ membership table without a status column), mapped in ``[database.tables]``, neve
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,50 @@ def test_db_check_names_a_mapped_column_the_table_lacks(config: Path) -> None:
         assert "createdById" in problems[0]
     finally:
         database.close()
+
+
+def test_the_hosts_own_writes_reach_the_cache_through_the_triggers(
+    fresh_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from illumichat_authz.cli import main
+
+    path = tmp_path / "authz.toml"
+    path.write_text(
+        MAPPING.format(url=fresh_database).replace(
+            "[database.tables.memberships]", "poll_interval_s = 30\n[database.tables.memberships]"
+        )
+    )
+    settings = load_settings(path, environment=False)
+    database = Database(settings.database)
+    with database.engine.begin() as conn:
+        for statement in PRISMA_SCHEMA:
+            conn.execute(text(statement))
+    migrate.upgrade(database.engine)
+    assert main(["db", "trigger-sql", "--config", str(path)]) == 0
+    script = capsys.readouterr().out
+    assert 'ON "Membership"' in script
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(script)
+    database.close()
+    authorizer = Authorizer.from_settings(settings)
+    try:
+        feed = authorizer.database.feed
+        deadline = time.monotonic() + 5
+        while not feed.status().listening and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _read(authorizer, "bob", "a2") == 200
+        assert _read(authorizer, "carol", "a1") == 200
+        with authorizer.database.engine.begin() as conn:  # the host's own SQL, not ours
+            conn.execute(text('DELETE FROM "Membership" WHERE "userId" = \'bob\''))
+            conn.execute(text('DELETE FROM "AssistantShare" WHERE "userId" = \'carol\''))
+        # The poll is 30 s away: only the notification can make this happen now.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and (
+            _read(authorizer, "bob", "a2") == 200 or _read(authorizer, "carol", "a1") == 200
+        ):
+            time.sleep(0.005)
+        assert _read(authorizer, "bob", "a2") == 403
+        assert _read(authorizer, "carol", "a1") == 403
+        assert feed.status().applied == 2
+    finally:
+        authorizer.close()

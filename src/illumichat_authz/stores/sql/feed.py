@@ -29,6 +29,8 @@ from .schema import NOTIFY_CHANNEL, change_log, revision
 __all__ = ["ChangeFeed", "FeedStatus", "Subscriber"]
 
 _log = logging.getLogger("illumichat_authz.stores.sql.feed")
+#: The longest the feed's thread waits before looking at its stop flag.
+_WAKE_S = 0.2
 #: Change-log rows read per catch-up query.
 _CATCH_UP_BATCH = 5000
 
@@ -177,15 +179,20 @@ class ChangeFeed:
                     listener = self._listener()
                 self.check()
                 backoff = min(0.05, self.poll_interval_s)
+                next_poll = time.monotonic() + self.poll_interval_s
                 while not self._stop.is_set():
+                    # Waits of at most _WAKE_S, so that stop() never waits for a poll.
+                    wait = max(0.0, min(_WAKE_S, next_poll - time.monotonic()))
                     if listener is not None:
-                        for note in listener.notifies(timeout=self.poll_interval_s):
+                        for note in listener.notifies(timeout=wait):
                             self.notified(note.payload)
                             if self._stop.is_set():
                                 break
                     else:
-                        self._stop.wait(self.poll_interval_s)
-                    self.check()
+                        self._stop.wait(wait)
+                    if time.monotonic() >= next_poll:
+                        self.check()
+                        next_poll = time.monotonic() + self.poll_interval_s
             except Exception as exc:  # the database is away: retry, staleness runs out
                 self._listening = False
                 self._error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
