@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .engine import create_engine
+from .engine import create_engine, dispose
 from .facts import SqlFacts
 from .feed import ChangeFeed
 from .schema import FactsTables
@@ -50,4 +50,4 @@ class Database:
 
     def close(self) -> None:
         self.feed.stop()
-        self.engine.dispose()
+        dispose(self.engine)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from ...errors import ConfigurationError, DependencyUnavailableError
 from ...reasons import Reason
 
-__all__ = ["create_engine", "is_postgres", "reader", "unreachable"]
+__all__ = ["create_engine", "dispose", "is_postgres", "reader", "unreachable"]
 
 #: How long a SQLite statement waits for another connection's write lock.
 SQLITE_BUSY_TIMEOUT_S = 5.0
@@ -64,8 +64,38 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def reader(engine: Engine) -> Engine:
-    """The same pool, in autocommit: each read is one statement and one round trip."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    """The engine reads go through: autocommit, so each read is one statement and one round
+    trip (no BEGIN, no ROLLBACK when the connection goes back to the pool).
+
+    On PostgreSQL a pool of its own, made autocommit when each connection opens: switching
+    a pooled connection's isolation level per checkout costs a round trip each way. SQLite
+    shares the engine's pool (a ``sqlite://`` database lives in its connection).
+    """
+    if not is_postgres(engine):
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    found = _READERS.get(id(engine))
+    if found is None or found[0] is not engine:
+        made = _create_engine(
+            engine.url,
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+            pool_size=8,
+            max_overflow=8,
+        )
+        found = _READERS[id(engine)] = (engine, made)
+    return found[1]
+
+
+def dispose(engine: Engine) -> None:
+    """Close ``engine``'s connections and those of its reader."""
+    found = _READERS.pop(id(engine), None)
+    if found is not None and found[0] is engine:
+        found[1].dispose()
+    engine.dispose()
+
+
+#: id(engine) -> (engine, its reader): engines are few and live as long as the process.
+_READERS: dict[int, tuple[Engine, Engine]] = {}
 
 
 @contextlib.contextmanager
