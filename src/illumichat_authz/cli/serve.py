@@ -144,11 +144,16 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.workers == 1:
-        with _noting_interrupts() as interrupted:
-            uvicorn.run(app, **options)
+        try:
+            with _noting_interrupts() as interrupted:
+                uvicorn.run(app, **options)
+        finally:
+            authorizer.close()
         return _EXIT_INTERRUPTED if interrupted else 0
-    # Each worker process builds its own app from what this process was given.
+    # Each worker process builds its own app (and its own change feed) from what this
+    # process was given.
     authorizer.rate_limiter.close()
+    authorizer.close()
     if config:
         os.environ[factory.CONFIG_ENV] = str(Path(config).resolve())
     if token:

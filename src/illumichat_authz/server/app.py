@@ -376,9 +376,23 @@ def _readiness(authorizer: Authorizer) -> Callable[[Request], Awaitable[Response
         api_keys = authorizer.api_keys
         if api_keys is not None:
             checks.append(("api_keys", lambda: asyncio.to_thread(api_keys.get, probe_id)))
+        database = authorizer.database
+        if database is not None:
+            # Fresh facts: the change feed has confirmed the cache within the bound.
+            bound = database.settings.max_staleness_s
+            checks.append(("database", lambda: database.feed.status().age_s < bound))
         results = dict([await _probe(name, call) for name, call in checks])
         ready = all(results.values())
-        body = {"status": "ready" if ready else "unavailable", "checks": results}
+        body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": results}
+        if database is not None:
+            feed = database.feed.status()
+            body["facts"] = {
+                "revision": feed.applied,
+                "database_revision": feed.database,
+                "lag_s": round(feed.age_s, 3) if feed.age_s != float("inf") else None,
+                "listening": feed.listening,
+                "error": feed.error,
+            }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return readyz

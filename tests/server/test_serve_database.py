@@ -1,0 +1,92 @@
+"""``serve`` on a database: two instances (separate processes) see every change live.
+
+Facts are loaded and removed with the ``facts`` commands while both servers run; each one
+refuses a removed member within the propagation bound, with no restart, and its readiness
+endpoint reports the facts revision it has applied and its lag.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from test_serve_cli import CLI, free_port, listening, running
+
+from illumichat_authz.cli import main
+from illumichat_authz.credentials.authjs import encode_session_token
+from postgres_server import PostgresServer
+
+pytestmark = pytest.mark.interop
+
+SECRET = "serve-database-secret-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    pg = PostgresServer()
+    pg.start()
+    yield pg
+    pg.remove()
+
+
+def _write(path: Path, doc: str) -> str:
+    path.write_text(doc)
+    return str(path)
+
+
+def test_two_instances_follow_the_database_live(
+    server: PostgresServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "authz.toml"
+    config.write_text(
+        f'[session]\nsecrets = ["{SECRET}"]\n[database]\nurl = "{server.create_database()}"\n'
+        "poll_interval_s = 0.5\n"
+    )
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    facts = _write(
+        tmp_path / "facts.json",
+        '{"memberships": [{"user": "bob", "workspace": "w1", "role": "member"}],'
+        ' "assistants": [{"id": "a1", "workspace": "w1", "visibility": "workspace",'
+        ' "creator": "alice"}]}',
+    )
+    assert main(["facts", "load", "--config", str(config), facts]) == 0
+    capsys.readouterr()
+    cookie = "authjs.session-token=" + encode_session_token(
+        {"sub": "bob"}, secret=SECRET, now=time.time()
+    )
+    ports = [free_port(), free_port()]
+    argv = [[*CLI, "serve", "--config", str(config), "--port", str(p)] for p in ports]
+    with running(argv[0], listening(ports[0])), running(argv[1], listening(ports[1])):
+        clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=10) for p in ports]
+        try:
+
+            def statuses() -> list[int]:
+                return [
+                    c.get("/auth/api/assistants/a1", headers={"cookie": cookie}).status_code
+                    for c in clients
+                ]
+
+            assert statuses() == [200, 200]
+            for client in clients:
+                ready = client.get("/readyz").json()
+                assert ready["status"] == "ready"
+                assert ready["facts"]["revision"] == 1
+                assert ready["facts"]["listening"] is True
+                assert ready["facts"]["lag_s"] < 5
+            gone = _write(
+                tmp_path / "gone.json",
+                '{"memberships": [{"user": "bob", "workspace": "w1", "role": "member"}]}',
+            )
+            assert main(["facts", "remove", "--config", str(config), gone]) == 0
+            deadline = time.monotonic() + 2
+            while statuses() != [403, 403]:
+                assert time.monotonic() < deadline, statuses()
+                time.sleep(0.01)
+            for client in clients:
+                assert client.get("/readyz").json()["facts"]["revision"] == 2
+        finally:
+            for client in clients:
+                client.close()
