@@ -154,6 +154,18 @@ class Authorizer:
             facts = database.facts
         if api_keys is None and settings.api_keys.database is not None:
             api_keys = SqliteApiKeyStore(settings.api_keys.database)
+        if settings.database.url is not None and database is None:
+            database = open_database(settings)  # facts given: API keys still in the database
+        if settings.session.database_sessions and settings.session.database is None:
+            if database is None:
+                raise ConfigurationError(
+                    "session.database_sessions: the sessions table is read from [database] "
+                    "url, which is not set"
+                )
+            if sessions is None:
+                from .stores.sql.sessions import SqlSessionStore
+
+                sessions = SqlSessionStore(database.engine)
         if sessions is None and settings.session.database is not None:
             sessions = SqliteSessionStore(settings.session.database)
         url = settings.auth0.resolved_jwks_url
@@ -180,6 +192,12 @@ class Authorizer:
             clock=clock,
         )
         if database is not None:
+            from .stores.sql.api_keys import CredentialRevocations
+
+            if api_keys is None:
+                authorizer.api_keys = database.api_keys
+            # A key revoked anywhere leaves this process's credential cache at once.
+            database.feed.subscribers.append(CredentialRevocations(authorizer.credential_cache))
             authorizer.database = database
             database.feed.start()
         return authorizer

@@ -49,9 +49,10 @@ def build_core(
         session=AuthjsSessionDecoder.from_settings(session_cfg)
         if session_cfg.secrets or session_cfg.database
         else None,
-        session_database=session_cfg.database is not None,
+        session_database=session_cfg.database is not None or session_cfg.database_sessions,
         auth0=Auth0BearerVerifier.from_settings(settings.auth0) if settings.auth0.domain else None,
-        api_keys=settings.api_keys.database is not None,
+        # API keys in their SQLite file, or in [database] with the facts.
+        api_keys=settings.api_keys.database is not None or settings.database.url is not None,
     )
     return Core(
         routes=routes,

@@ -116,6 +116,9 @@ class SessionSettings(_Section):
     database: Path | None = None
     #: Accept NextAuth v4 cookies (``next-auth.session-token``, A256GCM, empty salt).
     accept_nextauth_v4: bool = False
+    #: Auth.js database strategy in ``[database] url``: the adapter's ``sessions`` table
+    #: (``@auth/pg-adapter`` on PostgreSQL).
+    database_sessions: bool = False
 
     @field_validator("secrets")
     @classmethod

@@ -12,12 +12,13 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from illumichat_authz.config import load_settings
 from illumichat_authz.credentials.apikeys import (
     API_KEY_PATTERN,
     ApiKeyRecord,
+    ApiKeyStore,
     issue_api_key,
     looks_like_api_key,
     validate_scope,
@@ -100,15 +101,31 @@ def register(subparsers: Any) -> None:
     revoke.set_defaults(handler=_revoke)
 
 
-def _store(args: argparse.Namespace) -> SqliteApiKeyStore:
+class _KeyStore(ApiKeyStore, Protocol):
+    """A store the commands open and close, and name in their messages."""
+
+    @property
+    def path(self) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def _store(args: argparse.Namespace) -> _KeyStore:
+    """``[api_keys] database`` (a SQLite file), else the keys table of ``[database] url``."""
     settings = load_settings(args.config)
     database = settings.api_keys.database
-    if database is None:
-        raise ConfigurationError(
-            "no API key database configured: set [api_keys] database in the configuration "
-            "file (or ILLUMICHAT_AUTHZ_API_KEYS__DATABASE)"
-        )
-    return SqliteApiKeyStore(database)
+    if database is not None:
+        return SqliteApiKeyStore(database)
+    if settings.database.url is not None:
+        from illumichat_authz.stores import open_database
+        from illumichat_authz.stores.sql.api_keys import SqlApiKeyStore
+
+        opened = open_database(settings)
+        return SqlApiKeyStore(opened.engine, close_with=opened.close)
+    raise ConfigurationError(
+        "no API key database configured: set [api_keys] database or [database] url in the "
+        "configuration file (or ILLUMICHAT_AUTHZ_API_KEYS__DATABASE)"
+    )
 
 
 def _iso(ts: float | None) -> str | None:

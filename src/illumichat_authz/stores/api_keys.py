@@ -87,7 +87,7 @@ def _row_to_record(row: tuple[Any, ...]) -> ApiKeyRecord:
     )
 
 
-class _TouchThrottle:
+class TouchThrottle:
     """Remembers when each key was last written, bounded (oldest forgotten first)."""
 
     def __init__(self, *, interval_s: float) -> None:
@@ -124,7 +124,7 @@ class SqliteApiKeyStore:
     ) -> None:
         self.path = Path(path)
         self._timeout_s = timeout_s
-        self._throttle = _TouchThrottle(interval_s=touch_interval_s)
+        self._throttle = TouchThrottle(interval_s=touch_interval_s)
         self._init_lock = threading.Lock()
         self._initialized = False
         self._pool = ConnectionPool(lambda: self._open(timeout_s=timeout_s))
@@ -256,7 +256,7 @@ class MemoryApiKeyStore:
     def __init__(self, *, touch_interval_s: float = 60.0) -> None:
         self._records: dict[str, ApiKeyRecord] = {}
         self._lock = threading.Lock()
-        self._throttle = _TouchThrottle(interval_s=touch_interval_s)
+        self._throttle = TouchThrottle(interval_s=touch_interval_s)
         #: How many times ``touch`` actually wrote (for tests of the throttle).
         self.writes = 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .api_keys import SqlApiKeyStore
 from .engine import create_engine, dispose
 from .facts import SqlFacts
 from .feed import ChangeFeed
@@ -47,6 +48,7 @@ class Database:
             listen=settings.listen,
         )
         self.writer = FactsWriter(self.engine, self.tables)
+        self.api_keys = SqlApiKeyStore(self.engine)
 
     def close(self) -> None:
         self.feed.stop()

@@ -20,7 +20,14 @@ from ...facts import Chat, Grant, Membership, Resource
 from .engine import is_postgres
 from .schema import NOTIFY_CHANNEL, FactsTables, change_log, revision
 
-__all__ = ["MAX_NOTIFY_BYTES", "Fact", "FactsWriter", "fact_key"]
+__all__ = [
+    "MAX_NOTIFY_BYTES",
+    "Fact",
+    "FactsWriter",
+    "bump_revision",
+    "fact_key",
+    "log_changes",
+]
 
 Fact = Membership | Resource | Grant
 #: PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; a bigger change is announced
@@ -52,16 +59,7 @@ class FactsWriter:
         """Write ``upsert`` and delete what ``remove`` names; the new revision."""
         upserts, removals = list(upsert), list(remove)
         with self.engine.begin() as conn:
-            # First: the row lock on the revision serialises writers (and under SQLite takes
-            # the write lock before anything is read).
-            rev = int(
-                conn.execute(
-                    update(revision)
-                    .where(revision.c.id == 1)
-                    .values(revision=revision.c.revision + 1)
-                    .returning(revision.c.revision)
-                ).scalar_one()
-            )
+            rev = bump_revision(conn)
             for fact in upserts:
                 self._upsert(conn, fact)
             for fact in removals:
@@ -130,6 +128,19 @@ class FactsWriter:
             where = (g.user == fact.user) & (g.id == fact.id) & g.of_kind()
             table = g.table
         conn.execute(delete(table).where(where))  # type: ignore[arg-type]
+
+
+def bump_revision(conn: Connection) -> int:
+    """The next revision. The first statement of every write: the row lock on the revision
+    serialises writers (and under SQLite takes the write lock before anything is read)."""
+    return int(
+        conn.execute(
+            update(revision)
+            .where(revision.c.id == 1)
+            .values(revision=revision.c.revision + 1)
+            .returning(revision.c.revision)
+        ).scalar_one()
+    )
 
 
 def log_changes(conn: Connection, rev: int, keys: Sequence[tuple[str, ...]], now: float) -> None:
