@@ -40,53 +40,75 @@ def _write(path: Path, doc: str) -> str:
 def test_two_instances_follow_the_database_live(
     server: PostgresServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A membership removal, a grant revocation and an API key revocation, each made by
+    another process, are refused by both running instances."""
     config = tmp_path / "authz.toml"
     config.write_text(
         f'[session]\nsecrets = ["{SECRET}"]\n[database]\nurl = "{server.create_database()}"\n'
-        "poll_interval_s = 0.5\n"
+        "poll_interval_s = 0.5\n[api_keys]\ncache_ttl_s = 300\n"
     )
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     facts = _write(
         tmp_path / "facts.json",
-        '{"memberships": [{"user": "bob", "workspace": "w1", "role": "member"}],'
+        '{"memberships": [{"user": "bob", "workspace": "w1", "role": "member"},'
+        ' {"user": "carol", "workspace": "w1", "role": "member"}],'
         ' "assistants": [{"id": "a1", "workspace": "w1", "visibility": "workspace",'
-        ' "creator": "alice"}]}',
+        ' "creator": "alice"}, {"id": "a2", "workspace": "w1", "visibility": "private",'
+        ' "creator": "alice"}],'
+        ' "grants": [{"user": "carol", "assistant": "a2"}]}',
     )
     assert main(["facts", "load", "--config", str(config), facts]) == 0
     capsys.readouterr()
-    cookie = "authjs.session-token=" + encode_session_token(
-        {"sub": "bob"}, secret=SECRET, now=time.time()
+    assert (
+        main(["keys", "create", "--config", str(config), "--user", "carol", "--workspace", "w1"])
+        == 0
     )
+    key = capsys.readouterr().out.splitlines()[0]
+
+    def cookie(user: str) -> str:
+        token = encode_session_token({"sub": user}, secret=SECRET, now=time.time())
+        return f"authjs.session-token={token}"
+
+    bob = {"cookie": cookie("bob")}
+    carol = {"cookie": cookie("carol")}
+    carol_key = {"authorization": f"Bearer {key}", "x-workspace-id": "w1"}
     ports = [free_port(), free_port()]
     argv = [[*CLI, "serve", "--config", str(config), "--port", str(p)] for p in ports]
     with running(argv[0], listening(ports[0])), running(argv[1], listening(ports[1])):
         clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=10) for p in ports]
         try:
 
-            def statuses() -> list[int]:
-                return [
-                    c.get("/auth/api/assistants/a1", headers={"cookie": cookie}).status_code
-                    for c in clients
-                ]
+            def statuses(path: str, headers: dict[str, str]) -> list[int]:
+                return [c.get(f"/auth{path}", headers=headers).status_code for c in clients]
 
-            assert statuses() == [200, 200]
+            def until(path: str, headers: dict[str, str], want: list[int]) -> None:
+                deadline = time.monotonic() + 2
+                while (got := statuses(path, headers)) != want:
+                    assert time.monotonic() < deadline, (path, got)
+                    time.sleep(0.01)
+
+            assert statuses("/api/assistants/a1", bob) == [200, 200]
+            assert statuses("/api/assistants/a2", carol) == [200, 200]  # the grant
+            assert statuses("/api/assistants", carol_key) == [200, 200]  # cached for 300 s
             for client in clients:
                 ready = client.get("/readyz").json()
                 assert ready["status"] == "ready"
-                assert ready["facts"]["revision"] == 1
+                assert ready["facts"]["revision"] == 2  # the facts, then the key
                 assert ready["facts"]["listening"] is True
                 assert ready["facts"]["lag_s"] < 5
+
             gone = _write(
                 tmp_path / "gone.json",
-                '{"memberships": [{"user": "bob", "workspace": "w1", "role": "member"}]}',
+                '{"memberships": [{"user": "bob", "workspace": "w1", "role": "member"}],'
+                ' "grants": [{"user": "carol", "assistant": "a2"}]}',
             )
             assert main(["facts", "remove", "--config", str(config), gone]) == 0
-            deadline = time.monotonic() + 2
-            while statuses() != [403, 403]:
-                assert time.monotonic() < deadline, statuses()
-                time.sleep(0.01)
+            until("/api/assistants/a1", bob, [403, 403])
+            until("/api/assistants/a2", carol, [403, 403])
+            assert main(["keys", "revoke", "--config", str(config), key]) == 0
+            until("/api/assistants", carol_key, [401, 401])
             for client in clients:
-                assert client.get("/readyz").json()["facts"]["revision"] == 2
+                assert client.get("/readyz").json()["facts"]["revision"] == 4
         finally:
             for client in clients:
                 client.close()
