@@ -21,22 +21,24 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .compile import build_core, setting
 from .config import Settings, load_settings
 from .core import Core, CredentialSource, Need, Query, Replay, decide, decide_access, identify
 from .core.lookups import Lookups, propagates
+from .core.trace import new_tuple
 from .credentials.apikeys import ApiKeyRecord, ApiKeyStore
 from .credentials.jwk import JwkKey
 from .credentials.sessions import SessionStore
 from .decision import Decision
-from .errors import AuthzError, ConfigurationError, DependencyUnavailableError
+from .errors import AuthzError, BadRequestError, ConfigurationError, DependencyUnavailableError
 from .facts import AsyncFacts, Facts, InMemoryFacts
 from .facts_file import load_facts_file
 from .principal import Principal
 from .ratelimit import RateLimitOutcome, RateLimitSpec
 from .reasons import Reason
+from .render import REVISION_HEADER
 from .request import RequestFacts
 from .stores import open_database
 from .stores.api_keys import SqliteApiKeyStore
@@ -225,6 +227,24 @@ class Authorizer:
                 workspace=workspace,
             )
 
+    def _needs_catch_up(self, want: Consistency) -> bool:
+        database = self.database
+        return database is not None and (
+            want == "full" or (isinstance(want, int) and database.feed.applied < want)
+        )
+
+    def _catch_up(self, want: Consistency) -> Decision | None:
+        """Bring the facts to ``want`` (one read of the revision and the change log);
+        ``None`` when they are, or the 503 when the database cannot be reached."""
+        if not self._needs_catch_up(want):
+            return None
+        try:
+            self.database.feed.check()
+        except Exception as exc:
+            _log.warning("facts could not be brought up to date: %s", type(exc).__name__)
+            return Decision.of(Reason.FACTS_UNAVAILABLE, "facts are unavailable; retry later")
+        return None
+
     def close(self) -> None:
         """Stop what ``from_settings`` started (the database's change feed and pool)."""
         if self.database is not None:
@@ -237,8 +257,27 @@ class Authorizer:
         *,
         principal: Principal | None = None,
         read_body: BodyReader | None = None,
+        at_least: Consistency = None,
     ) -> Decision:
-        """Decide ``request`` (see ``core.decide``); ``read_body`` for webhook routes."""
+        """Decide ``request`` (see ``core.decide``); ``read_body`` for webhook routes.
+
+        With ``[database]``: ``at_least`` (or the request's ``X-Authz-Revision``) is the
+        facts revision the decision must see at least, ``"full"`` the database's newest;
+        the decision carries the revision it saw (``facts_revision``)."""
+        if self.database is not None:
+            try:
+                want = at_least if at_least is not None else requested_revision(request)
+            except BadRequestError as exc:
+                return Decision.of(exc.reason, exc.message)
+            behind = self._catch_up(want)
+            if behind is not None:
+                return behind
+            return _stamped(self._decide(request, principal, read_body), self.database)
+        return self._decide(request, principal, read_body)
+
+    def _decide(
+        self, request: RequestFacts, principal: Principal | None, read_body: BodyReader | None
+    ) -> Decision:
         try:
             return decide(
                 request, self.core, now=self.clock(), lookups=self._lookups, principal=principal
@@ -263,8 +302,26 @@ class Authorizer:
         resource_kind: str | None = None,
         resource_id: str | None = None,
         workspace: str | None = None,
+        at_least: Consistency = None,
     ) -> Decision:
-        """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``)."""
+        """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``);
+        ``at_least`` as for :meth:`decide`."""
+        if self.database is not None:
+            behind = self._catch_up(at_least)
+            if behind is not None:
+                return behind
+            return _stamped(
+                decide_access(
+                    self.core,
+                    principal=principal,
+                    action=action,
+                    resource_kind=resource_kind,
+                    resource_id=resource_id,
+                    workspace=workspace,
+                    lookups=self._lookups,
+                ),
+                self.database,
+            )
         return decide_access(
             self.core,
             principal=principal,
@@ -286,8 +343,27 @@ class Authorizer:
         *,
         principal: Principal | None = None,
         read_body: AsyncBodyReader | None = None,
+        at_least: Consistency = None,
     ) -> Decision:
         """:meth:`decide` for async hosts: awaits what must be awaited."""
+        if self.database is not None:
+            try:
+                want = at_least if at_least is not None else requested_revision(request)
+            except BadRequestError as exc:
+                return Decision.of(exc.reason, exc.message)
+            if self._needs_catch_up(want):
+                behind = await asyncio.to_thread(self._catch_up, want)
+                if behind is not None:
+                    return behind
+            return _stamped(await self._adecide(request, principal, read_body), self.database)
+        return await self._adecide(request, principal, read_body)
+
+    async def _adecide(
+        self,
+        request: RequestFacts,
+        principal: Principal | None,
+        read_body: AsyncBodyReader | None,
+    ) -> Decision:
         try:
             return decide(
                 request, self.core, now=self.clock(), lookups=self._alookups, principal=principal
@@ -303,8 +379,30 @@ class Authorizer:
         resource_kind: str | None = None,
         resource_id: str | None = None,
         workspace: str | None = None,
+        at_least: Consistency = None,
     ) -> Decision:
         """:meth:`decide_access` for async hosts."""
+        if self.database is not None:
+            if self._needs_catch_up(at_least):
+                behind = await asyncio.to_thread(self._catch_up, at_least)
+                if behind is not None:
+                    return behind
+            return _stamped(
+                await self._adecide_access(
+                    principal, action, resource_kind, resource_id, workspace
+                ),
+                self.database,
+            )
+        return await self._adecide_access(principal, action, resource_kind, resource_id, workspace)
+
+    async def _adecide_access(
+        self,
+        principal: Principal,
+        action: str,
+        resource_kind: str | None,
+        resource_id: str | None,
+        workspace: str | None,
+    ) -> Decision:
         try:
             return decide_access(
                 self.core,
@@ -504,6 +602,34 @@ class Authorizer:
         if self.sessions is None:
             raise DependencyUnavailableError("no session store is configured")
         return self.sessions
+
+
+#: A facts revision the decision must see at least, ``"full"`` for the database's newest.
+Consistency = int | Literal["full"] | None
+
+_MAX_REVISION_DIGITS = 18
+
+
+def requested_revision(request: RequestFacts) -> int | None:
+    """The ``X-Authz-Revision`` a client sent back (read-your-writes), if any."""
+    found: str | None = None
+    for name, value in request.headers:
+        if name == REVISION_HEADER:
+            if found is not None:
+                raise BadRequestError(
+                    f"more than one {REVISION_HEADER} header", reason=Reason.BAD_HEADER
+                )
+            found = value.strip(" \t")
+    if found is None:
+        return None
+    if not (found.isascii() and found.isdigit() and len(found) <= _MAX_REVISION_DIGITS):
+        raise BadRequestError(f"malformed {REVISION_HEADER} header", reason=Reason.BAD_HEADER)
+    return int(found)
+
+
+def _stamped(decision: Decision, database: Any) -> Decision:
+    """``decision`` with the revision the facts were at (a tuple copy: no ``_replace``)."""
+    return new_tuple(Decision, (*decision[:-1], database.facts.applied))
 
 
 def _no_body_reader(max_bytes: int) -> bytes | None:

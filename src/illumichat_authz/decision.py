@@ -43,6 +43,9 @@ class Decision(NamedTuple):
     explanation: tuple[str, ...] = ()
     #: Path parameters of the matched route (for adapters and explanations).
     params: tuple[tuple[str, str], ...] = ()
+    #: With ``[database]``: the facts revision this instance had applied when it decided
+    #: (sent as ``X-Authz-Revision``; a client passes it back to read its own writes).
+    facts_revision: int | None = None
 
     def __bool__(self) -> bool:
         raise TypeError("a Decision has no truth value; use decision.allowed")
@@ -71,7 +74,7 @@ class Decision(NamedTuple):
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape the CLI prints (stable: other services parse it)."""
-        return {
+        out = {
             "status": self.status,
             "reason": self.reason.value,
             "message": self.message,
@@ -83,3 +86,6 @@ class Decision(NamedTuple):
             "role": self.role,
             "explanation": list(self.explanation),
         }
+        if self.facts_revision is not None:
+            out["facts_revision"] = self.facts_revision
+        return out

@@ -18,6 +18,7 @@ from .reasons import Reason
 __all__ = [
     "IDENTITY_HEADERS",
     "PROBLEM_CONTENT_TYPE",
+    "REVISION_HEADER",
     "Rendered",
     "identity_headers",
     "render_denial",
@@ -76,7 +77,13 @@ def render_denial(decision: Decision, *, request_id: str | None = None) -> Rende
     )
     if status == 503 and not any(k.lower() == "retry-after" for k, _ in decision.headers):
         headers = (*headers, ("retry-after", "5"))
+    if decision.facts_revision is not None:
+        headers = (*headers, (REVISION_HEADER, str(decision.facts_revision)))
     return Rendered(status, headers, body)
+
+
+#: The facts revision a decision saw (responses), or the one a client needs (requests).
+REVISION_HEADER = "x-authz-revision"
 
 
 def identity_headers(decision: Decision) -> tuple[tuple[str, str], ...]:

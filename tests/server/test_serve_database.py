@@ -90,6 +90,10 @@ def test_two_instances_follow_the_database_live(
             assert statuses("/api/assistants/a1", bob) == [200, 200]
             assert statuses("/api/assistants/a2", carol) == [200, 200]  # the grant
             assert statuses("/api/assistants", carol_key) == [200, 200]  # cached for 300 s
+            allowed = clients[0].get("/auth/api/assistants/a1", headers=bob)
+            assert allowed.headers["x-authz-revision"] == "2"  # the revision it decided at
+            denied = clients[1].get("/auth/api/assistants/a2", headers=bob)
+            assert (denied.status_code, denied.headers["x-authz-revision"]) == (403, "2")
             for client in clients:
                 ready = client.get("/readyz").json()
                 assert ready["status"] == "ready"

@@ -71,6 +71,7 @@ class Trace:
                 headers,
                 self.explanation,
                 tuple(params.items()) if params else (),
+                None,
             ),
         )
 

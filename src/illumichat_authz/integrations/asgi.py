@@ -14,6 +14,7 @@ from typing import Any
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError
+from ..render import REVISION_HEADER
 from ..request import RequestFacts
 from ._common import (
     ANONYMOUS,
@@ -180,7 +181,7 @@ class AuthzMiddleware:
         if body is not None and body.body is not None:
             receive = body.replay
         if scope["type"] == "http":
-            send = _with_request_id(send, request_id(facts.headers))
+            send = _with_request_id(send, request_id(facts.headers), decision.facts_revision)
         await self.app(scope, receive, send)
 
     async def _deny(self, scope: Scope, send: Send, decision: Decision, rid: str) -> None:
@@ -202,21 +203,26 @@ class AuthzMiddleware:
 
 
 _REQUEST_ID = b"x-request-id"
+_REVISION = REVISION_HEADER.encode("ascii")
 
 
-def _with_request_id(send: Send, rid: str) -> Send:
+def _with_request_id(send: Send, rid: str, revision: int | None = None) -> Send:
     """``send``, adding ``x-request-id`` to the app's response unless it set one: an
-    allowed response carries the id too, as every denial does."""
+    allowed response carries the id too, as every denial does. With ``[database]``, also
+    the facts revision the decision saw (``x-authz-revision``)."""
     value = rid.encode("latin-1")
+    extra = () if revision is None else ((_REVISION, str(revision).encode("ascii")),)
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = message.get("headers") or ()
             for name, _ in headers:
                 if name.lower() == _REQUEST_ID:
+                    if extra:
+                        message["headers"] = [*headers, *extra]
                     break
             else:  # a new list: the app's own may be a tuple, or shared
-                message["headers"] = [*headers, (_REQUEST_ID, value)]
+                message["headers"] = [*headers, (_REQUEST_ID, value), *extra]
         await send(message)
 
     return sending

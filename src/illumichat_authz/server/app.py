@@ -44,7 +44,7 @@ from ..integrations import check_host, read_bounded, render, request_id, request
 from ..integrations.asgi import Receive, Scope, Send
 from ..net import IPNetwork, is_trusted_peer
 from ..reasons import Reason
-from ..render import identity_headers
+from ..render import REVISION_HEADER, identity_headers
 from ..request import RequestFacts
 from . import authzen
 
@@ -256,6 +256,8 @@ class _ForwardAuth:
         response = Response(b"", status_code=200)
         for name, value in (*identity_headers(decision), ("x-request-id", rid)):
             response.headers.append(name, value)
+        if decision.facts_revision is not None:
+            response.headers[REVISION_HEADER] = str(decision.facts_revision)
         response.headers["cache-control"] = "no-store"
         return response
 

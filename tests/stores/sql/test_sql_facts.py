@@ -357,3 +357,51 @@ def test_authorized_filter_composes_with_the_hosts_query_and_as_plain_sql(
             authorizer.authorized_filter(bob, "assistant:read", "workspace")
     finally:
         authorizer.close()
+
+
+def test_decisions_carry_the_revision_and_read_their_writes(db: Database, tmp_path: Path) -> None:
+    """Read-your-writes across instances: a writer's revision passed back (``at_least`` or
+    the ``X-Authz-Revision`` header) makes an instance whose feed lags catch up first."""
+    from illumichat_authz import RequestFacts
+
+    db.writer.apply(upsert=[ALICE, SECRET])
+    config = tmp_path / "authz.toml"
+    config.write_text(POLICY_CONFIG.format(url=db.settings.url).replace("0.05", "60"))
+    authorizer = Authorizer.from_settings(load_settings(config, environment=False))
+    try:
+        _wait(lambda: authorizer.database.feed.status().applied == 1)
+        bob = Principal(user_id="bob", kind=CredentialKind.SESSION)
+
+        def read(**kw: object) -> tuple[int, int | None]:
+            d = authorizer.decide_access(
+                principal=bob,
+                action="assistant:read",
+                resource_kind="assistant",
+                resource_id="a1",
+                **kw,  # type: ignore[arg-type]
+            )
+            return int(d.status), d.facts_revision
+
+        assert read() == (403, 1)
+        authorizer.database.feed.stop()  # no notification will arrive, no poll run
+        rev = db.writer.apply(upsert=[BOB, GRANT])
+        assert read() == (403, 1)  # latency first: the cached facts, within the bound
+        assert read(at_least=rev) == (200, rev)  # caught up: bob's own write is seen
+        rev2 = db.writer.apply(remove=[GRANT])
+        assert read(at_least="full") == (403, rev2)
+
+        def ask(value: str) -> tuple[int, int | None, dict[str, str]]:
+            request = RequestFacts.build(
+                method="GET",
+                path="/api/widget/a1/config",
+                headers=[("x-authz-revision", value)],
+            )
+            d = authorizer.decide(request)
+            return int(d.status), d.facts_revision, dict(d.headers)
+
+        rev3 = db.writer.apply(upsert=[GRANT])
+        assert ask(str(rev3))[:2] == (200, rev3)
+        for bad in ("-1", "1.5", "x", "9" * 40, "\uff11"):
+            assert ask(bad)[0] == 400
+    finally:
+        authorizer.close()
