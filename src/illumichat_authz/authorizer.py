@@ -306,23 +306,12 @@ class Authorizer:
     ) -> Decision:
         """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``);
         ``at_least`` as for :meth:`decide`."""
-        if self.database is not None:
+        database = self.database
+        if database is not None:
             behind = self._catch_up(at_least)
             if behind is not None:
                 return behind
-            return _stamped(
-                decide_access(
-                    self.core,
-                    principal=principal,
-                    action=action,
-                    resource_kind=resource_kind,
-                    resource_id=resource_id,
-                    workspace=workspace,
-                    lookups=self._lookups,
-                ),
-                self.database,
-            )
-        return decide_access(
+        decision = decide_access(
             self.core,
             principal=principal,
             action=action,
@@ -331,6 +320,7 @@ class Authorizer:
             workspace=workspace,
             lookups=self._lookups,
         )
+        return decision if database is None else _stamped(decision, database)
 
     def identify(self, request: RequestFacts) -> Decision:
         """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -22,7 +23,7 @@ from illumichat_authz.reasons import Reason
 
 from ._sqlite import ConnectionPool
 
-__all__ = ["SqliteSessionStore", "parse_expires"]
+__all__ = ["SqliteSessionStore", "parse_expires", "session_from_rows"]
 
 _log = logging.getLogger("illumichat_authz.stores.sessions")
 
@@ -87,16 +88,31 @@ class SqliteSessionStore:
             raise DependencyUnavailableError(
                 "session store unavailable", reason=Reason.AUTH_UNAVAILABLE
             ) from None
-        if not rows:
-            return None
-        if len(rows) > 1:
-            raise CredentialError("duplicate session", reason=Reason.AMBIGUOUS_CREDENTIAL)
-        stored_token, user_id, expires = rows[0]
-        if stored_token != token or not isinstance(user_id, str):
-            return None
-        try:
+        return session_from_rows(token, rows)
+
+
+def session_from_rows(
+    token: str, rows: Sequence[Sequence[object]], *, integer_ids: bool = False
+) -> SessionRecord | None:
+    """What the adapter's rows for ``token`` (``sessionToken``, ``userId``, ``expires``)
+    say: no row is no session, two are ambiguous, an unreadable ``expires`` is invalid.
+    ``integer_ids``: the adapter's users have integer ids (``@auth/pg-adapter``)."""
+    if not rows:
+        return None
+    if len(rows) > 1:
+        raise CredentialError("duplicate session", reason=Reason.AMBIGUOUS_CREDENTIAL)
+    stored_token, user_id, expires = rows[0]
+    if integer_ids and isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if stored_token != token or not isinstance(user_id, str):
+        return None
+    try:
+        if isinstance(expires, datetime):
+            at = expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)
+            expires_s = at.timestamp()
+        else:
             expires_s = parse_expires(expires)
-        except ValueError:
-            _log.warning("session row has an unreadable expires value")
-            raise CredentialError("invalid session", reason=Reason.INVALID_CREDENTIAL) from None
-        return SessionRecord(session_token=token, user_id=user_id, expires=expires_s)
+    except (ValueError, OverflowError, OSError):
+        _log.warning("session row has an unreadable expires value")
+        raise CredentialError("invalid session", reason=Reason.INVALID_CREDENTIAL) from None
+    return SessionRecord(session_token=token, user_id=user_id, expires=expires_s)

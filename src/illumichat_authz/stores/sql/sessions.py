@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Final
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from ...credentials.sessions import SessionRecord
-from ...errors import ConfigurationError, CredentialError, DependencyUnavailableError
+from ...errors import ConfigurationError, DependencyUnavailableError
 from ...reasons import Reason
-from ..sessions import parse_expires
+from ..sessions import session_from_rows
 from .engine import reader
 
 __all__ = ["SqlSessionStore"]
@@ -50,23 +49,7 @@ class SqlSessionStore:
             raise DependencyUnavailableError(
                 "session store unavailable", reason=Reason.AUTH_UNAVAILABLE
             ) from None
-        if not rows:
-            return None
-        if len(rows) > 1:
-            raise CredentialError("duplicate session", reason=Reason.AMBIGUOUS_CREDENTIAL)
-        stored, user_id, expires = rows[0]
-        if stored != token or isinstance(user_id, bool) or not isinstance(user_id, int | str):
-            return None
-        try:
-            if isinstance(expires, datetime):
-                at = expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)
-                expires_s = at.timestamp()
-            else:
-                expires_s = parse_expires(expires)
-        except (ValueError, OverflowError, OSError):
-            _log.warning("session row has an unreadable expires value")
-            raise CredentialError("invalid session", reason=Reason.INVALID_CREDENTIAL) from None
-        return SessionRecord(session_token=token, user_id=str(user_id), expires=expires_s)
+        return session_from_rows(token, rows, integer_ids=True)
 
     def close(self) -> None:
         """The engine is the database's."""
