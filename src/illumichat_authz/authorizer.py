@@ -124,6 +124,8 @@ class Authorizer:
         self.facts = facts if facts is not None else InMemoryFacts()
         #: ``[database]`` opened by ``from_settings`` (``stores.sql.database.Database``).
         self.database: Any = None
+        #: When a catch-up last fell short of a requested revision, and what it reached.
+        self._beyond: tuple[float, int] = (float("-inf"), -1)
 
     @classmethod
     def from_settings(
@@ -229,9 +231,17 @@ class Authorizer:
 
     def _needs_catch_up(self, want: Consistency) -> bool:
         database = self.database
-        return database is not None and (
-            want == "full" or (isinstance(want, int) and database.feed.applied < want)
-        )
+        if database is None or want is None:
+            return False
+        if want == "full":
+            return True
+        feed = database.feed
+        if not isinstance(want, int) or feed.applied >= want:
+            return False
+        # A revision that a catch-up just now did not reach is from nowhere (or a client
+        # forcing reads): asking again at most every _FUTURE_RECHECK_S bounds its cost.
+        seen_at, seen = self._beyond
+        return not (want > seen and time.monotonic() - seen_at < _FUTURE_RECHECK_S)
 
     def _catch_up(self, want: Consistency) -> Decision | None:
         """Bring the facts to ``want`` (one read of the revision and the change log);
@@ -239,7 +249,9 @@ class Authorizer:
         if not self._needs_catch_up(want):
             return None
         try:
-            self.database.feed.check()
+            applied = self.database.feed.check()
+            if isinstance(want, int) and applied < want:
+                self._beyond = (time.monotonic(), applied)
         except Exception as exc:
             _log.warning("facts could not be brought up to date: %s", type(exc).__name__)
             return Decision.of(Reason.FACTS_UNAVAILABLE, "facts are unavailable; retry later")
@@ -598,6 +610,8 @@ class Authorizer:
 Consistency = int | Literal["full"] | None
 
 _MAX_REVISION_DIGITS = 18
+#: How often a revision newer than the database's may make an instance read it again.
+_FUTURE_RECHECK_S = 0.1
 
 
 def requested_revision(request: RequestFacts) -> int | None:
