@@ -17,23 +17,24 @@ functions of ``illumichat_authz.core``, over the same ``Lookups``:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .compile import build_core, setting
 from .config import Settings, load_settings
 from .core import Core, CredentialSource, Need, Query, Replay, decide, decide_access, identify
-from .core.lookups import Lookups, propagates
+from .core.lookups import FACT_LOOKUPS, Lookups, propagates
 from .core.trace import new_tuple
 from .credentials.apikeys import ApiKeyRecord, ApiKeyStore
 from .credentials.jwk import JwkKey
 from .credentials.sessions import SessionStore
 from .decision import Decision
 from .errors import AuthzError, BadRequestError, ConfigurationError, DependencyUnavailableError
-from .facts import AsyncFacts, Facts, InMemoryFacts
+from .facts import AsyncFacts, Facts, FetchingFacts, InMemoryFacts
 from .facts_file import load_facts_file
 from .principal import Principal
 from .ratelimit import RateLimitOutcome, RateLimitSpec
@@ -262,6 +263,14 @@ class Authorizer:
         if self.database is not None:
             self.database.close()
 
+    async def aclose(self) -> None:
+        """Close what async decisions opened on the running event loop (the database's
+        async connections); an async host calls it when it shuts down (a lifespan), before
+        its loop ends. ``close`` still stops the rest."""
+        aclose = getattr(self._fetching, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     # --- sync -----------------------------------------------------------------------
     def decide(
         self,
@@ -295,16 +304,107 @@ class Authorizer:
                 request, self.core, now=self.clock(), lookups=self._lookups, principal=principal
             )
         except Need as need:
-            # A side effect (a rate-limit hit, the body): answered once, then one more run
-            # answers everything inline.
+            # A side effect (a rate-limit hit, the body) or a fact the cache lacks: answered
+            # once, then the decision runs again over the answers.
             inline = self._sync if read_body is None else {**self._sync, "body": read_body}
-            return decide(
-                request,
-                self.core,
-                now=self.clock(),
-                lookups=Replay(inline),
-                principal=need.principal,
-            )
+            return self._run(need, Replay(inline), decide, request, self.core, now=self.clock())
+
+    def _run(
+        self,
+        need: Need,
+        replay: Replay,
+        question: Callable[..., Decision],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Decision:
+        """The sync driver's replay: every run answers what the previous one lacked (facts
+        a round trip at a time, everything else inline), so it ends; bounded anyway."""
+        for _ in range(_MAX_RUNS):
+            query = need.query
+            if (
+                query.lookup in FACT_LOOKUPS
+                and self._fetching is not None
+                and query not in replay.answers
+            ):
+                self._fetched(replay, [need])
+            try:
+                return question(*args, lookups=replay, principal=need.principal, **kwargs)
+            except Need as again:
+                need = again
+        _log.error("decision abandoned: %r was still unanswered", need.query)
+        return Decision.of(Reason.INTERNAL_ERROR, "the decision could not be completed")
+
+    def _fetched(self, replay: Replay, needs: list[Need]) -> None:
+        """Answer ``needs`` (and the facts read with them) in one round trip, or their
+        failure (one principal's decisions: the first need's principal is theirs)."""
+        queries = [need.query for need in needs]
+        principal = needs[0].principal
+        user = principal.user_id if principal is not None else None
+        try:
+            answers = cast(FetchingFacts, self._fetching).fetch(queries, user)
+        except BaseException as exc:
+            if propagates(exc):
+                raise
+            for query in queries:
+                replay.fail(query, exc)  # each decision's one try makes it a deny
+            return
+        for answered, value in answers.items():
+            replay.answer(answered, value)
+
+    def decide_access_many(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str,
+        resource_ids: Sequence[str],
+        workspace: str | None = None,
+        at_least: Consistency = None,
+    ) -> list[Decision]:
+        """:meth:`decide_access` for each of ``resource_ids``, in order (a page of a list).
+
+        With ``[database]`` the facts of every resource not cached (each one's row, the
+        caller's membership in its workspace, the caller's grant) are one round trip."""
+        if self.database is not None:
+            behind = self._catch_up(at_least)
+            if behind is not None:
+                return [behind] * len(resource_ids)
+        ask = functools.partial(
+            decide_access,
+            self.core,
+            action=action,
+            resource_kind=resource_kind,
+            workspace=workspace,
+        )
+        decisions, pending = self._first_runs(ask, principal, resource_ids)
+        if pending:
+            shared = Replay(self._sync)
+            facts = [need for _, need in pending if need.query.lookup in FACT_LOOKUPS]
+            if facts and self._fetching is not None:
+                self._fetched(shared, facts)
+            for index, need in pending:
+                replay = Replay(self._sync)
+                replay.answers.update(shared.answers)
+                decisions[index] = self._run(need, replay, ask, resource_id=resource_ids[index])
+        return self._stamp_all(decisions)
+
+    def _first_runs(
+        self, ask: Callable[..., Decision], principal: Principal, ids: Sequence[str]
+    ) -> tuple[list[Decision], list[tuple[int, Need]]]:
+        decisions: list[Decision] = []
+        pending: list[tuple[int, Need]] = []
+        lookups = self._lookups
+        for index, resource_id in enumerate(ids):
+            try:
+                decisions.append(ask(principal=principal, resource_id=resource_id, lookups=lookups))
+            except Need as need:
+                decisions.append(_UNDECIDED)
+                pending.append((index, need))
+        return decisions, pending
+
+    def _stamp_all(self, decisions: list[Decision]) -> list[Decision]:
+        database = self.database
+        return decisions if database is None else [_stamped(d, database) for d in decisions]
 
     def decide_access(
         self,
@@ -323,15 +423,27 @@ class Authorizer:
             behind = self._catch_up(at_least)
             if behind is not None:
                 return behind
-        decision = decide_access(
-            self.core,
-            principal=principal,
-            action=action,
-            resource_kind=resource_kind,
-            resource_id=resource_id,
-            workspace=workspace,
-            lookups=self._lookups,
-        )
+        try:
+            decision = decide_access(
+                self.core,
+                principal=principal,
+                action=action,
+                resource_kind=resource_kind,
+                resource_id=resource_id,
+                workspace=workspace,
+                lookups=self._lookups,
+            )
+        except Need as need:
+            decision = self._run(
+                need,
+                Replay(self._sync),
+                decide_access,
+                self.core,
+                action=action,
+                resource_kind=resource_kind,
+                resource_id=resource_id,
+                workspace=workspace,
+            )
         return decision if database is None else _stamped(decision, database)
 
     def identify(self, request: RequestFacts) -> Decision:
@@ -397,6 +509,49 @@ class Authorizer:
             )
         return await self._adecide_access(principal, action, resource_kind, resource_id, workspace)
 
+    async def adecide_access_many(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str,
+        resource_ids: Sequence[str],
+        workspace: str | None = None,
+        at_least: Consistency = None,
+    ) -> list[Decision]:
+        """:meth:`decide_access_many` for async hosts (the round trip is awaited)."""
+        if self.database is not None and self._needs_catch_up(at_least):
+            behind = await asyncio.to_thread(self._catch_up, at_least)
+            if behind is not None:
+                return [behind] * len(resource_ids)
+        ask = functools.partial(
+            decide_access,
+            self.core,
+            action=action,
+            resource_kind=resource_kind,
+            workspace=workspace,
+        )
+        decisions: list[Decision] = []
+        pending: list[tuple[int, Need]] = []
+        for index, resource_id in enumerate(resource_ids):
+            try:
+                decisions.append(
+                    ask(principal=principal, resource_id=resource_id, lookups=self._alookups)
+                )
+            except Need as missing:
+                decisions.append(_UNDECIDED)
+                pending.append((index, missing))
+        if pending:
+            shared = Replay(self._ainline)
+            facts = [need.query for _, need in pending if need.query.lookup in FACT_LOOKUPS]
+            if facts and self._fetching is not None:
+                await self._afetched(shared, facts, principal.user_id)
+            for index, need in pending:
+                decisions[index] = await self._arun(
+                    need, None, ask, resource_id=resource_ids[index], answered=shared
+                )
+        return self._stamp_all(decisions)
+
     async def _adecide_access(
         self,
         principal: Principal,
@@ -440,22 +595,45 @@ class Authorizer:
         read_body: AsyncBodyReader | None,
         question: Callable[..., Decision],
         *args: Any,
+        answered: Replay | None = None,
         **kwargs: Any,
     ) -> Decision:
-        """Await what the decision needs, one lookup at a time, and run it again."""
+        """Await what the decision needs, one lookup at a time, and run it again
+        (``answered``: what a batch read already)."""
         replay = Replay(self._ainline)
+        if answered is not None:
+            replay.answers.update(answered.answers)
         while True:
             query = need.query
-            try:
-                replay.answer(query, await self._aanswer(query, read_body))
-            except BaseException as exc:
-                if propagates(exc):  # cancellation, interpreter exit
-                    raise
-                replay.fail(query, exc)  # the decision's one try will make it a deny
+            if query in replay.answers:
+                pass  # answered with a batch
+            elif self._fetching is not None and query.lookup in FACT_LOOKUPS:
+                user = need.principal.user_id if need.principal is not None else None
+                await self._afetched(replay, [query], user)
+            else:
+                try:
+                    replay.answer(query, await self._aanswer(query, read_body))
+                except BaseException as exc:
+                    if propagates(exc):  # cancellation, interpreter exit
+                        raise
+                    replay.fail(query, exc)  # the decision's one try will make it a deny
             try:
                 return question(*args, lookups=replay, principal=need.principal, **kwargs)
             except Need as again:
                 need = again
+
+    async def _afetched(self, replay: Replay, queries: list[Query], user: str | None) -> None:
+        """:meth:`_fetched` for the async driver: the round trip is awaited."""
+        try:
+            answers = await cast(FetchingFacts, self._fetching).afetch(queries, user)
+        except BaseException as exc:
+            if propagates(exc):
+                raise
+            for query in queries:
+                replay.fail(query, exc)
+            return
+        for answered, value in answers.items():
+            replay.answer(answered, value)
 
     async def _aanswer(self, query: Query, read_body: AsyncBodyReader | None) -> Any:
         lookup, args = query
@@ -497,11 +675,16 @@ class Authorizer:
         ) -> None:
             put(key(source, credential), principal, now=now, revocable=revocable)
 
+        #: A cache over a database: the lookups ask the cache, the drivers ``fetch`` a miss.
+        self._fetching: FetchingFacts | None = None
         fact_lookups: dict[str, Callable[..., Any]] = {
             "membership": facts.membership,
             "resource": facts.resource,
             "has_grant": facts.has_grant,
         }
+        if isinstance(facts, FetchingFacts):
+            self._fetching = facts
+            fact_lookups = dict(facts.cached)
         cache_lookups: dict[str, Callable[..., Any]] = {
             "cached_principal": cached_principal,
             "cache_principal": cache_principal,
@@ -605,6 +788,13 @@ class Authorizer:
             raise DependencyUnavailableError("no session store is configured")
         return self.sessions
 
+
+#: A place in a batch's list not decided yet (never returned).
+_UNDECIDED = Decision.of(Reason.INTERNAL_ERROR, "not decided")
+
+#: Runs of one decision before the sync driver gives up (each run answers at least one
+#: more lookup; a decision asks at most five).
+_MAX_RUNS = 8
 
 #: A facts revision the decision must see at least, ``"full"`` for the database's newest.
 Consistency = int | Literal["full"] | None

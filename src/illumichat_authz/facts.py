@@ -3,7 +3,9 @@
 The decision core never reads storage; it asks for exactly the facts one request needs
 (at most a membership, a resource, a grant, and for member routes the target's
 membership). ``Facts`` is the synchronous protocol and ``AsyncFacts`` its async twin;
-hosts implement whichever their storage speaks.
+hosts implement whichever their storage speaks. A store that caches in process and reads
+from a database implements ``FetchingFacts`` as well: the driver then asks its cache and
+answers a miss with one round trip for every fact the decision needs.
 
 Resources are generic: a :class:`Resource` has a kind (any kind ``routes.toml`` declares
 under ``[resources]``, other than the special ``workspace`` and ``member``), an id, the
@@ -14,15 +16,19 @@ and the CLI; the JSON file format is read by ``facts_file.load_facts_file``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .core.lookups import Query
 
 __all__ = [
     "Assistant",
     "AsyncFacts",
     "Chat",
     "Facts",
+    "FetchingFacts",
     "Grant",
     "InMemoryFacts",
     "Membership",
@@ -104,6 +110,26 @@ class AsyncFacts(Protocol):
     async def membership(self, user: str, workspace: str) -> Membership | None: ...
     async def resource(self, kind: str, id: str) -> Resource | None: ...
     async def has_grant(self, user: str, kind: str, id: str) -> bool: ...
+
+
+@runtime_checkable
+class FetchingFacts(Protocol):
+    """Facts cached in process over a database, read a decision at a time.
+
+    ``cached`` holds the three lookups answered from the cache alone (a miss raises
+    ``core.Need``); the driver answers misses with ``fetch`` (or ``afetch``), which reads
+    the missing facts together with the ones the same decisions ask next (for a resource:
+    ``user``'s membership in its workspace and ``user``'s grant on it) in one round trip,
+    and returns every answer it read, by query. A batch of decisions
+    (``Authorizer.decide_access_many``) passes all their misses at once.
+    """
+
+    cached: Mapping[str, Callable[..., Any]]
+
+    def fetch(self, queries: Sequence[Query], user: str | None = None) -> Mapping[Query, Any]: ...
+    async def afetch(
+        self, queries: Sequence[Query], user: str | None = None
+    ) -> Mapping[Query, Any]: ...
 
 
 class InMemoryFacts:

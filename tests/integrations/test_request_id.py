@@ -69,3 +69,48 @@ def test_an_id_the_wsgi_app_set_is_kept(authorizer: Authorizer) -> None:
     app = AuthzWSGIMiddleware(own, authorizer=authorizer)
     response = Target(app, False).call(get(CONFIG, **{"x-request-id": "caller"}))
     assert response.headers["x-request-id"] == "the-app's"
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi", "fastapi", "flask", "django"])
+def test_with_a_database_an_allowed_response_carries_the_facts_revision(
+    adapter: str, tmp_path: Any
+) -> None:
+    """The revision the decision saw (read-your-writes: a client sends it back as
+    ``X-Authz-Revision``), on the answers the app gives, as on every denial."""
+    from conftest import SECRET
+
+    from illumichat_authz import load_settings
+    from illumichat_authz.facts import Assistant, Membership
+    from illumichat_authz.stores.sql import migrate
+    from illumichat_authz.stores.sql.database import Database
+
+    url = f"sqlite:///{tmp_path / 'facts.db'}"
+    settings = load_settings(
+        overrides={
+            "session": {"secrets": [SECRET], "workspace_claim": "workspace"},
+            "database": {"url": url, "poll_interval_s": 0.05},
+        }
+    )
+    db = Database(settings.database)
+    migrate.upgrade(db.engine)
+    rev = db.writer.apply(
+        upsert=[
+            Membership(user="u1", workspace="w1", role="member"),
+            Assistant(id="a1", workspace="w1", visibility="public", creator="u1"),
+        ]
+    )
+    db.close()
+    authorizer = Authorizer.from_settings(settings)
+    try:
+        authorizer.database.feed.check()
+        with adapter_app(adapter, authorizer) as target:
+            for request in (get(CONFIG), get(CHATS, **cookie_header())):
+                answer = target.call(request)
+                assert answer.status_code == 200
+                assert answer.headers["x-authz-revision"] == str(rev)  # one value, not joined
+            denied = target.call(get(CHATS))  # no credential: 401
+            assert denied.status_code == 401
+            assert denied.headers["x-authz-revision"] == str(rev)
+            assert len(target.ran) == 2
+    finally:
+        authorizer.close()

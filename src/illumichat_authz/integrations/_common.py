@@ -23,7 +23,7 @@ from ..denials import internal_error
 from ..errors import BadRequestError
 from ..net import valid_host
 from ..reasons import Reason
-from ..render import Rendered, render_denial
+from ..render import REVISION_HEADER, Rendered, render_denial
 from ..request import RequestFacts, is_decimal
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ __all__ = [
     "ANONYMOUS",
     "PREFLIGHT_STATUS",
     "Anonymous",
+    "allowed_headers",
     "answers_itself",
     "authorizer_for_file",
     "below_mount",
@@ -93,6 +94,16 @@ def raise_import_failure(exc: ImportError, *, module: str, framework: str, extra
         f"illumichat_authz.integrations needs {framework}; "
         f'install it with: pip install "illumichat-authz[{extra}]"'
     ) from exc
+
+
+def allowed_headers(decision: Decision, rid: str) -> list[tuple[str, str]]:
+    """What an allowed answer carries, as every denial does: the request id, and with
+    ``[database]`` the facts revision the decision saw (``x-authz-revision``), which a
+    client sends back to read its own writes on any instance. An adapter adds each one the
+    application did not set itself."""
+    if decision.facts_revision is None:
+        return [("x-request-id", rid)]
+    return [("x-request-id", rid), (REVISION_HEADER, str(decision.facts_revision))]
 
 
 def request_id(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:

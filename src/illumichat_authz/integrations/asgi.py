@@ -216,13 +216,16 @@ def _with_request_id(send: Send, rid: str, revision: int | None = None) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = message.get("headers") or ()
+            has_id = has_revision = False
             for name, _ in headers:
-                if name.lower() == _REQUEST_ID:
-                    if extra:
-                        message["headers"] = [*headers, *extra]
-                    break
-            else:  # a new list: the app's own may be a tuple, or shared
-                message["headers"] = [*headers, (_REQUEST_ID, value), *extra]
+                lowered = name.lower()
+                has_id = has_id or lowered == _REQUEST_ID
+                has_revision = has_revision or lowered == _REVISION
+            ours = [] if has_id else [(_REQUEST_ID, value)]
+            if extra and not has_revision:
+                ours += extra
+            if ours:  # a new list: the app's own may be a tuple, or shared
+                message["headers"] = [*headers, *ours]
         await send(message)
 
     return sending

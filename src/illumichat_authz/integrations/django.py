@@ -22,7 +22,14 @@ except ImportError as exc:
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..request import RequestFacts
-from ._common import answers_itself, configured_authorizer, read_wsgi_input, render, request_id
+from ._common import (
+    allowed_headers,
+    answers_itself,
+    configured_authorizer,
+    read_wsgi_input,
+    render,
+    request_id,
+)
 from ._common import request_target as _request_target
 from ._require import DECIDE, Endpoint, Incoming, require
 from ._users import AnonymousPrincipalUser, PrincipalUser, attach
@@ -117,8 +124,9 @@ class IllumiChatAuthzMiddleware:
             return respond(decision, rid)
         attach(request, decision)
         response = self.get_response(request)
-        if "x-request-id" not in response:  # allowed answers carry the id too
-            response["x-request-id"] = rid
+        for name, value in allowed_headers(decision, rid):  # as every denial does
+            if name not in response:
+                response[name] = value
         return response
 
 

@@ -21,7 +21,15 @@ except ImportError as exc:
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..principal import Principal
-from ._common import answers_itself, internal_error, log, read_bounded, render, request_id
+from ._common import (
+    allowed_headers,
+    answers_itself,
+    internal_error,
+    log,
+    read_bounded,
+    render,
+    request_id,
+)
 from ._require import Endpoint, Incoming, arequire
 from .asgi import facts_from_scope
 from .route_check import STATE_KEY, Requirement, install_fastapi_check, mark
@@ -107,6 +115,9 @@ def _dependency(
         decision = await arequire(chosen, endpoint, seen, incoming, read_body=read_body)
         if answers_itself(decision):  # a denial, or a CORS preflight (an empty 204)
             raise AuthzDenied(decision, rid)
+        if seen is None or decision is not seen:  # else the middleware adds them
+            for name, value in allowed_headers(decision, rid):
+                response.headers[name] = value
         return answer(decision)
 
     requirement = Requirement(

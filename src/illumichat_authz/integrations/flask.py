@@ -17,7 +17,15 @@ except ImportError as exc:
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import ConfigurationError
-from ._common import answers_itself, configured_authorizer, internal_error, log, render, request_id
+from ._common import (
+    allowed_headers,
+    answers_itself,
+    configured_authorizer,
+    internal_error,
+    log,
+    render,
+    request_id,
+)
 from ._require import Endpoint, require
 from .route_check import Requirement, check_flask_on_first_request, mark
 from .wsgi import decide_environ, environ_incoming, read_environ_body
@@ -100,8 +108,16 @@ class IllumiChatAuthz:
 
     def _after_request(self, response: flask.Response) -> flask.Response:
         # An allowed answer carries the request id too, as every denial does.
-        rid = flask.g.get("authz_request_id")
-        if rid and "x-request-id" not in response.headers:
+        g = flask.g
+        rid = g.get("authz_request_id")
+        decision = g.get("authz_allowed")
+        if decision is None:
+            decision = g.get("authz_decision")
+        if rid and isinstance(decision, Decision):
+            for name, value in allowed_headers(decision, rid):
+                if name not in response.headers:
+                    response.headers[name] = value
+        elif rid and "x-request-id" not in response.headers:
             response.headers["x-request-id"] = rid
         return response
 
@@ -134,6 +150,7 @@ class IllumiChatAuthz:
                 if answers_itself(decision):
                     return _respond(decision, rid)
                 g.principal = decision.principal
+                g.authz_allowed = decision  # its revision goes on the answer
                 return view(*args, **kwargs)
 
             requirement = Requirement(action, names_resource=endpoint.names_resource)

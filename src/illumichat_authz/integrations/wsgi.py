@@ -16,7 +16,14 @@ from typing import Any
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..request import RequestFacts
-from ._common import answers_itself, read_wsgi_input, render, request_id, request_target
+from ._common import (
+    allowed_headers,
+    answers_itself,
+    read_wsgi_input,
+    render,
+    request_id,
+    request_target,
+)
 from ._require import DECIDE, Incoming, require
 from .route_check import check_wsgi
 
@@ -129,16 +136,21 @@ class AuthzWSGIMiddleware:
             return [rendered.body]
         environ[PRINCIPAL_KEY] = decision.principal
         environ[DECISION_KEY] = decision
-        return self.app(environ, _with_request_id(start_response, rid))
+        return self.app(environ, _with_allowed_headers(start_response, decision, rid))
 
 
-def _with_request_id(start_response: StartResponse, rid: str) -> StartResponse:
-    """``start_response``, adding ``x-request-id`` unless the app set one: an allowed
-    response carries the id too, as every denial does."""
+def _with_allowed_headers(
+    start_response: StartResponse, decision: Decision, rid: str
+) -> StartResponse:
+    """``start_response``, adding what an allowed answer carries (``allowed_headers``)
+    that the app did not set itself."""
+    ours = allowed_headers(decision, rid)
 
     def starting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        if not any(name.lower() == "x-request-id" for name, _ in headers):
-            headers = [*headers, ("x-request-id", rid)]
+        have = {name.lower() for name, _ in headers}
+        extra = [(name, value) for name, value in ours if name not in have]
+        if extra:
+            headers = [*headers, *extra]
         return start_response(status, headers, exc_info)
 
     return starting

@@ -23,10 +23,11 @@ configured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -440,4 +441,10 @@ def create_app(
             ),
             Route(authzen.METADATA_PATH, _authzen_metadata(authorizer, pdp_url), methods=["GET"]),
         ]
-    return Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await authorizer.aclose()  # the loop's async database connections, before it ends
+
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from illumichat_authz import Authorizer, CredentialKind, Principal, load_settings
 from illumichat_authz.config import DatabaseSettings
+from illumichat_authz.core.lookups import Query
 from illumichat_authz.errors import DependencyUnavailableError
 from illumichat_authz.facts import Assistant, Chat, Grant, Membership, Resource
 from illumichat_authz.stores.sql import migrate
@@ -151,10 +152,11 @@ def test_a_read_older_than_an_applied_change_is_not_kept(db: Database) -> None:
     # The feed applies revision 2 (say alice's removal) while a read made at revision 1
     # is still on its way back: that read must not refill the cache.
     db.facts.apply(2, [("membership", "alice", "w1")])
-    db.facts._keep(db.facts._memberships, ("alice", "w1"), ALICE, 1)
+    key, query = ("alice", "w1"), Query("membership", ("alice", "w1"))
+    db.facts._keep([(db.facts._memberships, key, query, ALICE)], 1)
     assert ("alice", "w1") not in db.facts._memberships
     # A read at (or after) the applied revision is kept; an older change does not evict it.
-    db.facts._keep(db.facts._memberships, ("alice", "w1"), ALICE, 2)
+    db.facts._keep([(db.facts._memberships, key, query, ALICE)], 2)
     db.facts.apply(2, [("membership", "alice", "w1")])
     assert ("alice", "w1") in db.facts._memberships
 

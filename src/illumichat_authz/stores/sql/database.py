@@ -40,6 +40,7 @@ class Database:
             self.tables,
             max_staleness_s=settings.max_staleness_s,
             max_entries=settings.cache_entries,
+            async_url=settings.url,
         )
         self.feed = ChangeFeed(
             self.engine,
@@ -52,4 +53,5 @@ class Database:
 
     def close(self) -> None:
         self.feed.stop()
+        self.facts.async_readers.close()
         dispose(self.engine)

@@ -8,7 +8,9 @@ out a busy database instead of failing (see ``stores._sqlite``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +22,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from ...errors import ConfigurationError, DependencyUnavailableError
 from ...reasons import Reason
 
-__all__ = ["create_engine", "dispose", "is_postgres", "reader", "unreachable"]
+__all__ = [
+    "AsyncReaders",
+    "create_engine",
+    "dispose",
+    "is_postgres",
+    "reader",
+    "unreachable",
+]
 
 #: How long a SQLite statement waits for another connection's write lock.
 SQLITE_BUSY_TIMEOUT_S = 5.0
@@ -40,7 +49,10 @@ def create_engine(url: str, **options: Any) -> Engine:
             raise ConfigurationError(
                 "database.url: use postgresql+psycopg:// (or postgresql+asyncpg:// for async hosts)"
             )
-        engine = _create_engine(parsed, pool_size=8, max_overflow=8, **options)
+        # The sync side (the change feed, writes, sync decisions) always speaks psycopg;
+        # an asyncpg URL names the driver of async reads only (AsyncReaders).
+        sync_url = parsed.set(drivername="postgresql+psycopg")
+        engine = _create_engine(sync_url, pool_size=8, max_overflow=8, **options)
     elif backend == "sqlite":
         engine = _create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -57,6 +69,54 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+class AsyncReaders:
+    """Async engines for an event loop's reads, one per loop (a connection of asyncpg or
+    of psycopg's ``AsyncConnection`` belongs to the loop it was opened on).
+
+    PostgreSQL only: ``get`` is ``None`` for SQLite, and when SQLAlchemy's asyncio
+    support (greenlet) is not installed; the reads then run in a worker thread.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self._url = None if parsed.get_backend_name() != "postgresql" else parsed
+        self._engines: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def get(self) -> Any:
+        if self._url is None:
+            return None
+        loop = asyncio.get_running_loop()
+        found = self._engines.get(loop)
+        if found is None:
+            try:
+                import greenlet  # type: ignore[import-untyped]  # noqa: F401
+                from sqlalchemy.ext.asyncio import create_async_engine
+            except ImportError:
+                self._url = None
+                return None
+            found = self._engines[loop] = create_async_engine(
+                self._url,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+                pool_size=8,
+                max_overflow=8,
+            )
+        return found
+
+    async def aclose(self) -> None:
+        """Close the running loop's engine and its connections (before the loop ends)."""
+        found = self._engines.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.dispose()
+
+    def close(self) -> None:
+        """Forget the engines (connections of a loop not closed with ``aclose`` close with
+        that loop's transports)."""
+        for found in list(self._engines.values()):
+            found.sync_engine.dispose(close=False)
+        self._engines.clear()
 
 
 def is_postgres(engine: Engine) -> bool:

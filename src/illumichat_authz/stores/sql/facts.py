@@ -4,28 +4,59 @@ The warm path is a dict lookup and a clock compare: an entry is served while the
 feed (``stores.sql.feed``) has confirmed the cache current within ``max_staleness_s``.
 Past that bound (the database unreachable, the feed stopped) nothing cached is served:
 every lookup goes to the database, and a lookup that fails there is the decision's 503,
-never an allow from memory. A miss reads the fact and the revision in one statement; the
-entry is kept only if no change newer than that revision has been applied meanwhile (the
-feed evicts under the same lock), so an eviction can never be overtaken by a stale read.
+never an allow from memory.
+
+A miss is one round trip for all the facts a decision needs (``facts.FetchingFacts``):
+the driver's lookups are the cache alone (``cached``, raising ``core.Need``), and the
+driver answers a miss with :meth:`SqlFacts.fetch`, which reads a resource together with
+the caller's membership in its workspace and the caller's grant on it, and the revision,
+in one statement (``stores.sql.prepared``). An entry is kept only if no change newer than
+that revision has been applied meanwhile (the feed evicts under the same lock), so an
+eviction can never be overtaken by a stale read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Select, and_, exists, literal, select
+from sqlalchemy import (
+    ARRAY,
+    Engine,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+)
 
+from ...core.lookups import Need, Query
 from ...facts import Assistant, Chat, Membership, Resource
 from ...vocab import canonical
-from .engine import reader
+from .engine import AsyncReaders, is_postgres, reader
+from .prepared import Prepared
 from .schema import FactsTables, revision
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["SqlFacts"]
 
 _Key = tuple[str, ...]
+#: What one read found: (the cache it belongs in, its key, the lookup it answers, the value).
+_Found = tuple[dict[Any, tuple[Any, int]], tuple[str, ...], Query, Any]
+#: One statement to run: (its shape's name, how to build it, its parameters, what it answers).
+_Plan = tuple[Any, Callable[[], Select[Any]], dict[str, Any], list[Query]]
 
 
 class SqlFacts:
@@ -39,8 +70,12 @@ class SqlFacts:
         max_staleness_s: float = 5.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        async_url: str | None = None,
     ) -> None:
         self.engine = reader(engine)
+        #: Where ``afetch`` reads (an async host's event loop waits on it, never blocks):
+        #: ``async_url``'s driver (psycopg or asyncpg) on PostgreSQL; else a worker thread.
+        self.async_readers = AsyncReaders(async_url or engine.url.render_as_string(False))
         self.tables = tables or FactsTables()
         self.max_staleness_s = max_staleness_s
         self.max_entries = max_entries
@@ -54,32 +89,81 @@ class SqlFacts:
         self._memberships: dict[tuple[str, str], tuple[Membership | None, int]] = {}
         self._resources: dict[tuple[str, str], tuple[Resource | None, int]] = {}
         self._grants: dict[tuple[str, str, str], tuple[bool, int]] = {}
-        self._statements: dict[Any, Select[Any]] = {}
+        self._prepared: dict[Any, Prepared] = {}
+        self._arrays = is_postgres(self.engine)
+        #: The driver's lookups: the cache alone, a miss raises ``core.Need``.
+        self.cached: Mapping[str, Callable[..., Any]] = {
+            "membership": self.cached_membership,
+            "resource": self.cached_resource,
+            "has_grant": self.cached_has_grant,
+        }
 
-    # --- the lookups (the core calls these) ----------------------------------------------
-    def membership(self, user: str, workspace: str) -> Membership | None:
+    # --- the cache (the core calls these through the driver) ------------------------------
+    def cached_membership(self, user: str, workspace: str) -> Membership | None:
         hit = self._memberships.get((user, workspace))
         if hit is not None and self.clock() < self.fresh_until:
             return hit[0]
-        value, rev = self._read_membership(user, workspace)
-        self._keep(self._memberships, (user, workspace), value, rev)
-        return value
+        raise Need(Query("membership", (user, workspace)))
 
-    def resource(self, kind: str, id: str) -> Resource | None:
+    def cached_resource(self, kind: str, id: str) -> Resource | None:
         hit = self._resources.get((kind, id))
         if hit is not None and self.clock() < self.fresh_until:
             return hit[0]
-        value, rev = self._read_resource(kind, id)
-        self._keep(self._resources, (kind, id), value, rev)
-        return value
+        raise Need(Query("resource", (kind, id)))
 
-    def has_grant(self, user: str, kind: str, id: str) -> bool:
+    def cached_has_grant(self, user: str, kind: str, id: str) -> bool:
         hit = self._grants.get((user, kind, id))
         if hit is not None and self.clock() < self.fresh_until:
             return hit[0]
-        value, rev = self._read_grant(user, kind, id)
-        self._keep(self._grants, (user, kind, id), value, rev)
-        return value
+        raise Need(Query("has_grant", (user, kind, id)))
+
+    # --- a miss: one round trip -------------------------------------------------------------
+    def fetch(self, queries: Sequence[Query], user: str | None = None) -> dict[Query, Any]:
+        """Read the facts ``queries`` ask for, with, for resources, ``user``'s membership in
+        each one's workspace and ``user``'s grant on it; keep and return them all.
+
+        One statement per shape: the resources of one kind (any number of them) are one
+        round trip, a membership or a grant another."""
+        answers: dict[Query, Any] = {}
+        for name, build, params, wanted in self._plans(queries, user):
+            rows = self._prepared_for(name, build, self.engine).rows(self.engine, params)
+            answers.update(self._found(wanted, user, rows))
+        return answers
+
+    async def afetch(self, queries: Sequence[Query], user: str | None = None) -> dict[Query, Any]:
+        """:meth:`fetch` for an event loop: awaited on an async engine, else in a thread."""
+        async_engine = self.async_readers.get()
+        if async_engine is None:
+            return await asyncio.to_thread(self.fetch, queries, user)
+        answers: dict[Query, Any] = {}
+        for name, build, params, wanted in self._plans(queries, user):
+            prepared = self._prepared_for(name, build, async_engine)
+            rows = await prepared.arows(async_engine, params)
+            answers.update(self._found(wanted, user, rows))
+        return answers
+
+    async def aclose(self) -> None:
+        """Close the async connections the running event loop read through."""
+        await self.async_readers.aclose()
+
+    # --- facts.Facts, for callers outside a decision -----------------------------------------
+    def membership(self, user: str, workspace: str) -> Membership | None:
+        try:
+            return self.cached_membership(user, workspace)
+        except Need as need:
+            return self.fetch((need.query,))[need.query]  # type: ignore[no-any-return]
+
+    def resource(self, kind: str, id: str) -> Resource | None:
+        try:
+            return self.cached_resource(kind, id)
+        except Need as need:
+            return self.fetch((need.query,))[need.query]  # type: ignore[no-any-return]
+
+    def has_grant(self, user: str, kind: str, id: str) -> bool:
+        try:
+            return self.cached_has_grant(user, kind, id)
+        except Need as need:
+            return bool(self.fetch((need.query,))[need.query])
 
     # --- what the feed calls ----------------------------------------------------------------
     def confirm(self, rev: int) -> None:
@@ -132,88 +216,162 @@ class SqlFacts:
         if entry is not None and entry[1] < rev:
             del table[tuple(rest)]
 
-    def _keep(self, table: dict[Any, tuple[Any, int]], key: Any, value: Any, rev: int) -> None:
+    def _prepared_for(self, name: Any, build: Callable[[], Select[Any]], engine: Any) -> Prepared:
+        dialect = engine.dialect
+        key = (name, dialect.name, dialect.driver)
+        found = self._prepared.get(key)
+        if found is None:
+            found = self._prepared[key] = Prepared(dialect, build())
+        return found
+
+    def _plans(self, queries: Sequence[Query], user: str | None) -> list[_Plan]:
+        """The statements for ``queries`` (each shape built once) and their parameters."""
+        plans: list[_Plan] = []
+        by_kind: dict[str, list[Query]] = {}
+        for query in queries:
+            lookup, args = query
+            if lookup == "resource":
+                by_kind.setdefault(args[0], []).append(query)
+            elif lookup == "membership":
+                plans.append(
+                    (
+                        "membership",
+                        self._membership_statement,
+                        {"user": args[0], "ws": args[1]},
+                        [query],
+                    )
+                )
+            elif lookup == "has_grant":
+                kind = args[1]
+                plans.append(
+                    (
+                        ("grant", kind),
+                        functools.partial(self._grant_statement, kind),
+                        {"user": args[0], "id": args[2]},
+                        [query],
+                    )
+                )
+            else:
+                raise ValueError(f"not a fact lookup: {lookup!r}")
+        for kind, of_kind in by_kind.items():
+            ids = sorted({q.args[1] for q in of_kind})
+            params: dict[str, Any] = {"ids": self._ids_param(ids)}
+            if user is not None:
+                params["user"] = user
+            plans.append(
+                (
+                    ("resources", kind, user is not None),
+                    functools.partial(self._resource_statement, kind, user is not None),
+                    params,
+                    of_kind,
+                )
+            )
+        return plans
+
+    def _found(
+        self, wanted: list[Query], user: str | None, rows: list[tuple[Any, ...]]
+    ) -> dict[Query, Any]:
+        rev = int(rows[0][0])  # every statement reads the revision row: never empty
+        lookup = wanted[0].lookup
+        found: list[_Found] = []
+        if lookup == "membership":
+            query = wanted[0]
+            member = _membership(query.args[0], query.args[1], rows[0][1], rows[0][2])
+            found.append((self._memberships, query.args, query, member))
+        elif lookup == "has_grant":
+            query = wanted[0]
+            found.append((self._grants, query.args, query, bool(rows[0][1])))
+        else:
+            kind = wanted[0].args[0]
+            by_id = {row[1]: row for row in rows if row[1] is not None}
+            for query in wanted:
+                id = query.args[1]
+                row = by_id.get(id)
+                resource = None if row is None else _resource(kind, id, *row[2:6])
+                found.append((self._resources, query.args, query, resource))
+                if user is None or row is None or resource is None:
+                    continue
+                ws = resource.workspace
+                member = _membership(user, ws, row[6], row[7])
+                found.append(
+                    (self._memberships, (user, ws), Query("membership", (user, ws)), member)
+                )
+                if row[8] is not None:
+                    key = (user, kind, id)
+                    found.append((self._grants, key, Query("has_grant", key), bool(row[8])))
+        self._keep(found, rev)
+        return {q: value for _, _, q, value in found}
+
+    def _keep(self, found: Iterable[_Found], rev: int) -> None:
         with self._lock:
             # Read before a change the feed has already applied: that change may be this
-            # very key's, and its eviction is past. Serve the value, do not keep it.
+            # very key's, and its eviction is past. Serve the values, do not keep them.
             if rev < self.applied:
                 return
             if self.entries >= self.max_entries:
                 self._clear()  # bounded: a full cache starts over (entries refill on use)
-            table[key] = (value, rev)
+            for table, key, _, value in found:
+                table[key] = (value, rev)
 
-    def _statement(self, name: Any, build: Callable[[], Select[Any]]) -> Select[Any]:
-        stmt = self._statements.get(name)
-        if stmt is None:
-            stmt = self._statements[name] = build()
-        return stmt
-
-    def _read(self, stmt: Select[Any], params: dict[str, str]) -> Any:
-        with self.engine.connect() as conn:
-            return conn.execute(stmt, params).one()
-
-    def _read_membership(self, user: str, workspace: str) -> tuple[Membership | None, int]:
+    def _membership_statement(self) -> Select[Any]:
         m = self.tables.memberships
-
-        def build() -> Select[Any]:
-            on = and_(m.user == _param("user"), m.workspace == _param("workspace"))
-            status = m.status if m.status is not None else literal("active")
-            return (
-                select(revision.c.revision, m.role, status)
-                .select_from(revision.outerjoin(m.table, on))
-                .where(revision.c.id == 1)
-            )
-
-        row = self._read(
-            self._statement("membership", build), {"user": user, "workspace": workspace}
+        on = and_(m.user == bindparam("user"), m.workspace == bindparam("ws"))
+        return (
+            select(revision.c.revision, m.role, _or_active(m.status))
+            .select_from(revision.outerjoin(m.table, on))
+            .where(revision.c.id == 1)
         )
-        rev, role, status = row
-        if role is None:
-            return None, int(rev)
-        member = Membership(
-            user=user,
-            workspace=workspace,
-            role=canonical(str(role)),
-            status=canonical(str(status if status is not None else "active")),
-        )
-        return member, int(rev)
 
-    def _read_resource(self, kind: str, id: str) -> tuple[Resource | None, int]:
-        r = self.tables.resource(kind)
+    def _grant_statement(self, kind: str) -> Select[Any]:
+        held = self._held(kind, bindparam("id"))
+        return select(revision.c.revision, held).where(revision.c.id == 1)
 
-        def build() -> Select[Any]:
-            on = and_(r.id == _param("id"), r.of_kind())
-            cols = [
-                c if c is not None else literal(None)
-                for c in (r.id, r.workspace, r.visibility, r.creator, r.parent)
-            ]
-            return (
-                select(revision.c.revision, *cols)
-                .select_from(revision.outerjoin(r.table, on))
-                .where(revision.c.id == 1)
-            )
-
-        row = self._read(self._statement(("resource", kind), build), {"id": id})
-        rev, found, workspace, visibility, creator, parent = row
-        if found is None:
-            return None, int(rev)
-        return _resource(kind, id, workspace, visibility, creator, parent), int(rev)
-
-    def _read_grant(self, user: str, kind: str, id: str) -> tuple[bool, int]:
+    def _held(self, kind: str, id: Any) -> Any:
         g = self.tables.grant(kind)
+        return exists().where(g.user == bindparam("user"), g.id == id, g.of_kind())
 
-        def build() -> Select[Any]:
-            held = exists().where(g.user == _param("user"), g.id == _param("id"), g.of_kind())
-            return select(revision.c.revision, held).where(revision.c.id == 1)
+    def _ids_param(self, ids: list[str]) -> Any:
+        # PostgreSQL binds an array; SQLite reads a JSON array through json_each.
+        return ids if self._arrays else json.dumps(ids)
 
-        rev, held = self._read(self._statement(("grant", kind), build), {"user": user, "id": id})
-        return bool(held), int(rev)
+    def _any_id(self, column: Any) -> Any:
+        if self._arrays:
+            return column == any_(cast(bindparam("ids"), ARRAY(String)))
+        each = func.json_each(bindparam("ids")).table_valued("value")
+        return column.in_(select(each.c.value))
+
+    def _resource_statement(self, kind: str, with_caller: bool) -> Select[Any]:
+        """The rows of the resources ``ids`` names; ``with_caller``: with the caller's
+        membership in each one's workspace and (for a kind with a visibility, where grants
+        matter) the caller's grant on it. No row found: one row of NULLs (the revision)."""
+        r = self.tables.resource(kind)
+        cols: list[Any] = [
+            c if c is not None else literal(None)
+            for c in (r.id, r.workspace, r.visibility, r.creator, r.parent)
+        ]
+        joined: Any = revision.outerjoin(r.table, and_(self._any_id(r.id), r.of_kind()))
+        if with_caller:
+            m = self.tables.memberships
+            on = and_(m.user == bindparam("user"), m.workspace == r.workspace)
+            joined = joined.outerjoin(m.table, on)
+            held = self._held(kind, r.id) if r.visibility is not None else None
+            cols += [m.role, _or_active(m.status), held if held is not None else literal(None)]
+        return select(revision.c.revision, *cols).select_from(joined).where(revision.c.id == 1)
 
 
-def _param(name: str) -> Any:
-    from sqlalchemy import bindparam
+def _or_active(status: Any) -> Any:
+    return status if status is not None else literal("active")
 
-    return bindparam(name)
+
+def _membership(user: str, workspace: str, role: Any, status: Any) -> Membership | None:
+    if role is None:
+        return None
+    return Membership(
+        user=user,
+        workspace=workspace,
+        role=canonical(str(role)),
+        status=canonical(str(status if status is not None else "active")),
+    )
 
 
 def _resource(
