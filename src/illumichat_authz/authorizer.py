@@ -382,10 +382,8 @@ class Authorizer:
             facts = [need for _, need in pending if need.query.lookup in FACT_LOOKUPS]
             if facts and self._fetching is not None:
                 self._fetched(shared, facts)
-            for index, need in pending:
-                replay = Replay(self._sync)
-                replay.answers.update(shared.answers)
-                decisions[index] = self._run(need, replay, ask, resource_id=resource_ids[index])
+            for index, need in pending:  # one principal, no side effects: one replay
+                decisions[index] = self._run(need, shared, ask, resource_id=resource_ids[index])
         return self._stamp_all(decisions)
 
     def _first_runs(
@@ -548,7 +546,7 @@ class Authorizer:
                 await self._afetched(shared, facts, principal.user_id)
             for index, need in pending:
                 decisions[index] = await self._arun(
-                    need, None, ask, resource_id=resource_ids[index], answered=shared
+                    need, None, ask, resource_id=resource_ids[index], replay=shared
                 )
         return self._stamp_all(decisions)
 
@@ -595,14 +593,13 @@ class Authorizer:
         read_body: AsyncBodyReader | None,
         question: Callable[..., Decision],
         *args: Any,
-        answered: Replay | None = None,
+        replay: Replay | None = None,
         **kwargs: Any,
     ) -> Decision:
         """Await what the decision needs, one lookup at a time, and run it again
-        (``answered``: what a batch read already)."""
-        replay = Replay(self._ainline)
-        if answered is not None:
-            replay.answers.update(answered.answers)
+        (``replay``: a batch's, holding what it read already)."""
+        if replay is None:
+            replay = Replay(self._ainline)
         while True:
             query = need.query
             if query in replay.answers:

@@ -31,6 +31,12 @@ __all__ = [
     "unreachable",
 ]
 
+#: The readers' session setting: a prepared read is planned once, not at every run. Its
+#: statements are index lookups whose plan does not depend on the values; PostgreSQL's
+#: default (``auto``) plans them afresh for each of the first five runs and, for a batch's
+#: ``= ANY($1)``, keeps doing so, which costs more than the read itself.
+GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
+
 #: How long a SQLite statement waits for another connection's write lock.
 SQLITE_BUSY_TIMEOUT_S = 5.0
 
@@ -96,12 +102,18 @@ class AsyncReaders:
             except ImportError:
                 self._url = None
                 return None
+            asyncpg = self._url.get_driver_name() == "asyncpg"
             found = self._engines[loop] = create_async_engine(
                 self._url,
                 isolation_level="AUTOCOMMIT",
                 pool_reset_on_return=None,
                 pool_size=8,
                 max_overflow=8,
+                connect_args=(
+                    {"server_settings": {"plan_cache_mode": "force_generic_plan"}}
+                    if asyncpg
+                    else {"options": GENERIC_PLANS}
+                ),
             )
         return found
 
@@ -141,6 +153,7 @@ def reader(engine: Engine) -> Engine:
             pool_reset_on_return=None,
             pool_size=8,
             max_overflow=8,
+            connect_args={"options": GENERIC_PLANS},
         )
         found = _READERS[id(engine)] = (engine, made)
     return found[1]

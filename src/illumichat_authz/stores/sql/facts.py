@@ -255,13 +255,15 @@ class SqlFacts:
                 raise ValueError(f"not a fact lookup: {lookup!r}")
         for kind, of_kind in by_kind.items():
             ids = sorted({q.args[1] for q in of_kind})
-            params: dict[str, Any] = {"ids": self._ids_param(ids)}
+            # One resource: ``id = $1`` (planned as a primary-key lookup); more: one array.
+            one = len(ids) == 1
+            params: dict[str, Any] = {"id": ids[0]} if one else {"ids": self._ids_param(ids)}
             if user is not None:
                 params["user"] = user
             plans.append(
                 (
-                    ("resources", kind, user is not None),
-                    functools.partial(self._resource_statement, kind, user is not None),
+                    ("resources", kind, user is not None, one),
+                    functools.partial(self._resource_statement, kind, user is not None, one),
                     params,
                     of_kind,
                 )
@@ -284,6 +286,7 @@ class SqlFacts:
         else:
             kind = wanted[0].args[0]
             by_id = {row[1]: row for row in rows if row[1] is not None}
+            members: dict[str, Membership | None] = {}  # a page's resources share workspaces
             for query in wanted:
                 id = query.args[1]
                 row = by_id.get(id)
@@ -292,10 +295,11 @@ class SqlFacts:
                 if user is None or row is None or resource is None:
                     continue
                 ws = resource.workspace
-                member = _membership(user, ws, row[6], row[7])
-                found.append(
-                    (self._memberships, (user, ws), Query("membership", (user, ws)), member)
-                )
+                if ws not in members:
+                    member = members[ws] = _membership(user, ws, row[6], row[7])
+                    found.append(
+                        (self._memberships, (user, ws), Query("membership", (user, ws)), member)
+                    )
                 if row[8] is not None:
                     key = (user, kind, id)
                     found.append((self._grants, key, Query("has_grant", key), bool(row[8])))
@@ -340,7 +344,7 @@ class SqlFacts:
         each = func.json_each(bindparam("ids")).table_valued("value")
         return column.in_(select(each.c.value))
 
-    def _resource_statement(self, kind: str, with_caller: bool) -> Select[Any]:
+    def _resource_statement(self, kind: str, with_caller: bool, one: bool) -> Select[Any]:
         """The rows of the resources ``ids`` names; ``with_caller``: with the caller's
         membership in each one's workspace and (for a kind with a visibility, where grants
         matter) the caller's grant on it. No row found: one row of NULLs (the revision)."""
@@ -349,7 +353,8 @@ class SqlFacts:
             c if c is not None else literal(None)
             for c in (r.id, r.workspace, r.visibility, r.creator, r.parent)
         ]
-        joined: Any = revision.outerjoin(r.table, and_(self._any_id(r.id), r.of_kind()))
+        named = r.id == bindparam("id") if one else self._any_id(r.id)
+        joined: Any = revision.outerjoin(r.table, and_(named, r.of_kind()))
         if with_caller:
             m = self.tables.memberships
             on = and_(m.user == bindparam("user"), m.workspace == r.workspace)
