@@ -112,6 +112,42 @@ def test_upgrade_check_load_decide_remove(
     assert _decide(config, capsys, "bob") == 403
 
 
+def test_prune_deletes_old_change_log_rows_and_keeps_the_newest(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import select, update
+
+    from illumichat_authz import load_settings
+    from illumichat_authz.stores.sql.database import Database
+    from illumichat_authz.stores.sql.schema import change_log
+
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    for user in ("u1", "u2", "u3"):
+        doc = {"memberships": [{"user": user, "workspace": "w1", "role": "member"}]}
+        assert (
+            main(["facts", "load", "--config", str(config), _facts(tmp_path, "f.json", doc)]) == 0
+        )
+    db = Database(load_settings(config).database)
+    try:
+        with db.engine.begin() as conn:  # every row a day old
+            conn.execute(update(change_log).values(changed_at=change_log.c.changed_at - 86400))
+        capsys.readouterr()
+        assert main(["db", "prune", "--config", str(config), "--older-than", "90000"]) == 0
+        assert "pruned 0 change-log rows" in capsys.readouterr().out
+        assert main(["db", "prune", "--config", str(config), "--older-than", "3600"]) == 0
+        assert "pruned 2 change-log rows" in capsys.readouterr().out
+        with db.engine.connect() as conn:
+            assert conn.execute(select(change_log.c.revision)).scalars().all() == [3]
+        # A new instance starts at the newest revision: nothing to catch up.
+        assert db.feed.check() == 3
+    finally:
+        db.close()
+    for bad in ("-1", "soon", "inf"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["db", "prune", "--config", str(config), "--older-than", bad])
+        assert exit_.value.code == 2
+
+
 def test_a_bad_facts_file_is_exit_2_and_writes_nothing(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

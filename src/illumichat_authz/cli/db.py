@@ -1,9 +1,10 @@
-"""``illumichat-authz db upgrade`` and ``db check``: our tables in ``[database] url``.
+"""``illumichat-authz db upgrade``, ``db check``, ``db trigger-sql`` and ``db prune``: our
+tables in ``[database] url``.
 
 ``upgrade`` runs our migrations (idempotent: a database already at the newest one is left
 as it is); ``check`` exits 1 naming every problem: migrations not applied, a mapped table
-or column missing. A database that cannot be reached is exit 1 with the driver's reason
-(never the URL's password).
+or column missing; ``prune`` deletes change-log rows past a retention. A database that
+cannot be reached is exit 1 with the driver's reason (never the URL's password).
 """
 
 from __future__ import annotations
@@ -46,6 +47,45 @@ def register(subparsers: Any) -> None:
     )
     add_config_flag(trig)
     trig.set_defaults(handler=_trigger_sql)
+    prune = sub.add_parser(
+        "prune",
+        help="delete change-log rows older than a retention",
+        description="Delete the change log's rows older than --older-than seconds (the "
+        "newest row stays). An instance away for longer than that starts its cache over "
+        "instead of catching up; keep the log longer than any outage to ride out.",
+    )
+    add_config_flag(prune)
+    prune.add_argument(
+        "--older-than",
+        type=_seconds,
+        default=DEFAULT_RETENTION_S,
+        metavar="SECONDS",
+        help=f"retention in seconds (default {DEFAULT_RETENTION_S:.0f}: a week)",
+    )
+    prune.set_defaults(handler=_prune)
+
+
+#: How long ``db prune`` keeps the change log by default.
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError("the retention must be a finite number >= 0")
+    return value
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ..stores.sql.writes import prune_change_log
+
+    with database_from(args) as database:
+        gone = prune_change_log(database.engine, older_than_s=args.older_than)
+    print(f"pruned {gone} change-log rows older than {args.older_than:g} s")
+    return 0
 
 
 def _upgrade(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "bump_revision",
     "fact_key",
     "log_changes",
+    "prune_change_log",
 ]
 
 Fact = Membership | Resource | Grant
@@ -156,3 +157,21 @@ def log_changes(conn: Connection, rev: int, keys: Sequence[tuple[str, ...]], now
 
 def current_revision(conn: Connection) -> int:
     return int(conn.execute(select(revision.c.revision).where(revision.c.id == 1)).scalar_one())
+
+
+def prune_change_log(engine: Engine, *, older_than_s: float, now: float | None = None) -> int:
+    """Delete change-log rows older than ``older_than_s``; how many went.
+
+    The newest row always stays. An instance whose feed was away for longer than the
+    retention finds its next revision missing and starts its cache over (a reset, logged),
+    instead of catching up: keep the log longer than any outage you want to ride out.
+    """
+    cutoff = (time.time() if now is None else now) - older_than_s
+    newest = select(func.max(change_log.c.revision)).scalar_subquery()
+    with engine.begin() as conn:
+        gone = conn.execute(
+            delete(change_log)
+            .where(change_log.c.changed_at < cutoff)
+            .where(change_log.c.revision < newest)
+        )
+    return int(gone.rowcount or 0)
