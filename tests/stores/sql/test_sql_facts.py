@@ -275,6 +275,71 @@ def test_a_lookup_while_the_database_is_down_is_unavailable() -> None:
         server.remove()
 
 
+def test_decisions_while_the_database_is_down_fail_closed_and_recover() -> None:
+    """Through the Authorizer, sync and async: warm decisions within the staleness bound,
+    then 503 for every one (never an allow the database would refuse), then back by
+    themselves once the server returns, resynced from the change log."""
+    import asyncio
+
+    from illumichat_authz import build_core
+
+    server = PostgresServer()
+    server.start()
+    db = Database(DatabaseSettings(url=server.url(), poll_interval_s=0.05, max_staleness_s=0.5))
+    core = build_core(load_settings(None, environment=False))
+    authorizer = Authorizer(core=core, facts=db.facts)
+    bob = Principal(user_id="bob", kind=CredentialKind.SESSION)
+
+    def read(resource: str = "a2") -> int:
+        return int(
+            authorizer.decide_access(
+                principal=bob,
+                action="assistant:read",
+                resource_kind="assistant",
+                resource_id=resource,
+            ).status
+        )
+
+    def aread(resource: str = "a2") -> int:
+        async def run() -> int:
+            decision = await authorizer.adecide_access(
+                principal=bob,
+                action="assistant:read",
+                resource_kind="assistant",
+                resource_id=resource,
+            )
+            await authorizer.aclose()
+            return int(decision.status)
+
+        return asyncio.run(run())
+
+    shared = Assistant(id="a2", workspace="w1", visibility="workspace", creator="alice")
+    try:
+        migrate.upgrade(db.engine)
+        db.writer.apply(upsert=[BOB, shared])
+        db.feed.start()
+        _wait(lambda: db.feed.status().applied == 1)
+        assert read() == 200 and aread() == 200
+        server.stop()
+        assert read() == 200  # warm, within the bound
+        time.sleep(0.6)
+        assert read() == 503 and aread() == 503  # past it: nothing served from memory
+        assert read("a9") == 503 and aread("a9") == 503  # cold
+        many = authorizer.decide_access_many(
+            principal=bob, action="assistant:read", resource_kind="assistant", resource_ids=["a2"]
+        )
+        assert [d.status for d in many] == [503]
+        server.start()
+        _wait(lambda: db.feed.status().error is None, timeout=15)
+        assert read() == 200 and aread() == 200 and read("a9") == 404
+        db.writer.apply(remove=[BOB])  # and the feed follows again
+        _wait(lambda: read() == 403)
+        assert aread() == 403
+    finally:
+        db.close()
+        server.remove()
+
+
 POLICY_CONFIG = """
 [session]
 secrets = ["test-secret-0123456789abcdef0123456789"]

@@ -58,7 +58,11 @@ def create_engine(url: str, **options: Any) -> Engine:
         # The sync side (the change feed, writes, sync decisions) always speaks psycopg;
         # an asyncpg URL names the driver of async reads only (AsyncReaders).
         sync_url = parsed.set(drivername="postgresql+psycopg")
-        engine = _create_engine(sync_url, pool_size=8, max_overflow=8, **options)
+        # Pre-ping: a write after a database restart gets a live connection, not the error
+        # of a stale one (writes are rare; reads go through ``reader`` and retry instead).
+        engine = _create_engine(
+            sync_url, pool_size=8, max_overflow=8, pool_pre_ping=True, **options
+        )
     elif backend == "sqlite":
         engine = _create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -61,41 +61,64 @@ class Prepared:
         return {n: params[n] if n in params else fixed[n] for n in self._names}
 
     def rows(self, engine: Engine, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        try:
-            conn = engine.raw_connection()
-        except Exception as exc:  # the pool could not connect
-            raise driver_error(getattr(exc, "orig", None) or exc) from None
-        try:
-            cursor = conn.driver_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute(self.sql, self._params(params))
-            rows = cursor.fetchall()
-            cursor.close()
-        except self._errors as exc:
-            conn.invalidate(exc)  # a broken connection never goes back to the pool
-            raise driver_error(exc) from None
-        finally:
-            conn.close()  # back to the pool (a no-op after invalidate)
-        return rows  # type: ignore[no-any-return]
+        values = self._params(params)
+        for _ in range(_ATTEMPTS):
+            try:
+                conn = engine.raw_connection()
+            except Exception as exc:  # the pool could not connect: the database is away
+                raise driver_error(getattr(exc, "orig", None) or exc) from None
+            driver: Any = conn.driver_connection
+            try:
+                cursor = driver.cursor()
+                cursor.execute(self.sql, values)
+                rows = cursor.fetchall()
+                cursor.close()
+                return rows  # type: ignore[no-any-return]
+            except self._errors as exc:
+                conn.invalidate(exc)  # a broken connection never goes back to the pool
+                if not _broken(driver):
+                    raise driver_error(exc) from None
+                failure: BaseException = exc  # a stale pooled connection: the next one
+            finally:
+                conn.close()  # back to the pool (a no-op after invalidate)
+        raise driver_error(failure)
 
     async def arows(self, engine: AsyncEngine, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        try:
-            aconn = await engine.connect()
-        except Exception as exc:
-            raise driver_error(getattr(exc, "orig", None) or exc) from None
-        try:
-            raw = await aconn.get_raw_connection()
+        values = self._params(params)
+        for _ in range(_ATTEMPTS):
+            try:
+                aconn = await engine.connect()
+                raw = await aconn.get_raw_connection()
+            except Exception as exc:
+                raise driver_error(getattr(exc, "orig", None) or exc) from None
             driver: Any = raw.driver_connection
-            values = self._params(params)
-            if self._numbered:  # asyncpg speaks $n with positional arguments
-                rows = [tuple(r) for r in await driver.fetch(self.sql, *values)]
-            else:  # psycopg's AsyncConnection
-                cursor = driver.cursor()
+            try:
+                if self._numbered:  # asyncpg speaks $n with positional arguments
+                    return [tuple(r) for r in await driver.fetch(self.sql, *values)]
+                cursor = driver.cursor()  # psycopg's AsyncConnection
                 await cursor.execute(self.sql, values)
                 rows = await cursor.fetchall()
                 await cursor.close()
-        except Exception as exc:
-            await aconn.invalidate(exc)
-            raise driver_error(getattr(exc, "orig", None) or exc) from None
-        finally:
-            await aconn.close()
-        return rows
+                return rows  # type: ignore[no-any-return]
+            except Exception as exc:
+                await aconn.invalidate(exc)
+                if not _broken(driver):
+                    raise driver_error(getattr(exc, "orig", None) or exc) from None
+                failure: BaseException = exc
+            finally:
+                await aconn.close()
+        raise driver_error(failure)
+
+
+#: Checkouts a read may try: a database restart leaves every pooled connection stale (the
+#: pool's 8 plus its overflow), and each fails at once; a read is safe to repeat.
+_ATTEMPTS = 17
+
+
+def _broken(driver: Any) -> bool:
+    """Whether the driver's connection is dead (psycopg: ``broken``; asyncpg:
+    ``is_closed()``), as after a server restart, rather than the statement failing."""
+    if getattr(driver, "broken", False) is True or getattr(driver, "closed", False) is True:
+        return True
+    is_closed = getattr(driver, "is_closed", None)
+    return bool(is_closed()) if callable(is_closed) else False
