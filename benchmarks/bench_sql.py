@@ -100,6 +100,24 @@ def interleaved(
     return out
 
 
+def round_trip_floor(url: str, rounds: int) -> list[float]:
+    """One prepared ``SELECT 1`` through libpq itself (psycopg's ``pgconn``): what a read
+    costs on this machine before any Python, the floor a cold decision is held against."""
+    import psycopg
+
+    conn = psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
+    pg = conn.pgconn
+    pg.prepare(b"floor", b"SELECT 1", None)
+    samples: list[float] = []
+    for i in range(rounds + 100):
+        t0 = time.perf_counter_ns()
+        pg.exec_prepared(b"floor", None)
+        if i >= 100:
+            samples.append((time.perf_counter_ns() - t0) / 1000)
+    conn.close()
+    return samples
+
+
 def batches(
     authorizer: ia.Authorizer, questions: list[dict[str, str]], rounds: int
 ) -> tuple[list[float], list[float]]:
@@ -222,6 +240,7 @@ def decisions(args: argparse.Namespace, server: PostgresServer, lines: list[str]
         cold.append((time.perf_counter_ns() - t0) / 1000)
     batch, singles = batches(warm, questions, 100 if args.quick else 1000)
     acold = async_cold(url, core, questions, 300 if args.quick else 3000)
+    floor = round_trip_floor(url, 300 if args.quick else 3000)
     diff = [w - m for w, m in zip(got["warm"], got["memory"], strict=True)]
     ratio = statistics.median(slow["uncached"]) / statistics.median(got["warm"])
     lines += [
@@ -231,13 +250,15 @@ def decisions(args: argparse.Namespace, server: PostgresServer, lines: list[str]
         row("`decide_access`, PostgreSQL facts, warm (all cached)", got["warm"]),
         row("warm minus in-memory (same round)", diff),
         row("`decide_access`, PostgreSQL facts, no cache (each fact read)", slow["uncached"]),
+        row("one round trip: a prepared `SELECT 1` through libpq (the floor)", floor),
         row("`decide_access`, cold (cache cleared before each call)", cold),
         *(row(f"`adecide_access`, cold, {name}", samples) for name, samples in acold.items()),
         row("`decide_access_many`, 50 assistants, cold (one round trip)", batch),
         row("50 cold `decide_access` calls (50 round trips)", singles),
         "",
         f"Uncached / warm: {ratio:,.0f}x. A batch of 50 / 50 single cold decisions: "
-        f"{statistics.median(singles) / statistics.median(batch):,.1f}x faster.",
+        f"{statistics.median(singles) / statistics.median(batch):,.1f}x faster. Cold / "
+        f"floor: {statistics.median(cold) / statistics.median(floor):,.2f} round trips.",
         "",
     ]
     propagation(db, lines, args)

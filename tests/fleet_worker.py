@@ -35,7 +35,7 @@ class Recorder:
         self.times: dict[int, int] = {}
         self.resets = 0
 
-    def apply(self, rev: int, keys: Iterable[tuple[str, ...]] | None) -> None:
+    def apply(self, rev: int, keys: Iterable[tuple[str, ...]] | None, removed: Any = ()) -> None:
         self.times[rev] = time.monotonic_ns()
         self.applied = rev
 

@@ -11,26 +11,17 @@ import json
 import os
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from illumichat_authz.cli import main
 from illumichat_authz.credentials.authjs import encode_session_token
-from postgres_server import PostgresServer, free_port
+from postgres_server import free_port, fresh_database, postgres  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.interop
 
 SECRET = "cli-db-secret-0123456789abcdef0123456789"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    pg = PostgresServer()
-    pg.start()
-    yield pg
-    pg.remove()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -41,7 +32,7 @@ def config(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
     if request.param == "sqlite":
         url = "sqlite:///facts.db"  # relative to the configuration file
     else:
-        url = request.getfixturevalue("server").create_database()
+        url = request.getfixturevalue("fresh_database")
     path = tmp_path / "authz.toml"
     path.write_text(
         textwrap.dedent(

@@ -8,7 +8,6 @@ endpoint reports the facts revision it has applied and its lag.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,19 +16,11 @@ from test_serve_cli import CLI, free_port, listening, running
 
 from illumichat_authz.cli import main
 from illumichat_authz.credentials.authjs import encode_session_token
-from postgres_server import PostgresServer
+from postgres_server import fresh_database, postgres  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.interop
 
 SECRET = "serve-database-secret-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    pg = PostgresServer()
-    pg.start()
-    yield pg
-    pg.remove()
 
 
 def _write(path: Path, doc: str) -> str:
@@ -38,13 +29,14 @@ def _write(path: Path, doc: str) -> str:
 
 
 def test_two_instances_follow_the_database_live(
-    server: PostgresServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A membership removal, a grant revocation and an API key revocation, each made by
     another process, are refused by both running instances."""
+    url = request.getfixturevalue("fresh_database")
     config = tmp_path / "authz.toml"
     config.write_text(
-        f'[session]\nsecrets = ["{SECRET}"]\n[database]\nurl = "{server.create_database()}"\n'
+        f'[session]\nsecrets = ["{SECRET}"]\n[database]\nurl = "{url}"\n'
         "poll_interval_s = 0.5\n[api_keys]\ncache_ttl_s = 300\n"
     )
     assert main(["db", "upgrade", "--config", str(config)]) == 0

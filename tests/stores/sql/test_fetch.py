@@ -236,3 +236,52 @@ def _split(records: list[Any]) -> dict[str, list[Any]]:
         )
         out[key].append(record)
     return out
+
+
+def test_a_removal_notified_is_refused_without_a_read(
+    db: Database, url: str, round_trips: dict[str, int]
+) -> None:
+    """The notification says what was deleted: the cache knows the answer (absent) at that
+    revision, so the next decision refuses at once instead of reading it again. Catching
+    up from the change log (or SQLite's poll) evicts instead, and the next read decides."""
+    import time
+
+    sql = ia.Authorizer(core=_core(), facts=db.facts)
+    member = next(r for r in _records(7) if isinstance(r, Membership) and r.status == "active")
+    shared = next(
+        r
+        for r in _records(7)
+        if isinstance(r, Assistant)
+        and r.workspace == member.workspace
+        and r.visibility == "workspace"
+        and r.creator != member.user
+    )
+    principal = ia.Principal(user_id=member.user, kind=ia.CredentialKind.SESSION)
+
+    def read() -> int:
+        return int(
+            sql.decide_access(
+                principal=principal,
+                action="assistant:read",
+                resource_kind="assistant",
+                resource_id=shared.id,
+            ).status
+        )
+
+    db.feed.start()
+    assert read() == 200
+    other = Database(db.settings)
+    try:
+        rev = other.writer.apply(remove=[member])
+    finally:
+        other.close()
+    deadline = time.monotonic() + 5
+    while db.facts.applied < rev:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    before = round_trips["sync"]
+    assert read() == 403
+    if url.startswith("postgresql"):
+        assert round_trips["sync"] == before  # known absent from the notification
+    else:
+        assert round_trips["sync"] == before + 1  # evicted by the poll, read again

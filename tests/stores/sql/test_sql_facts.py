@@ -319,19 +319,19 @@ def test_decisions_while_the_database_is_down_fail_closed_and_recover() -> None:
         db.writer.apply(upsert=[BOB, shared])
         db.feed.start()
         _wait(lambda: db.feed.status().applied == 1)
-        assert read() == 200 and aread() == 200
+        assert (read(), aread()) == (200, 200)
         server.stop()
         assert read() == 200  # warm, within the bound
         time.sleep(0.6)
-        assert read() == 503 and aread() == 503  # past it: nothing served from memory
-        assert read("a9") == 503 and aread("a9") == 503  # cold
+        assert (read(), aread()) == (503, 503)  # past it: nothing served from memory
+        assert (read("a9"), aread("a9")) == (503, 503)  # cold
         many = authorizer.decide_access_many(
             principal=bob, action="assistant:read", resource_kind="assistant", resource_ids=["a2"]
         )
         assert [d.status for d in many] == [503]
         server.start()
         _wait(lambda: db.feed.status().error is None, timeout=15)
-        assert read() == 200 and aread() == 200 and read("a9") == 404
+        assert (read(), aread(), read("a9")) == (200, 200, 404)
         db.writer.apply(remove=[BOB])  # and the feed follows again
         _wait(lambda: read() == 403)
         assert aread() == 403

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from sqlalchemy import Engine, Row, func, select, update
@@ -143,7 +143,12 @@ class CredentialRevocations:
         self.cache = cache
         self.applied = -1
 
-    def apply(self, rev: int, keys: Iterable[tuple[str, ...]] | None) -> None:
+    def apply(
+        self,
+        rev: int,
+        keys: Iterable[tuple[str, ...]] | None,
+        removed: Collection[tuple[str, ...]] = (),
+    ) -> None:
         if keys is None:
             self.cache.clear()
         else:

@@ -22,7 +22,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -171,14 +171,16 @@ class SqlFacts:
         if rev == self.applied:
             self.fresh_until = self.clock() + self.max_staleness_s
 
-    def apply(self, rev: int, keys: Iterable[_Key] | None) -> None:
-        """Change ``rev`` touched ``keys`` (``None``: unknown, drop everything)."""
+    def apply(self, rev: int, keys: Iterable[_Key] | None, removed: Collection[_Key] = ()) -> None:
+        """Change ``rev`` touched ``keys`` (``None``: unknown, drop everything); of those,
+        it deleted ``removed``: a cached one becomes "absent at ``rev``" instead of being
+        evicted, so the next decision refuses without a read."""
         with self._lock:
             if keys is None:
                 self._clear()
             else:
                 for key in keys:
-                    self._evict(key, rev)
+                    self._evict(key, rev, key in removed)
             self.applied = max(self.applied, rev)
 
     def reset(self, rev: int) -> None:
@@ -201,7 +203,7 @@ class SqlFacts:
         self._resources.clear()
         self._grants.clear()
 
-    def _evict(self, key: _Key, rev: int) -> None:
+    def _evict(self, key: _Key, rev: int, gone: bool = False) -> None:
         fact, *rest = key
         tables: dict[str, dict[Any, tuple[Any, int]]] = {
             "membership": self._memberships,
@@ -214,7 +216,10 @@ class SqlFacts:
             return
         entry = table.get(tuple(rest))
         if entry is not None and entry[1] < rev:
-            del table[tuple(rest)]
+            if gone:
+                table[tuple(rest)] = (False if fact == "grant" else None, rev)
+            else:
+                del table[tuple(rest)]
 
     def _prepared_for(self, name: Any, build: Callable[[], Select[Any]], engine: Any) -> Prepared:
         dialect = engine.dialect

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,7 +38,16 @@ _CATCH_UP_BATCH = 5000
 class Subscriber(Protocol):
     applied: int
 
-    def apply(self, rev: int, keys: Iterable[tuple[str, ...]] | None) -> None: ...
+    def apply(
+        self,
+        rev: int,
+        keys: Iterable[tuple[str, ...]] | None,
+        removed: Collection[tuple[str, ...]] = (),
+    ) -> None:
+        """Change ``rev`` touched ``keys`` (``None``: unknown); ``removed``: those of them
+        that the change deleted (known from a notification; empty when catching up)."""
+        ...
+
     def confirm(self, rev: int) -> None: ...
     def reset(self, rev: int) -> None: ...
 
@@ -145,7 +154,8 @@ class ChangeFeed:
             message = json.loads(payload)
             rev = int(message["r"])
             keys = message.get("k")
-        except (ValueError, KeyError, TypeError):
+            gone = [keys[int(i)] for i in message.get("d", ())] if isinstance(keys, list) else []
+        except (ValueError, KeyError, TypeError, IndexError):
             _log.warning("unreadable change notification; catching up from the change log")
             self.check()
             return
@@ -153,16 +163,23 @@ class ChangeFeed:
             if rev <= self.applied:
                 return
             if rev == self.applied + 1 and isinstance(keys, list):
-                self._apply(rev, _decode_keys(keys))
+                decoded = _decode_keys(keys)
+                removed = _decode_keys(gone) if decoded is not None else None
+                self._apply(rev, decoded, removed or ())
                 for sub in self.subscribers:
                     sub.confirm(rev)  # only confirms a subscriber already at rev
                 return
         self.check()
 
     # --- internals ------------------------------------------------------------------------
-    def _apply(self, rev: int, keys: list[tuple[str, ...]] | None) -> None:
+    def _apply(
+        self,
+        rev: int,
+        keys: list[tuple[str, ...]] | None,
+        removed: Collection[tuple[str, ...]] = (),
+    ) -> None:
         for sub in self.subscribers:
-            sub.apply(rev, keys)
+            sub.apply(rev, keys, removed)
         self.applied = rev
 
     def _reset(self, rev: int) -> None:

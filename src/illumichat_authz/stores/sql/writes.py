@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
@@ -66,7 +66,8 @@ class FactsWriter:
             for fact in removals:
                 self._remove(conn, fact)
             keys = sorted({fact_key(f) for f in (*upserts, *removals)})
-            log_changes(conn, rev, keys, self.clock())
+            removed = {fact_key(f) for f in removals}  # applied last: these are gone
+            log_changes(conn, rev, keys, self.clock(), removed=removed)
         return rev
 
     def _upsert(self, conn: Connection, fact: Fact) -> None:
@@ -144,12 +145,28 @@ def bump_revision(conn: Connection) -> int:
     )
 
 
-def log_changes(conn: Connection, rev: int, keys: Sequence[tuple[str, ...]], now: float) -> None:
-    """The change-log row and the notification of revision ``rev`` (in its transaction)."""
+def log_changes(
+    conn: Connection,
+    rev: int,
+    keys: Sequence[tuple[str, ...]],
+    now: float,
+    *,
+    removed: Collection[tuple[str, ...]] = (),
+) -> None:
+    """The change-log row and the notification of revision ``rev`` (in its transaction).
+
+    The notification also says which of ``keys`` were deleted (``"d"``: their positions):
+    a listener then knows the answer (absent) without reading it again, so a revocation is
+    refused as soon as it arrives. The change log keeps the keys alone: catching up from
+    it evicts, which is always safe."""
     encoded = json.dumps([list(k) for k in keys], separators=(",", ":"))
     conn.execute(change_log.insert().values(revision=rev, changed_at=now, keys=encoded))
     if conn.dialect.name == "postgresql":
-        payload = json.dumps({"r": rev, "k": json.loads(encoded)}, separators=(",", ":"))
+        message: dict[str, Any] = {"r": rev, "k": json.loads(encoded)}
+        gone = [i for i, key in enumerate(keys) if key in removed]
+        if gone:
+            message["d"] = gone
+        payload = json.dumps(message, separators=(",", ":"))
         if len(payload.encode()) > MAX_NOTIFY_BYTES:
             payload = json.dumps({"r": rev})
         conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, payload)))
