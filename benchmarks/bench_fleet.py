@@ -58,12 +58,17 @@ def start(config: Path, n: int) -> list[Instance]:
     return [Instance(config) for _ in range(n)]
 
 
-def propagation(db: Database, fleet: list[Instance], changes: int) -> list[float]:
+def propagation(
+    db: Database, fleet: list[Instance], changes: int, writes: list[float]
+) -> list[float]:
+    """Commit to the slowest instance's apply, per change; ``writes``: each write's time."""
     base = db.feed.check() if db.feed.applied < 0 else db.feed.applied
     commits: dict[int, int] = {}
     for i in range(changes):
+        t0 = time.monotonic_ns()
         rev = db.writer.apply(upsert=[Membership(user=f"p{i}", workspace="wp", role="member")])
         commits[rev] = time.monotonic_ns()
+        writes.append((commits[rev] - t0) / 1e6)
         time.sleep(0.005)  # spaced: this is latency, not throughput
     time.sleep(0.2)
     seen = [inst.ask(op="applied", since=base)["times"] for inst in fleet]
@@ -182,7 +187,9 @@ def main() -> None:
             )
             fleet = start(write_config(tmp / f"on{n}.toml", url, poll=1.0), n)
             try:
-                spread = propagation(db, fleet, changes)
+                writes: list[float] = []
+                spread = propagation(db, fleet, changes, writes)
+                lines.append(row("write transaction (`FactsWriter.apply`, one membership)", writes))
                 lines.append(row(f"propagation, commit to all {n} caches", spread))
                 refused, evicted = revocation(db, fleet, rounds, 5.0)
                 lines.append(row(f"revocation, evicted by all {n} (watching)", evicted))

@@ -1,5 +1,6 @@
-"""Facts in PostgreSQL: warm, uncached and cold decisions, propagation, revocation with
-notifications off, and list filtering over a million assistants, in one run.
+"""Facts in PostgreSQL: warm, uncached, cold and batched decisions, and list filtering
+over a million assistants, in one run (propagation and revocation across processes:
+bench_fleet.py).
 
     .venv/bin/python benchmarks/bench_sql.py [--quick]
 
@@ -9,10 +10,10 @@ the same run:
 
 - warm: ``decide_access`` with ``SqlFacts`` (every fact cached) beside ``InMemoryFacts``;
 - uncached: the same ``SqlFacts`` with its cache never confirmed (every fact read);
-- cold: a single decision after the cache is cleared (latency of each call: p50, p99);
-- propagation: a membership written through one instance until the caches of four others
-  (four feeds, each with its own LISTEN connection, in this process) have evicted it;
-- revocation with ``listen = false``: until the poll (1 s) refuses the removed member;
+- cold: a single decision after the cache is cleared (latency of each call: p50, p99),
+  sync and on both async drivers, beside one bare libpq round trip (the floor);
+- a batch: 50 assistants through ``decide_access_many`` (one round trip) against 50 cold
+  ``decide_access`` calls;
 - list filtering: 1,000,000 assistants in 10,000 workspaces, 100,000 users; the first page
   of 50 and the exact count through ``authorized_filter``, against fetching every row and
   deciding each one.
@@ -29,7 +30,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,20 +100,27 @@ def interleaved(
     return out
 
 
-def round_trip_floor(url: str, rounds: int) -> list[float]:
+def round_trip_floor(url: str, rounds: int) -> dict[str, list[float]]:
     """One prepared ``SELECT 1`` through libpq itself (psycopg's ``pgconn``): what a read
-    costs on this machine before any Python, the floor a cold decision is held against."""
+    costs on this machine before any Python, the floor a cold decision is held against;
+    and through psycopg's cursor, the driver the reads go through."""
     import psycopg
 
     conn = psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
     pg = conn.pgconn
     pg.prepare(b"floor", b"SELECT 1", None)
-    samples: list[float] = []
+    cursor = conn.cursor()
+    samples: dict[str, list[float]] = {"libpq": [], "psycopg": []}
     for i in range(rounds + 100):
         t0 = time.perf_counter_ns()
         pg.exec_prepared(b"floor", None)
+        t1 = time.perf_counter_ns()
+        cursor.execute("SELECT 1", prepare=True)
+        cursor.fetchall()
+        t2 = time.perf_counter_ns()
         if i >= 100:
-            samples.append((time.perf_counter_ns() - t0) / 1000)
+            samples["libpq"].append((t1 - t0) / 1000)
+            samples["psycopg"].append((t2 - t1) / 1000)
     conn.close()
     return samples
 
@@ -250,7 +257,8 @@ def decisions(args: argparse.Namespace, server: PostgresServer, lines: list[str]
         row("`decide_access`, PostgreSQL facts, warm (all cached)", got["warm"]),
         row("warm minus in-memory (same round)", diff),
         row("`decide_access`, PostgreSQL facts, no cache (each fact read)", slow["uncached"]),
-        row("one round trip: a prepared `SELECT 1` through libpq (the floor)", floor),
+        row("one round trip: a prepared `SELECT 1` through libpq (the floor)", floor["libpq"]),
+        row("the same through a psycopg cursor", floor["psycopg"]),
         row("`decide_access`, cold (cache cleared before each call)", cold),
         *(row(f"`adecide_access`, cold, {name}", samples) for name, samples in acold.items()),
         row("`decide_access_many`, 50 assistants, cold (one round trip)", batch),
@@ -258,87 +266,14 @@ def decisions(args: argparse.Namespace, server: PostgresServer, lines: list[str]
         "",
         f"Uncached / warm: {ratio:,.0f}x. A batch of 50 / 50 single cold decisions: "
         f"{statistics.median(singles) / statistics.median(batch):,.1f}x faster. Cold / "
-        f"floor: {statistics.median(cold) / statistics.median(floor):,.2f} round trips.",
+        f"floor: {statistics.median(cold) / statistics.median(floor['libpq']):,.2f} round trips; "
+        f"cold minus a psycopg round trip: "
+        f"{statistics.median(cold) - statistics.median(floor['psycopg']):,.0f} µs.",
         "",
     ]
-    propagation(db, lines, args)
     warm.close()
     uncached_db.close()
     db.close()
-
-
-def propagation(db: Database, lines: list[str], args: argparse.Namespace) -> None:
-    listeners = [Database(db.settings) for _ in range(4)]
-    seen: dict[int, list[float]] = {}
-    lock = threading.Lock()
-    for other in listeners:
-        apply = other.facts.apply
-
-        def recorded(rev: int, keys: Any, apply: Any = apply) -> None:
-            apply(rev, keys)
-            with lock:
-                seen.setdefault(rev, []).append(time.perf_counter())
-
-        other.facts.apply = recorded  # type: ignore[method-assign]
-        other.feed.start()
-    while not all(o.feed.status().listening for o in listeners):
-        time.sleep(0.01)
-    samples, writes = [], []
-    n = 200 if args.quick else 2000
-    for i in range(n):
-        member = Membership(user=f"prop{i % 10}", workspace="w0", role="member")
-        t0 = time.perf_counter()
-        rev = db.writer.apply(upsert=[member]) if i % 2 == 0 else db.writer.apply(remove=[member])
-        writes.append((time.perf_counter() - t0) * 1000)
-        deadline = time.perf_counter() + 5
-        while time.perf_counter() < deadline:
-            with lock:
-                if len(seen.get(rev, ())) == len(listeners):
-                    break
-            time.sleep(0.0001)
-        with lock:
-            samples.append((max(seen[rev]) - t0) * 1000)
-    lost = sum(1 for o in listeners if o.feed.status().applied != db.feed.check())
-    lines += [
-        "| propagation (4 feeds in one process) | median | p99 |",
-        "|---|---|---|",
-        row("write transaction (`FactsWriter.apply`, one membership)", writes, "ms"),
-        row("write start until every instance's cache applied it", samples, "ms"),
-        "",
-        f"{n} changes; instances behind the writer at the end: {lost}.",
-        "",
-    ]
-    for o in listeners:
-        o.close()
-    revocation(db, lines, args)
-
-
-def revocation(db: Database, lines: list[str], args: argparse.Namespace) -> None:
-    polled = Database(DatabaseSettings(url=db.settings.url, listen=False, poll_interval_s=1.0)).feed
-    facts = polled.subscribers[0]
-    polled.start()
-    while polled.status().applied < 0:
-        time.sleep(0.01)
-    samples = []
-    for i in range(3 if args.quick else 10):
-        user = f"rev{i}"
-        db.writer.apply(upsert=[Membership(user=user, workspace="w0", role="member")])
-        deadline = time.perf_counter() + 3
-        while facts.membership(user, "w0") is None and time.perf_counter() < deadline:
-            time.sleep(0.001)
-        time.sleep(random.random())  # the removal lands anywhere in the poll period
-        t0 = time.perf_counter()
-        db.writer.apply(remove=[Membership(user=user, workspace="w0", role="member")])
-        while facts.membership(user, "w0") is not None:
-            time.sleep(0.001)
-        samples.append(time.perf_counter() - t0)
-    lines += [
-        "| revocation, notifications off (the 1 s poll) | median | p99 (max) |",
-        "|---|---|---|",
-        row(f"removal until refused, {len(samples)} removals", samples, "s"),
-        "",
-    ]
-    polled.stop()
 
 
 def listing(args: argparse.Namespace, server: PostgresServer, lines: list[str]) -> None:
