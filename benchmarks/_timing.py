@@ -38,3 +38,9 @@ def median_us(
     with gc_off():
         samples = [batch_us(fn, inner) for _ in range(reps)]
     return statistics.median(samples)
+
+
+def pct(samples: list[float], q: float) -> float:
+    """The ``q`` quantile of ``samples`` (nearest rank: ``pct(xs, 0.99)`` is the p99)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -24,27 +24,22 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "tests" / "stores" / "sql"))
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from _timing import pct  # noqa: E402
 from test_fleet_processes import Instance, write_config  # noqa: E402
 
 from illumichat_authz.config import DatabaseSettings  # noqa: E402
 from illumichat_authz.facts import Assistant, Membership  # noqa: E402
 from illumichat_authz.stores.sql import migrate  # noqa: E402
 from illumichat_authz.stores.sql.database import Database  # noqa: E402
-from postgres_server import PostgresServer  # noqa: E402
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from postgres_server import PostgresServer, killing_listeners  # noqa: E402
 
 
 def row(label: str, samples: list[float], unit: str = "ms") -> str:
@@ -111,33 +106,10 @@ def revocation(
 
 def no_lost_change(url: str, db: Database, fleet: list[Instance], changes: int) -> list[str]:
     base = db.feed.check()
-    done = threading.Event()
-    killed = [0]
-    killer = create_engine(url, isolation_level="AUTOCOMMIT")
-
-    def kill() -> None:
-        with killer.connect() as conn:
-            while not done.is_set():
-                killed[0] += int(
-                    conn.execute(
-                        text(
-                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
-                        )
-                    ).scalar_one()
-                )
-                time.sleep(0.1)
-
-    thread = threading.Thread(target=kill)
-    thread.start()
     t0 = time.monotonic()
-    try:
+    with killing_listeners(url, every_s=0.1) as killed:
         for i in range(changes):
             db.writer.apply(upsert=[Membership(user=f"k{i}", workspace="wk", role="member")])
-    finally:
-        done.set()
-        thread.join()
-        killer.dispose()
     wrote = time.monotonic() - t0
     final = base + changes
     lines = []

@@ -54,15 +54,9 @@ from illumichat_authz.stores.sql.schema import resources  # noqa: E402
 from postgres_server import PostgresServer  # noqa: E402
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def row(label: str, samples: list[float], unit: str = "µs") -> str:
-    return (
-        f"| {label} | {statistics.median(samples):,.2f} {unit} | {pct(samples, 0.99):,.2f} {unit} |"
-    )
+    p50, p99 = statistics.median(samples), _timing.pct(samples, 0.99)
+    return f"| {label} | {p50:,.2f} {unit} | {p99:,.2f} {unit} |"
 
 
 def access_fn(authorizer: ia.Authorizer, questions: list[dict[str, str]]) -> Callable[[], Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "free_port", "fresh_database", "postgres"]
+__all__ = ["PostgresServer", "free_port", "fresh_database", "killing_listeners", "postgres"]
 
 
 def _binary(name: str) -> str:
@@ -135,3 +135,38 @@ def postgres() -> Iterator[PostgresServer]:
 def fresh_database(postgres: PostgresServer) -> str:
     """The URL of an empty database of this test's own."""
     return postgres.create_database()
+
+
+@contextlib.contextmanager
+def killing_listeners(url: str, every_s: float) -> Iterator[list[int]]:
+    """Terminate every LISTEN connection of the cluster at ``url`` every ``every_s`` while
+    the block runs (a listener killed mid-run, again and again); yields ``[killed]``."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    done = threading.Event()
+    killed = [0]
+    killer = create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def kill() -> None:
+        with killer.connect() as conn:
+            while not done.is_set():
+                killed[0] += int(
+                    conn.execute(
+                        text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                        )
+                    ).scalar_one()
+                )
+                done.wait(every_s)
+
+    thread = threading.Thread(target=kill, name="listener-killer")
+    thread.start()
+    try:
+        yield killed
+    finally:
+        done.set()
+        thread.join()
+        killer.dispose()

@@ -326,7 +326,8 @@ class Authorizer:
                 and self._fetching is not None
                 and query not in replay.answers
             ):
-                self._fetched(replay, [need])
+                principal = need.principal
+                self._fetched(replay, [query], principal.user_id if principal else None)
             try:
                 return question(*args, lookups=replay, principal=need.principal, **kwargs)
             except Need as again:
@@ -334,12 +335,9 @@ class Authorizer:
         _log.error("decision abandoned: %r was still unanswered", need.query)
         return Decision.of(Reason.INTERNAL_ERROR, "the decision could not be completed")
 
-    def _fetched(self, replay: Replay, needs: list[Need]) -> None:
-        """Answer ``needs`` (and the facts read with them) in one round trip, or their
-        failure (one principal's decisions: the first need's principal is theirs)."""
-        queries = [need.query for need in needs]
-        principal = needs[0].principal
-        user = principal.user_id if principal is not None else None
+    def _fetched(self, replay: Replay, queries: list[Query], user: str | None) -> None:
+        """Answer ``queries`` (and the facts read with them) in one round trip, or their
+        failure; ``user``: whose decisions they are."""
         try:
             answers = cast(FetchingFacts, self._fetching).fetch(queries, user)
         except BaseException as exc:
@@ -369,29 +367,35 @@ class Authorizer:
             behind = self._catch_up(at_least)
             if behind is not None:
                 return [behind] * len(resource_ids)
-        ask = functools.partial(
+        ask = self._batch(action, resource_kind, workspace)
+        decisions, pending = self._first_runs(ask, principal, resource_ids, self._lookups)
+        if pending:
+            shared = Replay(self._sync)
+            facts = [need.query for _, need in pending if need.query.lookup in FACT_LOOKUPS]
+            if facts and self._fetching is not None:
+                self._fetched(shared, facts, principal.user_id)
+            for index, need in pending:  # one principal, no side effects: one replay
+                decisions[index] = self._run(need, shared, ask, resource_id=resource_ids[index])
+        return self._stamp_all(decisions)
+
+    def _batch(
+        self, action: str, resource_kind: str, workspace: str | None
+    ) -> Callable[..., Decision]:
+        return functools.partial(
             decide_access,
             self.core,
             action=action,
             resource_kind=resource_kind,
             workspace=workspace,
         )
-        decisions, pending = self._first_runs(ask, principal, resource_ids)
-        if pending:
-            shared = Replay(self._sync)
-            facts = [need for _, need in pending if need.query.lookup in FACT_LOOKUPS]
-            if facts and self._fetching is not None:
-                self._fetched(shared, facts)
-            for index, need in pending:  # one principal, no side effects: one replay
-                decisions[index] = self._run(need, shared, ask, resource_id=resource_ids[index])
-        return self._stamp_all(decisions)
 
+    @staticmethod
     def _first_runs(
-        self, ask: Callable[..., Decision], principal: Principal, ids: Sequence[str]
+        ask: Callable[..., Decision], principal: Principal, ids: Sequence[str], lookups: Lookups
     ) -> tuple[list[Decision], list[tuple[int, Need]]]:
+        """Each item decided from what is at hand; those that need more, with their need."""
         decisions: list[Decision] = []
         pending: list[tuple[int, Need]] = []
-        lookups = self._lookups
         for index, resource_id in enumerate(ids):
             try:
                 decisions.append(ask(principal=principal, resource_id=resource_id, lookups=lookups))
@@ -522,23 +526,8 @@ class Authorizer:
             behind = await asyncio.to_thread(self._catch_up, at_least)
             if behind is not None:
                 return [behind] * len(resource_ids)
-        ask = functools.partial(
-            decide_access,
-            self.core,
-            action=action,
-            resource_kind=resource_kind,
-            workspace=workspace,
-        )
-        decisions: list[Decision] = []
-        pending: list[tuple[int, Need]] = []
-        for index, resource_id in enumerate(resource_ids):
-            try:
-                decisions.append(
-                    ask(principal=principal, resource_id=resource_id, lookups=self._alookups)
-                )
-            except Need as missing:
-                decisions.append(_UNDECIDED)
-                pending.append((index, missing))
+        ask = self._batch(action, resource_kind, workspace)
+        decisions, pending = self._first_runs(ask, principal, resource_ids, self._alookups)
         if pending:
             shared = Replay(self._ainline)
             facts = [need.query for _, need in pending if need.query.lookup in FACT_LOOKUPS]

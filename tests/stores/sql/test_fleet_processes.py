@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+
+from postgres_server import killing_listeners
 
 pytestmark = pytest.mark.interop
 
@@ -149,33 +149,10 @@ def test_a_thousand_changes_with_listeners_killed_lose_nothing(
 ) -> None:
     url, (writer, *others) = fleet
     changes = 1000
-    done = threading.Event()
-    killer = create_engine(url, isolation_level="AUTOCOMMIT")
-    killed = [0]
-
-    def kill_listeners() -> None:
-        with killer.connect() as conn:
-            while not done.is_set():
-                killed[0] += int(
-                    conn.execute(
-                        text(
-                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
-                        )
-                    ).scalar_one()
-                )
-                time.sleep(0.05)
-
-    thread = threading.Thread(target=kill_listeners)
-    thread.start()
-    try:
+    with killing_listeners(url, every_s=0.05) as killed:
         for i in range(changes):
             member = {"user": f"u{i}", "workspace": "w1", "role": "member"}
             assert writer.ask(op="write", upsert={"memberships": [member]})["revision"] == i + 1
-    finally:
-        done.set()
-        thread.join()
-        killer.dispose()
     assert killed[0] >= 2
     deadline = time.monotonic() + 15
     for other in others:
