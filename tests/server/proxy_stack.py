@@ -65,6 +65,63 @@ def seeded_authorizer() -> Iterator[tuple[Authorizer, Settings, LocalIssuer]]:
     jwks.stop()
 
 
+@contextmanager
+def database_authorizer(tmp: Path) -> Iterator[tuple[Authorizer, Settings, LocalIssuer, int]]:
+    """``seeded_authorizer``'s facts in a SQLite ``[database]`` (so every decision carries
+    ``X-Authz-Revision``), and the revision they were written at."""
+    from illumichat_authz.facts import Assistant, Membership
+    from illumichat_authz.stores.sql import migrate
+    from illumichat_authz.stores.sql.database import Database
+
+    issuer = LocalIssuer(
+        issuer="https://illumichat-test.auth0.invalid/", audience="https://api.illumichat.test"
+    )
+    settings = make_test_settings(
+        proxies={"trusted": ["127.0.0.1/32"]},
+        database={"url": f"sqlite:///{tmp / 'facts.db'}", "poll_interval_s": 0.05},
+    )
+    db = Database(settings.database)
+    migrate.upgrade(db.engine)
+    rev = db.writer.apply(
+        upsert=[
+            Membership(user="alice", workspace="w1", role="admin"),
+            Membership(user="bob", workspace="w1", role="member"),
+            Assistant(id="a-pub", workspace="w1", visibility="public", creator="alice"),
+        ]
+    )
+    db.close()
+    authz = Authorizer.from_settings(settings)
+    try:
+        authz.database.feed.check()
+        yield authz, settings, issuer, rev
+    finally:
+        authz.close()
+
+
+def check_revision(stack: Stack, rev: int, *, to_client: bool) -> None:
+    """Read-your-writes through the proxy: the client's ``X-Authz-Revision`` reaches the
+    decision (a malformed one is our 400, the upstream never sees the request), and the
+    revision the decision saw reaches the upstream (and the client, where the proxy can
+    add it to the answer); a client's own copy never reaches the upstream."""
+    cookie = {"cookie": stack.session("bob")}
+    response, seen = stack.fetch(
+        "GET", "/api/assistants/a-pub", headers={**cookie, "x-authz-revision": str(rev)}
+    )
+    assert response.status_code == 200
+    assert [header(request, "x-authz-revision") for request in seen] == [[str(rev)]]
+    if to_client:
+        assert response.headers.get_list("x-authz-revision") == [str(rev)]
+    bad, seen = stack.fetch(
+        "GET", "/api/assistants/a-pub", headers={**cookie, "x-authz-revision": "soon"}
+    )
+    assert (bad.status_code, bad.json()["reason"], seen) == (400, "bad_header", [])
+    public, seen = stack.fetch(
+        "GET", "/api/widget/a-pub/config", headers={"x-authz-revision": str(rev + 1000)}
+    )
+    assert public.status_code == 200
+    assert [header(request, "x-authz-revision") for request in seen] == [[str(rev)]]
+
+
 def documented_snippet(language: str) -> str:
     """The fenced ``language`` block of docs/forward-auth.md: CI runs what the docs say."""
     match = re.search(rf"```{language}\n(.*?)```", DOCS.read_text(), re.DOTALL)
@@ -350,12 +407,13 @@ def check_public_route_names_nobody(stack: Stack) -> dict[str, Any]:
     response, seen = stack.fetch(
         "GET",
         "/api/widget/a-pub/config",
-        headers={"x-authz-user-id": "mallory", "x-authz-role": "owner"},
+        headers={"x-authz-user-id": "mallory", "x-authz-role": "owner", "x-authz-revision": "7"},
     )
     assert response.status_code == 200
     req = seen[0]
+    assert "7" not in header(req, "x-authz-revision")  # ours (empty: no [database]) or none
     assert header(req, "x-authz-reason") == ["public"]
-    for name in IDENTITY_HEADERS:
+    for name in (*IDENTITY_HEADERS, "x-authz-revision"):
         values = header(req, name)
         assert "mallory" not in values
         assert "owner" not in values

@@ -22,6 +22,8 @@ from proxy_stack import (
     check_denied,
     check_public_route_names_nobody,
     check_rate_limited,
+    check_revision,
+    database_authorizer,
     documented_snippet,
     proxied,
     proxied_to_nobody,
@@ -119,3 +121,17 @@ def test_auth_server_down_fails_closed(tmp_path: Path) -> None:
         response = httpx.get(f"{url}/api/widget/a1/config", timeout=10)
     assert response.status_code == 502
     assert upstream.seen == []
+
+
+def test_read_your_writes_through_caddy(tmp_path: Path) -> None:
+    """With [database]: the client's X-Authz-Revision reaches the decision, ours replaces it
+    for the upstream (``copy_headers``)."""
+    if CADDY is None:
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    with (
+        database_authorizer(tmp_path) as (authz, settings, issuer, rev),
+        proxied(
+            "caddy", caddy_argv, tmp_path, (authz, settings, issuer), env=caddy_home(tmp_path)
+        ) as stack,
+    ):
+        check_revision(stack, rev, to_client=False)

@@ -24,6 +24,8 @@ from proxy_stack import (
     check_denied,
     check_public_route_names_nobody,
     check_rate_limited,
+    check_revision,
+    database_authorizer,
     documented_snippet,
     proxied,
     proxied_to_nobody,
@@ -137,3 +139,15 @@ def test_auth_server_down_fails_closed(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert json.loads(response.text)["reason"] == "auth_unavailable"
     assert upstream.seen == []
+
+
+def test_read_your_writes_through_nginx(tmp_path: Path) -> None:
+    """With [database]: the client's X-Authz-Revision reaches the decision, ours reaches the
+    upstream and the client (``add_header``)."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    with (
+        database_authorizer(tmp_path) as (authz, settings, issuer, rev),
+        proxied("nginx", nginx_argv, tmp_path, (authz, settings, issuer)) as stack,
+    ):
+        check_revision(stack, rev, to_client=True)

