@@ -89,7 +89,6 @@ class SqlFacts:
         self._memberships: dict[tuple[str, str], tuple[Membership | None, int]] = {}
         self._resources: dict[tuple[str, str], tuple[Resource | None, int]] = {}
         self._grants: dict[tuple[str, str, str], tuple[bool, int]] = {}
-        self._prepared: dict[Any, Prepared] = {}
         self._arrays = is_postgres(self.engine)
         #: The driver's lookups: the cache alone, a miss raises ``core.Need``.
         self.cached: Mapping[str, Callable[..., Any]] = {
@@ -224,9 +223,10 @@ class SqlFacts:
     def _prepared_for(self, name: Any, build: Callable[[], Select[Any]], engine: Any) -> Prepared:
         dialect = engine.dialect
         key = (name, dialect.name, dialect.driver)
-        found = self._prepared.get(key)
+        compiled = self.tables.compiled
+        found = compiled.get(key)
         if found is None:
-            found = self._prepared[key] = Prepared(dialect, build())
+            found = compiled[key] = Prepared(dialect, build())
         return found
 
     def _plans(self, queries: Sequence[Query], user: str | None) -> list[_Plan]:

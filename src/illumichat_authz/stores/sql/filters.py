@@ -9,8 +9,8 @@ creators, values no policy line names), and a property test holds it equal to pe
 decisions. What it cannot translate (an unknown action or kind, a special kind) raises
 ``ValueError`` when the filter is built, never a wider query.
 
-:func:`principal_facts` reads those facts (two indexed queries); :func:`authorized_filter`
-does both.
+:func:`principal_facts` reads those facts (one statement, two indexed reads);
+:func:`authorized_filter` does both.
 """
 
 from __future__ import annotations
@@ -19,9 +19,22 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Engine, and_, false, literal, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    bindparam,
+    false,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
 
 from ...vocab import NO_ROLE, MembershipStatus, Relation, ResourceKind
+from .prepared import Prepared
 from .schema import FactsTables, ResourceSource
 
 if TYPE_CHECKING:
@@ -54,17 +67,33 @@ class PrincipalFacts:
 
 
 def principal_facts(engine: Engine, tables: FactsTables, user: str, kind: str) -> PrincipalFacts:
-    """The principal's memberships and grants on ``kind``, read now (two indexed reads)."""
+    """The principal's memberships and grants on ``kind``, read now: one statement (two
+    indexed reads), compiled once per kind and run as the facts reader's are."""
+    key = ("principal", kind, engine.dialect.name, engine.dialect.driver)
+    prepared = tables.compiled.get(key)
+    if prepared is None:
+        prepared = tables.compiled[key] = Prepared(
+            engine.dialect, _principal_statement(tables, kind)
+        )
+    memberships: dict[str, tuple[str, str]] = {}
+    granted: set[str] = set()
+    for source, id, role, status in prepared.rows(engine, {"user": user}):
+        if source == "g":
+            granted.add(str(id))
+        else:
+            status = _ACTIVE if status is None or status == _ACTIVE else _INACTIVE
+            memberships[str(id)] = (str(role), status)
+    return PrincipalFacts(memberships, frozenset(granted))
+
+
+def _principal_statement(tables: FactsTables, kind: str) -> Any:
     m, g = tables.memberships, tables.grant(kind)
-    status = m.status if m.status is not None else literal(_ACTIVE)
-    with engine.connect() as conn:
-        rows = conn.execute(select(m.workspace, m.role, status).where(m.user == user)).all()
-        granted = conn.execute(select(g.id).where(g.user == user, g.of_kind())).scalars().all()
-    memberships = {
-        str(ws): (str(role), _ACTIVE if status == _ACTIVE else _INACTIVE)
-        for ws, role, status in rows
-    }
-    return PrincipalFacts(memberships, frozenset(str(i) for i in granted))
+    status = m.status if m.status is not None else null()
+    user: Any = bindparam("user")
+    return union_all(
+        select(literal_column("'m'"), m.workspace, m.role, status).where(m.user == user),
+        select(literal_column("'g'"), g.id, null(), null()).where(g.user == user, g.of_kind()),
+    )
 
 
 def authorized_filter(

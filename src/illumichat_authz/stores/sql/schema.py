@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -201,6 +202,9 @@ class FactsTables:
         self._grant_maps = dict(grant_maps or {})
         self._resources: dict[str, ResourceSource] = {}
         self._grants: dict[str, GrantSource] = {}
+        #: Statements over these tables, compiled once per shape and dialect
+        #: (``stores.sql.prepared.Prepared``): the facts reader's and the filters'.
+        self.compiled: dict[Any, Any] = {}
         for kind, mapping in self._resource_maps.items():
             table = _host_table(str(mapping["table"]), _columns(mapping))
 
