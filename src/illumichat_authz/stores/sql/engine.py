@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,8 @@ __all__ = [
     "reader",
     "unreachable",
 ]
+
+_log = logging.getLogger("illumichat_authz.stores.sql")
 
 #: The readers' session setting: a prepared read is planned once, not at every run. Its
 #: statements are index lookups whose plan does not depend on the values; PostgreSQL's
@@ -103,7 +106,14 @@ class AsyncReaders:
             try:
                 import greenlet  # type: ignore[import-untyped]  # noqa: F401
                 from sqlalchemy.ext.asyncio import create_async_engine
-            except ImportError:
+            except ImportError as exc:
+                # Said once: async reads still work, in a worker thread, but an operator
+                # who chose an async driver should know it is not in use.
+                _log.warning(
+                    "async database reads run in a worker thread: %s is not installed "
+                    '(pip install "illumichat-authz[postgres]")',
+                    exc.name,
+                )
                 self._url = None
                 return None
             asyncpg = self._url.get_driver_name() == "asyncpg"
