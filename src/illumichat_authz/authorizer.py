@@ -183,7 +183,10 @@ class Authorizer:
                 max_stale_s=settings.auth0.jwks_max_stale_s,
             )
         if rate_limiter is None:
-            rate_limiter = RateLimiter(storage_uri=settings.rate_limits.storage)
+            limits = settings.rate_limits
+            rate_limiter = RateLimiter(
+                storage_uri=limits.storage, strategy=limits.strategy, timeout_s=limits.timeout_s
+            )
         if credential_cache is None:
             credential_cache = CredentialCache(revocable_ttl_s=settings.api_keys.cache_ttl_s)
         authorizer = cls(

@@ -37,7 +37,10 @@ def build_core(
     specs: dict[str, RateLimitSpec] = {}
     for route in routes.routes:
         if route.rate_limit:
-            specs[route.id] = RateLimitSpec.parse(route.rate_limit)
+            specs[route.id] = RateLimitSpec.parse(
+                route.rate_limit,
+                when_unavailable="pass" if route.rate_limit_unavailable == "pass" else "refuse",
+            )
     twilio_cfg = settings.twilio
     twilio = (
         TwilioSignatureVerifier.from_settings(twilio_cfg)

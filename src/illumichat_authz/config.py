@@ -216,7 +216,13 @@ class TwilioSettings(_Section):
 
 
 class RateLimitSettings(_Section):
+    #: ``memory://`` (per process), or Redis to share counters across instances:
+    #: ``redis://``, ``rediss://``, ``redis+unix://``, ``redis+sentinel://``, ``redis+cluster://``.
     storage: str = "memory://"
+    strategy: Literal["moving-window", "fixed-window"] = "moving-window"
+    #: Bound on each Redis connect and command: past it the hit is a 503 (or passes, on a
+    #: route with ``rate_limit_unavailable = "pass"``).
+    timeout_s: float = Field(default=0.5, gt=0, le=30)
 
     @field_validator("storage")
     @classmethod

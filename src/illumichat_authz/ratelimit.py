@@ -27,11 +27,15 @@ __all__ = [
     "RateLimitOutcome",
     "RateLimitSpec",
     "RateLimitUnit",
+    "WhenUnavailable",
     "check_storage_uri",
     "rate_limit_headers",
 ]
 
 RateLimitUnit = Literal["second", "minute", "hour", "day"]
+#: What a route does while its limit cannot be counted (the storage is down): refuse with
+#: 503 (the default), or pass uncounted (logged, and said in the decision's explanation).
+WhenUnavailable = Literal["refuse", "pass"]
 
 _SPEC = re.compile(
     r"^\s*(?P<amount>[0-9]{1,9})\s*(?:/|\s+per\s+)\s*(?P<unit>second|minute|hour|day)s?\s*$",
@@ -55,17 +59,27 @@ class RateLimitSpec:
     amount: int
     window_s: int
     unit: RateLimitUnit
+    when_unavailable: WhenUnavailable = "refuse"
 
     @classmethod
-    def parse(cls, text: str) -> RateLimitSpec:
+    def parse(cls, text: str, *, when_unavailable: WhenUnavailable = "refuse") -> RateLimitSpec:
         """``"5/minute"``, ``"5 per minute"``, ``"10/second"``, ``"100/hour"``, ``"1000/day"``."""
         match = _SPEC.match(text) if isinstance(text, str) else None
         if match is None or int(match["amount"]) < 1:
             raise ConfigurationError(
                 f"rate limit {text!r} is not '<positive count>/<second|minute|hour|day>'"
             )
+        if when_unavailable not in ("refuse", "pass"):
+            raise ConfigurationError(
+                f"rate_limit_unavailable must be 'refuse' or 'pass', not {when_unavailable!r}"
+            )
         unit, window_s = _UNITS[match["unit"].lower()]
-        return cls(amount=int(match["amount"]), window_s=window_s, unit=unit)
+        return cls(
+            amount=int(match["amount"]),
+            window_s=window_s,
+            unit=unit,
+            when_unavailable=when_unavailable,
+        )
 
     def __str__(self) -> str:
         return f"{self.amount}/{self.unit}"
@@ -103,10 +117,17 @@ def rate_limit_headers(
     return headers
 
 
-#: Storage URI schemes supported here: one process's memory, or Redis (whose connects and
-#: commands get bounded timeouts). ``limits`` knows more (MongoDB, memcached) that we do
-#: not test or bound.
-STORAGE_SCHEMES: Final = ("memory", "redis", "rediss", "redis+unix")
+#: Storage URI schemes supported here: one process's memory, or Redis, alone, behind
+#: Sentinel or as a Cluster (whose connects and commands get bounded timeouts). ``limits``
+#: knows more (MongoDB, memcached) that we do not test or bound.
+STORAGE_SCHEMES: Final = (
+    "memory",
+    "redis",
+    "rediss",
+    "redis+unix",
+    "redis+sentinel",
+    "redis+cluster",
+)
 
 
 def check_storage_uri(uri: str) -> str:

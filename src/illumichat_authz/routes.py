@@ -126,6 +126,8 @@ class Route:
     #: Ordered workspace sources: the first that names a workspace wins.
     workspace: tuple[WorkspaceSource, ...] = ()
     rate_limit: str | None = None
+    #: While the rate limit cannot be counted: "refuse" (503) or "pass" (uncounted).
+    rate_limit_unavailable: str = "refuse"
     #: For webhooks: the path parameter naming whose signing secret applies.
     signer: str | None = None
     #: Where the route was declared, for error messages ("routes.toml route #3").
@@ -435,6 +437,7 @@ def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Ro
         "resource",
         "workspace",
         "rate_limit",
+        "rate_limit_unavailable",
         "signer",
     }
     unknown = set(raw) - allowed
@@ -492,6 +495,11 @@ def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Ro
     rate_limit = raw.get("rate_limit")
     if rate_limit is not None and (not isinstance(rate_limit, str) or not _RATE.match(rate_limit)):
         raise ConfigurationError(f"{origin}: rate_limit must look like '5/minute'")
+    when_unavailable = raw.get("rate_limit_unavailable", "refuse")
+    if when_unavailable not in ("refuse", "pass"):
+        raise ConfigurationError(f"{origin}: rate_limit_unavailable must be 'refuse' or 'pass'")
+    if "rate_limit_unavailable" in raw and rate_limit is None:
+        raise ConfigurationError(f"{origin}: rate_limit_unavailable needs a rate_limit")
     signer = raw.get("signer")
     if route_class is RouteClass.WEBHOOK_TWILIO:
         if not isinstance(signer, str) or signer not in names:
@@ -507,6 +515,7 @@ def _route_from(raw: Any, origin: str, kinds: Mapping[str, KindSpec]) -> list[Ro
             resource=resource,
             workspace=workspace,
             rate_limit=rate_limit,
+            rate_limit_unavailable=when_unavailable,
             signer=signer,
             origin=origin,
         )

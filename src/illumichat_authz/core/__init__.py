@@ -25,6 +25,7 @@ from typing import Any
 
 from ..decision import Decision
 from ..denials import SIGN_IN_MESSAGE, www_authenticate
+from ..errors import DependencyUnavailableError
 from ..net import client_ip, public_url, rate_limit_subject
 from ..principal import Principal
 from ..ratelimit import RateLimitSpec, rate_limit_headers
@@ -36,7 +37,7 @@ from .compiled import Core
 from .envelope import check_envelope
 from .lookups import LOOKUPS, Lookups, Need, Query, Replay, propagates, unavailable
 from .rules import WORKSPACE_ID, authorize
-from .trace import Trace, failure
+from .trace import Trace, failure, passed_uncounted
 
 __all__ = [
     "LOOKUPS",
@@ -194,7 +195,7 @@ def _before_credentials(
     route = match.route
     spec = core.rate_limits.get(route.id)
     if spec is not None:
-        limited = _rate_limit(request, core, route.id, spec, lookups)
+        limited = _rate_limit(request, core, route.id, spec, lookups, trace)
         if limited is not None:
             return trace.decision(
                 Reason.RATE_LIMITED, "too many requests; retry later", headers=limited
@@ -208,13 +209,22 @@ def _before_credentials(
 
 
 def _rate_limit(
-    request: RequestFacts, core: Core, route_id: str, spec: RateLimitSpec, lookups: Lookups
+    request: RequestFacts,
+    core: Core,
+    route_id: str,
+    spec: RateLimitSpec,
+    lookups: Lookups,
+    trace: Trace,
 ) -> tuple[tuple[str, str], ...] | None:
     ip = client_ip(peer=request.peer, headers=request.headers, trusted=core.trusted_proxies)
     try:
         outcome = lookups.rate_limit_hit(f"{route_id}|{rate_limit_subject(ip)}", spec)
     except BaseException as exc:
-        raise unavailable("rate_limit_hit", exc) from None
+        error = unavailable("rate_limit_hit", exc)
+        if spec.when_unavailable == "pass" and isinstance(error, DependencyUnavailableError):
+            passed_uncounted(trace)
+            return None
+        raise error from None
     if outcome.allowed:
         return None
     return tuple(rate_limit_headers(outcome, spec))

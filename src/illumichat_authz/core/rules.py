@@ -185,7 +185,10 @@ def authorize(
     verdict = policy.table.get((role, status, action, rel, vkind, vis)) or policy.verdict(
         role, status, action, rel, vkind, vis
     )
-    trace.explanation = verdict.explanation
+    # Keep what an earlier step said (a rate limit passed uncounted); usually nothing.
+    trace.explanation = (
+        (*trace.explanation, *verdict.explanation) if trace.explanation else verdict.explanation
+    )
     if verdict.allowed:
         return trace.decision(_ALLOWED, verdict.message)
     if core.conceal_hidden and spec is not None:

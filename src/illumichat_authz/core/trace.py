@@ -100,3 +100,12 @@ def failure(exc: BaseException, trace: Trace) -> Decision:
         return trace.decision(exc.reason, exc.message)
     _log.error("internal error while deciding; the request is denied", exc_info=exc)
     return trace.decision(Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
+
+
+def passed_uncounted(trace: Trace) -> None:
+    """A route with ``rate_limit_unavailable = "pass"`` goes on uncounted while its
+    storage is down: said in the decision's explanation (the limiter logs the outage)."""
+    trace.explanation = (
+        *trace.explanation,
+        "rate limit not counted: its storage is unavailable and this route passes then",
+    )

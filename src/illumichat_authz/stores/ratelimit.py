@@ -8,6 +8,11 @@ process, ``redis://`` to share counters between workers) and answers the pure
 Fail closed: a storage that cannot answer (Redis down) raises
 :class:`DependencyUnavailableError` (503); it never lets the request through uncounted.
 
+On Redis a hit is one round trip: the atomic admission (``limits``' own Lua script) and
+the window read for the headers go out as one pipeline (:class:`_RedisTrip`); ``limits``
+alone would make them two. The key names the strategy, so instances that disagree on it
+count apart instead of failing on each other's keys (Redis' ``WRONGTYPE``).
+
 Keys are attacker-influenced (client IPs), so memory must stay bounded. ``limits``'
 memory storage drops fixed-window counters once their window has passed, and trims
 moving-window entries, on a timer that runs only after a hit, and leaves each
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
@@ -66,8 +72,21 @@ def _bounded_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+#: An outage fails every hit: one warning per 10 s, with how many failed since the last.
+_WARN_EVERY_S: Final = 10.0
+_warned = [float("-inf"), 0]  # [when last logged (monotonic), failures not yet logged]
+
+
 def _unavailable(exc: BaseException) -> DependencyUnavailableError:
-    logger.warning("rate limit storage unavailable: %s", type(exc).__name__)
+    _warned[1] += 1
+    now = time.monotonic()
+    if now - _warned[0] >= _WARN_EVERY_S:
+        logger.warning(
+            "rate limit storage unavailable: %s (%d failed hits since the last warning)",
+            type(exc).__name__,
+            _warned[1],
+        )
+        _warned[0], _warned[1] = now, 0
     return DependencyUnavailableError(
         "rate limit storage is unavailable", reason=Reason.AUTH_UNAVAILABLE
     )
@@ -76,15 +95,109 @@ def _unavailable(exc: BaseException) -> DependencyUnavailableError:
 #: What a failing storage raises: limits wraps the driver's errors when asked to.
 _STORAGE_ERRORS: Final = (limits.errors.StorageError, OSError, TimeoutError)
 
+_STRATEGIES: Final[dict[str, tuple[Any, Any]]] = {
+    "moving-window": (
+        limits.strategies.MovingWindowRateLimiter,
+        limits.aio.strategies.MovingWindowRateLimiter,
+    ),
+    "fixed-window": (
+        limits.strategies.FixedWindowRateLimiter,
+        limits.aio.strategies.FixedWindowRateLimiter,
+    ),
+}
+
+
+class _RedisTrip:
+    """One hit on Redis in one round trip: the admission and the window read, pipelined.
+
+    Both are ``limits``' own Lua scripts (moving window) or its counter script and the
+    key's TTL (fixed window), called by the SHA ``limits`` registered them under and with
+    the arguments ``limits`` passes them, so the counting is ``limits``' exactly; only the
+    two round trips become one. The admission is atomic on its own; a hit of another
+    instance between the two commands can only make ``remaining`` one smaller.
+
+    A server without the scripts (just started, restarted, ``SCRIPT FLUSH``) answers
+    NOSCRIPT; what did not run is then left ``None`` for ``limits``' own calls, which load
+    the scripts (a hit that did run is never counted twice).
+    """
+
+    __slots__ = ("allowed", "ident", "item", "key", "moving", "now", "stats", "storage")
+
+    def __init__(self, storage: Any, item: Any, ident: tuple[str, ...], moving: bool) -> None:
+        self.storage = storage  # limits' sync RedisStorage or its async redis-py bridge
+        self.item = item
+        self.ident = ident
+        self.moving = moving
+        self.key: str = storage.prefixed_key(item.key_for(*ident))
+        self.now = 0.0
+        self.allowed: bool | None = None
+        self.stats: tuple[float, int] | None = None
+
+    def queue(self, client: Any) -> Any:
+        """A pipeline on ``client`` (sync or asyncio) with the hit's two commands."""
+        pipe = client.pipeline(transaction=False)
+        item, key, storage = self.item, self.key, self.storage
+        expiry = item.get_expiry()
+        self.now = time.time()  # the clock limits' scripts are given
+        if self.moving:
+            pipe.evalsha(
+                storage.lua_acquire_moving_window.sha, 1, key, self.now, item.amount, expiry, 1
+            )
+            pipe.evalsha(storage.lua_moving_window.sha, 1, key, self.now - expiry, item.amount)
+        else:
+            pipe.evalsha(storage.lua_incr_expire.sha, 1, key, expiry, 1)
+            pipe.ttl(key)
+        return pipe
+
+    def read(self, results: list[Any]) -> None:
+        """The pipeline's two answers: an error other than NOSCRIPT is the storage's."""
+        import redis.exceptions
+
+        hit, window = results
+        for answer in (hit, window):
+            if isinstance(answer, Exception) and not isinstance(
+                answer, redis.exceptions.NoScriptError
+            ):
+                raise answer
+        amount = self.item.amount
+        if self.moving:
+            if not isinstance(hit, Exception):
+                self.allowed = bool(hit)
+            if not isinstance(window, Exception):
+                start, count = (float(window[0]), int(window[1])) if window else (self.now, 0)
+                self.stats = (start + self.item.get_expiry(), amount - count)
+        elif not isinstance(hit, Exception):
+            count = int(hit)
+            self.allowed = count <= amount
+            self.stats = (max(int(window), 0) + self.now, amount - count)
+
+
+def _has_scripts(storage: Any) -> bool:
+    names = ("lua_acquire_moving_window", "lua_moving_window", "lua_incr_expire")
+    return hasattr(storage, "prefixed_key") and all(
+        isinstance(getattr(getattr(storage, n, None), "sha", None), str) for n in names
+    )
+
+
+def _clients(storage: Any) -> list[Any]:
+    """The Redis clients a ``limits`` storage (or async bridge) holds: the server's, or a
+    Sentinel's master and replica clients and its connections to the sentinels."""
+    found = [
+        getattr(storage, name, None) for name in ("storage", "storage_slave", "storage_replica")
+    ]
+    found += list(getattr(getattr(storage, "sentinel", None), "sentinels", ()))
+    return [c for c in found if c is not None and hasattr(c, "close")]
+
 
 class RateLimiter:
     """Counts hits per key; sync :meth:`hit` and async :meth:`ahit` share one outcome rule.
 
-    ``storage_uri`` is a ``limits`` storage URI (``memory://``, ``redis://host:port/db``).
-    For network storages :meth:`ahit` uses the matching ``limits.aio`` storage (redis via
-    ``redis.asyncio``); for memory it calls the sync path, which never blocks on I/O.
-    ``clock`` only computes ``reset_after_s`` (``limits`` reads the wall clock itself).
-    ``timeout_s`` bounds each Redis connect and command; past it the hit is a 503.
+    ``storage_uri`` is a ``limits`` storage URI (``memory://``, ``redis://host:port/db``,
+    ``redis+sentinel://host:port,host:port/service``, ``redis+cluster://host:port,...``).
+    For Redis :meth:`ahit` uses the matching ``limits.aio`` storage on ``redis.asyncio``;
+    for memory it calls the sync path, which never blocks on I/O. ``clock`` only computes
+    ``reset_after_s`` (``limits`` reads the wall clock itself). ``timeout_s`` bounds each
+    Redis connect and command; past it the hit is a 503.
     """
 
     def __init__(
@@ -96,50 +209,79 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
         timeout_s: float = 1.0,
     ) -> None:
-        strategies: dict[str, tuple[Any, Any]] = {
-            "moving-window": (
-                limits.strategies.MovingWindowRateLimiter,
-                limits.aio.strategies.MovingWindowRateLimiter,
-            ),
-            "fixed-window": (
-                limits.strategies.FixedWindowRateLimiter,
-                limits.aio.strategies.FixedWindowRateLimiter,
-            ),
-        }
-        if strategy not in strategies:
-            raise ConfigurationError(f"rate limit strategy must be one of {sorted(strategies)}")
-        sync_cls, async_cls = strategies[strategy]
-        self._namespace = namespace
+        classes = _STRATEGIES.get(strategy)
+        if classes is None:
+            raise ConfigurationError(f"rate limit strategy must be one of {sorted(_STRATEGIES)}")
+        self._classes = classes
+        self._moving = strategy == "moving-window"
+        # The strategy is in every key: limits keeps a moving window as a list and a fixed
+        # one as a counter, so two strategies on one key would fail each other's hits.
+        self._namespace = (namespace, "moving" if self._moving else "fixed")
         self._clock = clock
         self._hits = 0
-        # A hung Redis must not hang requests: bounded waits, then 503.
         try:
             check_storage_uri(storage_uri)
         except ValueError as exc:
             raise ConfigurationError(f"rate_limits.storage: {exc}") from None
-        redis = storage_uri.partition("://")[0].lower() in _REDIS_SCHEMES
-        timeouts: dict[str, Any] = (
-            {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s} if redis else {}
-        )
-        try:
-            self._storage = limits.storage.storage_from_string(
-                storage_uri, wrap_exceptions=True, **timeouts
+        self._uri = storage_uri
+        scheme = storage_uri.partition("://")[0].lower()
+        self._redis = scheme in _REDIS_SCHEMES
+        # redis-py refuses EVALSHA in a cluster pipeline: there a hit stays two round trips.
+        self._pipelined = self._redis and scheme != "redis+cluster"
+        # A hung Redis must not hang requests: bounded waits, then 503.
+        self._options: dict[str, Any] = {}
+        self._errors: tuple[type[BaseException], ...] = _STORAGE_ERRORS
+        if self._redis:
+            import redis.exceptions
+
+            bounded = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+            self._options = {
+                **bounded,
+                **({"sentinel_kwargs": bounded} if "sentinel" in scheme else {}),
+            }
+            # A cluster's "no node reachable" is not a RedisError.
+            self._errors = (
+                *_STORAGE_ERRORS,
+                redis.exceptions.RedisError,
+                redis.exceptions.RedisClusterException,
             )
-            self._async_limiter: Any = None
-            if redis:
-                async_storage = limits.storage.storage_from_string(
-                    f"async+{storage_uri}",
-                    wrap_exceptions=True,
-                    implementation="redispy",
-                    **timeouts,
-                )
-                self._async_limiter = async_cls(async_storage)
-        except limits.errors.ConfigurationError as exc:
-            raise ConfigurationError(f"rate_limits.storage: {exc}") from None
-        self._limiter = sync_cls(self._storage)
+        self._lock = threading.Lock()
+        self._storage: Any = None
+        self._limiter: Any = None
+        self._async_limiter: Any = None
+        if self._redis:
+            self._async_limiter = classes[1](
+                self._build(f"async+{storage_uri}", implementation="redispy")
+            )
+        # A cluster client reads the cluster's slots when it is made: made at the first hit,
+        # so a cluster that is down at start is that hit's 503, not a failed start.
+        if scheme != "redis+cluster":
+            self._sync_limiter()
+        if self._pipelined and not (
+            _has_scripts(self._storage) and _has_scripts(self._async_limiter.storage.bridge)
+        ):
+            self._pipelined = False  # a limits without the scripts we call: its own calls
         # The limits item of each spec, built once: specs come from the route table, so
         # there are only as many as the table has rate-limited routes.
         self._items: dict[tuple[int, str], limits.RateLimitItem] = {}
+
+    def _build(self, uri: str, **extra: Any) -> Any:
+        try:
+            return limits.storage.storage_from_string(
+                uri, wrap_exceptions=True, **self._options, **extra
+            )
+        except limits.errors.ConfigurationError as exc:
+            raise ConfigurationError(f"rate_limits.storage: {exc}") from None
+
+    def _sync_limiter(self) -> Any:
+        limiter = self._limiter
+        if limiter is None:
+            with self._lock:
+                if self._limiter is None:
+                    self._storage = self._build(self._uri)
+                    self._limiter = self._classes[0](self._storage)
+                limiter = self._limiter
+        return limiter
 
     def _item(self, spec: RateLimitSpec) -> limits.RateLimitItem:
         key = (spec.amount, spec.unit)
@@ -151,11 +293,14 @@ class RateLimiter:
     @property
     def storage(self) -> Any:
         """The underlying ``limits`` storage (for health checks and tests)."""
+        self._sync_limiter()
         return self._storage
 
-    def _outcome(self, allowed: bool, stats: Any, spec: RateLimitSpec) -> RateLimitOutcome:
-        reset_after = max(0.0, float(stats.reset_time) - self._clock())
-        remaining = max(0, min(spec.amount, int(stats.remaining)))
+    def _outcome(
+        self, allowed: bool, reset_time: float, remaining: int, spec: RateLimitSpec
+    ) -> RateLimitOutcome:
+        reset_after = max(0.0, float(reset_time) - self._clock())
+        remaining = max(0, min(spec.amount, int(remaining)))
         return RateLimitOutcome(
             allowed=bool(allowed),
             limit=spec.amount,
@@ -165,42 +310,57 @@ class RateLimiter:
 
     def hit(self, key: str, spec: RateLimitSpec) -> RateLimitOutcome:
         """Count one hit for ``key`` under ``spec`` and say whether it is allowed."""
-        ident = (self._namespace, _bounded_key(key))
+        ident = (*self._namespace, _bounded_key(key))
         item = self._item(spec)
         try:
-            allowed = self._limiter.hit(item, *ident)
-            stats = self._limiter.get_window_stats(item, *ident)
-        except _STORAGE_ERRORS as exc:
+            limiter = self._sync_limiter()
+            if self._pipelined:
+                trip = _RedisTrip(self._storage, item, ident, self._moving)
+                trip.read(trip.queue(self._storage.get_connection()).execute(raise_on_error=False))
+                if trip.allowed is None:  # limits must (re)load its scripts: its own calls
+                    trip.allowed = limiter.hit(item, *ident)
+                if trip.stats is None:
+                    trip.stats = limiter.get_window_stats(item, *ident)
+                allowed, stats = trip.allowed, trip.stats
+            else:
+                allowed = limiter.hit(item, *ident)
+                stats = limiter.get_window_stats(item, *ident)
+        except self._errors as exc:
             raise _unavailable(exc) from exc
         self._sweep()
-        return self._outcome(allowed, stats, spec)
+        return self._outcome(allowed, stats[0], stats[1], spec)
 
     async def ahit(self, key: str, spec: RateLimitSpec) -> RateLimitOutcome:
         """:meth:`hit` for async callers; awaits the storage for network backends."""
-        if self._async_limiter is None:
+        limiter = self._async_limiter
+        if limiter is None:
             return self.hit(key, spec)
-        ident = (self._namespace, _bounded_key(key))
+        ident = (*self._namespace, _bounded_key(key))
         item = self._item(spec)
         try:
-            allowed = await self._async_limiter.hit(item, *ident)
-            stats = await self._async_limiter.get_window_stats(item, *ident)
-        except _STORAGE_ERRORS as exc:
+            bridge = limiter.storage.bridge
+            trip = _RedisTrip(bridge, item, ident, self._moving)
+            if self._pipelined:
+                pipe = trip.queue(bridge.get_connection())
+                trip.read(await pipe.execute(raise_on_error=False))
+            if trip.allowed is None:
+                trip.allowed = await limiter.hit(item, *ident)
+            if trip.stats is None:
+                trip.stats = await limiter.get_window_stats(item, *ident)
+        except self._errors as exc:
             raise _unavailable(exc) from exc
-        return self._outcome(allowed, stats, spec)
+        return self._outcome(trip.allowed, trip.stats[0], trip.stats[1], spec)
 
     def close(self) -> None:
         """Close the sync storage's connections (network storages only)."""
-        client = getattr(self._storage, "storage", None)
-        if client is not None and callable(getattr(client, "close", None)):
+        for client in _clients(self._storage):
             client.close()
 
     async def aclose(self) -> None:
         """Close the async storage's connections; call it before the event loop ends."""
         if self._async_limiter is None:
             return
-        bridge = getattr(self._async_limiter.storage, "bridge", None)
-        client = getattr(bridge, "storage", None)
-        if client is not None and callable(getattr(client, "aclose", None)):
+        for client in _clients(getattr(self._async_limiter.storage, "bridge", None)):
             await client.aclose()
 
     def _sweep(self) -> None:
