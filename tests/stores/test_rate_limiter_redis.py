@@ -432,3 +432,36 @@ def test_four_instances_admit_exactly_the_limit(
         for status, count in json.loads(out).items():
             totals[status] = totals.get(status, 0) + count
     assert totals == {"200": 40, "429": 80}
+
+
+def test_a_burst_larger_than_the_pools_is_answered_not_refused(server: RedisServer) -> None:
+    """More hits at once than redis-py's default pool of 100 connections: every one is
+    counted (the async ones wait for a connection), none is a 503."""
+    import concurrent.futures
+
+    server.flush()
+    spec = RateLimitSpec.parse("10000/minute")
+
+    async def burst() -> list[Any]:
+        limiter = RateLimiter(storage_uri=server.url)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(limiter.ahit("k", spec) for _ in range(400)), return_exceptions=True
+                )
+            )
+        finally:
+            await limiter.aclose()
+
+    answers = asyncio.run(burst())
+    assert all(not isinstance(a, BaseException) and a.allowed for a in answers), answers[:3]
+    # ``remaining`` is read after the hit: under a burst, others' hits may be in it too.
+    assert all(10000 - 400 <= a.remaining < 10000 for a in answers)
+
+    limiter = RateLimiter(storage_uri=server.url)
+    assert limiter.hit("k", spec).remaining == 10000 - 401  # each counted once
+    with concurrent.futures.ThreadPoolExecutor(150) as pool:
+        sync = list(pool.map(lambda _: limiter.hit("j", spec), range(600)))
+    assert all(o.allowed for o in sync)
+    assert limiter.hit("j", spec).remaining == 10000 - 601
+    limiter.close()

@@ -172,6 +172,29 @@ class _RedisTrip:
             self.stats = (max(int(window), 0) + self.now, amount - count)
 
 
+#: Connections per pool (redis-py's default of 100 made the 101st concurrent hit a 503).
+#: Threads are few, so a sync pool this large is never full; an event loop can start any
+#: number of hits at once, so on a plain server its hits wait (up to the timeout) for one
+#: of :data:`_ASYNC_POOLED` connections. Sentinel's and Cluster's async pools cannot wait.
+_CONNECTIONS: Final = 1000
+_ASYNC_POOLED: Final = 64
+
+
+def _async_pool(uri: str, timeout_s: float) -> dict[str, Any]:
+    """An async pool for a plain server that makes a burst wait its turn."""
+    import redis.asyncio
+
+    url = "unix" + uri[len("redis+unix") :] if uri.lower().startswith("redis+unix") else uri
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=_ASYNC_POOLED,
+        timeout=timeout_s,  # the wait for a free connection
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return {"connection_pool": pool}
+
+
 def _has_scripts(storage: Any) -> bool:
     names = ("lua_acquire_moving_window", "lua_moving_window", "lua_incr_expire")
     return hasattr(storage, "prefixed_key") and all(
@@ -230,15 +253,19 @@ class RateLimiter:
         self._pipelined = self._redis and scheme != "redis+cluster"
         # A hung Redis must not hang requests: bounded waits, then 503.
         self._options: dict[str, Any] = {}
+        self._async_options: dict[str, Any] = {}
+        self._pools: list[Any] = []  # pools of our own, closed with the limiter
         self._errors: tuple[type[BaseException], ...] = _STORAGE_ERRORS
         if self._redis:
             import redis.exceptions
 
             bounded = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-            self._options = {
-                **bounded,
-                **({"sentinel_kwargs": bounded} if "sentinel" in scheme else {}),
-            }
+            self._options = self._async_options = {**bounded, "max_connections": _CONNECTIONS}
+            if "sentinel" in scheme:
+                self._options = self._async_options = {**self._options, "sentinel_kwargs": bounded}
+            elif scheme != "redis+cluster":
+                self._async_options = _async_pool(storage_uri, timeout_s)
+                self._pools = [self._async_options["connection_pool"]]
             # A cluster's "no node reachable" is not a RedisError.
             self._errors = (
                 *_STORAGE_ERRORS,
@@ -251,7 +278,7 @@ class RateLimiter:
         self._async_limiter: Any = None
         if self._redis:
             self._async_limiter = classes[1](
-                self._build(f"async+{storage_uri}", implementation="redispy")
+                self._build(f"async+{storage_uri}", self._async_options, implementation="redispy")
             )
         # A cluster client reads the cluster's slots when it is made: made at the first hit,
         # so a cluster that is down at start is that hit's 503, not a failed start.
@@ -265,11 +292,9 @@ class RateLimiter:
         # there are only as many as the table has rate-limited routes.
         self._items: dict[tuple[int, str], limits.RateLimitItem] = {}
 
-    def _build(self, uri: str, **extra: Any) -> Any:
+    def _build(self, uri: str, options: dict[str, Any], **extra: Any) -> Any:
         try:
-            return limits.storage.storage_from_string(
-                uri, wrap_exceptions=True, **self._options, **extra
-            )
+            return limits.storage.storage_from_string(uri, wrap_exceptions=True, **options, **extra)
         except limits.errors.ConfigurationError as exc:
             raise ConfigurationError(f"rate_limits.storage: {exc}") from None
 
@@ -278,7 +303,7 @@ class RateLimiter:
         if limiter is None:
             with self._lock:
                 if self._limiter is None:
-                    self._storage = self._build(self._uri)
+                    self._storage = self._build(self._uri, self._options)
                     self._limiter = self._classes[0](self._storage)
                 limiter = self._limiter
         return limiter
@@ -362,6 +387,8 @@ class RateLimiter:
             return
         for client in _clients(getattr(self._async_limiter.storage, "bridge", None)):
             await client.aclose()
+        for pool in self._pools:
+            await pool.disconnect()
 
     def _sweep(self) -> None:
         """Every :data:`_SWEEP_EVERY` hits, drop memory-storage keys whose window is over.
