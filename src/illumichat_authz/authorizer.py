@@ -268,11 +268,13 @@ class Authorizer:
 
     async def aclose(self) -> None:
         """Close what async decisions opened on the running event loop (the database's
-        async connections); an async host calls it when it shuts down (a lifespan), before
-        its loop ends. ``close`` still stops the rest."""
+        and the rate limiter's async connections); an async host calls it when it shuts
+        down (a lifespan), before its loop ends. ``close`` still stops the rest."""
         aclose = getattr(self._fetching, "aclose", None)
         if aclose is not None:
             await aclose()
+        if self._rate_limiter is not None:
+            await self._rate_limiter.aclose()
 
     # --- sync -----------------------------------------------------------------------
     def decide(
