@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from .audit.log import DecisionLog
 from .compile import build_core, setting
 from .config import Settings, load_settings
 from .core import Core, CredentialSource, Need, Query, Replay, decide, decide_access, identify
@@ -110,8 +111,11 @@ class Authorizer:
         rate_limiter: RateLimiter | None = None,
         credential_cache: CredentialCache | None = None,
         clock: Callable[[], float] = time.time,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.core = core
+        #: Where every deny (and allows, as configured) is logged (``audit``); ``None``: off.
+        self.decision_log = decision_log
         self.api_keys = api_keys
         self.jwks = jwks
         self.sessions = sessions
@@ -198,6 +202,7 @@ class Authorizer:
             rate_limiter=rate_limiter,
             credential_cache=credential_cache,
             clock=clock,
+            decision_log=_decision_log(settings, core, database),
         )
         if database is not None:
             from .stores.sql.api_keys import CredentialRevocations
@@ -262,7 +267,10 @@ class Authorizer:
         return None
 
     def close(self) -> None:
-        """Stop what ``from_settings`` started (the database's change feed and pool)."""
+        """Stop what ``from_settings`` started (the database's change feed and pool) and
+        write what the decision log still holds."""
+        if self.decision_log is not None:
+            self.decision_log.close()
         if self.database is not None:
             self.database.close()
 
@@ -276,8 +284,179 @@ class Authorizer:
         if self._rate_limiter is not None:
             await self._rate_limiter.aclose()
 
-    # --- sync -----------------------------------------------------------------------
+    # --- the public decisions: each one, decided, then given to the decision log ------
     def decide(
+        self,
+        request: RequestFacts,
+        *,
+        principal: Principal | None = None,
+        read_body: BodyReader | None = None,
+        at_least: Consistency = None,
+    ) -> Decision:
+        """Decide ``request`` (see ``core.decide``); ``read_body`` for webhook routes.
+
+        With ``[database]``: ``at_least`` (or the request's ``X-Authz-Revision``) is the
+        facts revision the decision must see at least, ``"full"`` the database's newest;
+        the decision carries the revision it saw (``facts_revision``)."""
+        log = self.decision_log
+        if log is None:
+            return self._decide_unlogged(
+                request, principal=principal, read_body=read_body, at_least=at_least
+            )
+        started = time.perf_counter_ns()
+        decision = self._decide_unlogged(
+            request, principal=principal, read_body=read_body, at_least=at_least
+        )
+        log.record(decision, request, started)
+        return decision
+
+    async def adecide(
+        self,
+        request: RequestFacts,
+        *,
+        principal: Principal | None = None,
+        read_body: AsyncBodyReader | None = None,
+        at_least: Consistency = None,
+    ) -> Decision:
+        """:meth:`decide` for async hosts: awaits what must be awaited."""
+        log = self.decision_log
+        if log is None:
+            return await self._adecide_unlogged(
+                request, principal=principal, read_body=read_body, at_least=at_least
+            )
+        started = time.perf_counter_ns()
+        decision = await self._adecide_unlogged(
+            request, principal=principal, read_body=read_body, at_least=at_least
+        )
+        log.record(decision, request, started)
+        return decision
+
+    def decide_access(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str | None = None,
+        resource_id: str | None = None,
+        workspace: str | None = None,
+        at_least: Consistency = None,
+    ) -> Decision:
+        """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``);
+        ``at_least`` as for :meth:`decide`."""
+        log = self.decision_log
+        started = time.perf_counter_ns() if log is not None else 0
+        decision = self._decide_access_unlogged(
+            principal=principal,
+            action=action,
+            resource_kind=resource_kind,
+            resource_id=resource_id,
+            workspace=workspace,
+            at_least=at_least,
+        )
+        if log is not None:
+            log.record(decision, None, started)
+        return decision
+
+    async def adecide_access(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str | None = None,
+        resource_id: str | None = None,
+        workspace: str | None = None,
+        at_least: Consistency = None,
+    ) -> Decision:
+        """:meth:`decide_access` for async hosts."""
+        log = self.decision_log
+        started = time.perf_counter_ns() if log is not None else 0
+        decision = await self._adecide_access_unlogged(
+            principal=principal,
+            action=action,
+            resource_kind=resource_kind,
+            resource_id=resource_id,
+            workspace=workspace,
+            at_least=at_least,
+        )
+        if log is not None:
+            log.record(decision, None, started)
+        return decision
+
+    def decide_access_many(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str,
+        resource_ids: Sequence[str],
+        workspace: str | None = None,
+        at_least: Consistency = None,
+    ) -> list[Decision]:
+        """:meth:`decide_access` for each of ``resource_ids``, in order (a page of a list).
+
+        With ``[database]`` the facts of every resource not cached (each one's row, the
+        caller's membership in its workspace, the caller's grant) are one round trip."""
+        log = self.decision_log
+        started = time.perf_counter_ns() if log is not None else 0
+        decisions = self._decide_access_many_unlogged(
+            principal=principal,
+            action=action,
+            resource_kind=resource_kind,
+            resource_ids=resource_ids,
+            workspace=workspace,
+            at_least=at_least,
+        )
+        if log is not None:
+            for decision in decisions:
+                log.record(decision, None, started)
+        return decisions
+
+    async def adecide_access_many(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource_kind: str,
+        resource_ids: Sequence[str],
+        workspace: str | None = None,
+        at_least: Consistency = None,
+    ) -> list[Decision]:
+        """:meth:`decide_access_many` for async hosts (the round trip is awaited)."""
+        log = self.decision_log
+        started = time.perf_counter_ns() if log is not None else 0
+        decisions = await self._adecide_access_many_unlogged(
+            principal=principal,
+            action=action,
+            resource_kind=resource_kind,
+            resource_ids=resource_ids,
+            workspace=workspace,
+            at_least=at_least,
+        )
+        if log is not None:
+            for decision in decisions:
+                log.record(decision, None, started)
+        return decisions
+
+    def identify(self, request: RequestFacts) -> Decision:
+        """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""
+        log = self.decision_log
+        started = time.perf_counter_ns() if log is not None else 0
+        decision = self._identify_unlogged(request)
+        if log is not None:
+            log.record(decision, request, started)
+        return decision
+
+    async def aidentify(self, request: RequestFacts) -> Decision:
+        """:meth:`identify` for async hosts."""
+        log = self.decision_log
+        started = time.perf_counter_ns() if log is not None else 0
+        decision = await self._aidentify_unlogged(request)
+        if log is not None:
+            log.record(decision, request, started)
+        return decision
+
+    # --- sync -----------------------------------------------------------------------
+    def _decide_unlogged(
         self,
         request: RequestFacts,
         *,
@@ -354,7 +533,7 @@ class Authorizer:
         for answered, value in answers.items():
             replay.answer(answered, value)
 
-    def decide_access_many(
+    def _decide_access_many_unlogged(
         self,
         *,
         principal: Principal,
@@ -413,7 +592,7 @@ class Authorizer:
         database = self.database
         return decisions if database is None else [_stamped(d, database) for d in decisions]
 
-    def decide_access(
+    def _decide_access_unlogged(
         self,
         *,
         principal: Principal,
@@ -453,12 +632,12 @@ class Authorizer:
             )
         return decision if database is None else _stamped(decision, database)
 
-    def identify(self, request: RequestFacts) -> Decision:
+    def _identify_unlogged(self, request: RequestFacts) -> Decision:
         """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""
         return identify(request, self.core, now=self.clock(), lookups=self._lookups)
 
     # --- async ----------------------------------------------------------------------
-    async def adecide(
+    async def _adecide_unlogged(
         self,
         request: RequestFacts,
         *,
@@ -492,7 +671,7 @@ class Authorizer:
         except Need as need:
             return await self._arun(need, read_body, decide, request, self.core, now=self.clock())
 
-    async def adecide_access(
+    async def _adecide_access_unlogged(
         self,
         *,
         principal: Principal,
@@ -516,7 +695,7 @@ class Authorizer:
             )
         return await self._adecide_access(principal, action, resource_kind, resource_id, workspace)
 
-    async def adecide_access_many(
+    async def _adecide_access_many_unlogged(
         self,
         *,
         principal: Principal,
@@ -574,7 +753,7 @@ class Authorizer:
                 workspace=workspace,
             )
 
-    async def aidentify(self, request: RequestFacts) -> Decision:
+    async def _aidentify_unlogged(self, request: RequestFacts) -> Decision:
         """:meth:`identify` for async hosts."""
         try:
             return identify(request, self.core, now=self.clock(), lookups=self._alookups)
@@ -824,3 +1003,38 @@ def _no_body_reader(max_bytes: int) -> bytes | None:
 def _needs_adecide(*args: Any) -> Any:
     # A programming error, not an outage: a 500, not the 503 a failed lookup gets.
     raise AuthzError("async facts need adecide(), not decide()", reason=Reason.INTERNAL_ERROR)
+
+
+def _decision_log(settings: Settings, core: Core, database: Any) -> DecisionLog | None:
+    """``[decision_log]``'s sinks, or ``None`` when it names none."""
+    cfg = settings.decision_log
+    if not cfg.sinks:
+        return None
+    from .audit.sinks import LoggingSink, NdjsonSink
+
+    sinks: list[Any] = []
+    for name in cfg.sinks:
+        if name == "logging":
+            sinks.append(LoggingSink())
+        elif name == "stdout":
+            sinks.append(NdjsonSink.stdout())
+        elif name == "database":
+            if database is None:
+                raise ConfigurationError("decision_log.sinks: 'database' needs [database] url")
+            from .stores.sql.decision_log import SqlDecisionSink
+
+            sinks.append(SqlDecisionSink(database.engine))
+        else:
+            path = name.removeprefix("file:")
+            try:
+                sinks.append(NdjsonSink(path))
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"decision_log.sinks: cannot open {path!r}: {exc.strerror}"
+                ) from None
+    return DecisionLog(
+        sinks,
+        allows=cfg.allow_rate,
+        queue_size=cfg.queue_size,
+        policy_revision=core.policy_revision or None,
+    )

@@ -5,7 +5,10 @@ settings (pydantic), which no request ever needs."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .core import Authenticators, Core
@@ -72,7 +75,23 @@ def build_core(
         check_app=settings.routes.check_app,
         max_body_bytes=twilio_cfg.max_body_bytes,
         rate_limits=specs,
+        policy_revision=policy_revision(
+            [pol.dir / pol.model, pol.dir / pol.policy, pol.dir / pol.routes, *pol.host_routes]
+        ),
     )
+
+
+def policy_revision(paths: list[Any]) -> str:
+    """The digest of the policy files' bytes, in order ("" if one cannot be read)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            return ""
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()[:12]
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ __all__ = [
     "ApiKeySettings",
     "Auth0Settings",
     "DatabaseSettings",
+    "DecisionLogSettings",
     "DecisionSettings",
     "FactsSettings",
     "PoliciesSettings",
@@ -230,6 +231,47 @@ class RateLimitSettings(_Section):
         return check_storage_uri(value)
 
 
+class DecisionLogSettings(_Section):
+    """``[decision_log]`` (docs/decision-log.md): off until a sink is named."""
+
+    #: ``"logging"`` (``illumichat_authz.decisions``, INFO), ``"stdout"`` (NDJSON),
+    #: ``"file:PATH"`` (NDJSON appended), ``"database"`` (``[database] url``'s table).
+    sinks: list[str] = Field(default_factory=list)
+    #: Allows to log besides every deny: ``"none"``, ``"all"``, or a fraction sampled.
+    allows: Literal["none", "all"] | float = "none"
+    #: Events held for the writer at most; beyond, an event is dropped and counted.
+    queue_size: int = Field(default=100_000, ge=100, le=10_000_000)
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks(cls, value: list[str]) -> list[str]:
+        for sink in value:
+            if sink not in ("logging", "stdout", "database") and not (
+                sink.startswith("file:") and len(sink) > len("file:")
+            ):
+                raise ValueError(
+                    f"{sink!r} is not a sink: use 'logging', 'stdout', 'file:PATH' or 'database'"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a sink is named twice")
+        return value
+
+    @field_validator("allows")
+    @classmethod
+    def _fraction(cls, value: str | float) -> str | float:
+        if isinstance(value, float) and not 0.0 <= value <= 1.0:
+            raise ValueError("allows must be 'none', 'all' or a fraction between 0 and 1")
+        return value
+
+    @property
+    def allow_rate(self) -> float:
+        if self.allows == "none":
+            return 0.0
+        if self.allows == "all":
+            return 1.0
+        return float(self.allows)
+
+
 class ProxySettings(_Section):
     #: CIDRs whose X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host are believed.
     trusted: list[str] = Field(default_factory=list)
@@ -353,6 +395,7 @@ class Settings(BaseSettings):
     api_keys: ApiKeySettings = Field(default_factory=ApiKeySettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
     proxies: ProxySettings = Field(default_factory=ProxySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
 

@@ -59,6 +59,9 @@ class Core:
     max_path_length: int = 2048
     max_body_bytes: int = 64 * 1024
     rate_limits: Mapping[str, RateLimitSpec] = field(default_factory=dict)
+    #: The policy files' digest (the first 12 hex digits of their SHA-256): which policy
+    #: a decision was made under, in the decision log; "" when built without files.
+    policy_revision: str = ""
     #: What the adapters do at start-up with framework routes the table does not classify
     #: (``[routes] check_app``); not a decision input.
     check_app: Literal["warn", "error", "off"] = "warn"

@@ -38,6 +38,7 @@ __all__ = [
     "ResourceSource",
     "api_keys",
     "change_log",
+    "decision_log",
     "grants",
     "memberships",
     "metadata",
@@ -116,6 +117,34 @@ api_keys = Table(
     Column("last_used_at", Float),
     Index("authz_api_keys_workspace", "workspace"),
     Index("authz_api_keys_user", "user_id"),
+)
+
+#: The decision log (``audit``): one row per logged decision, the fields of
+#: ``audit.DecisionEvent``; ``time`` is RFC 3339 UTC text, which sorts as time does.
+decision_log = Table(
+    "authz_decision_log",
+    metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("time", String(24), nullable=False),
+    Column("request_id", String(128)),
+    Column("trace_id", String(32)),
+    Column("principal", String(_ID)),
+    Column("credential", String(_NAME)),
+    Column("credential_id", String(_ID)),
+    Column("route", String(_ID)),
+    Column("action", String(_ID)),
+    Column("resource_kind", String(_ID)),
+    Column("resource_id", String(_ID)),
+    Column("workspace", String(_ID)),
+    Column("status", Integer, nullable=False),
+    Column("reason", String(_NAME), nullable=False),
+    Column("policy_revision", String(_NAME)),
+    Column("facts_revision", BigInteger),
+    Column("latency_us", Float, nullable=False),
+    Index("authz_decision_log_time", "time"),
+    Index("authz_decision_log_principal", "principal", "time"),
+    Index("authz_decision_log_route", "route", "time"),
+    Index("authz_decision_log_reason", "reason", "time"),
 )
 
 
