@@ -22,7 +22,7 @@ from ._common import EXIT_INTERRUPTED
 __all__ = ["main"]
 
 # Sub-command modules, in the order `--help` lists them.
-_COMMANDS = ("decide", "policy", "keys", "tokens", "db", "facts", "serve", "demo")
+_COMMANDS = ("decide", "policy", "keys", "tokens", "db", "facts", "audit", "serve", "demo")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -67,7 +67,8 @@ def read_events(
     """The newest ``limit`` events matching every filter given, oldest first.
 
     ``since``/``until``: RFC 3339 UTC times (``2026-12-03T10:00:00Z``), compared as the
-    table's text. ``after``: only events newer than that time (``audit tail --follow``)."""
+    table's text. ``after``: only events at that time or newer (``audit tail --follow``,
+    which skips the ones it has printed)."""
     t = decision_log.c
     query = select(decision_log)
     for column, value in (
@@ -83,7 +84,7 @@ def read_events(
     if until is not None:
         query = query.where(t.time <= until)
     if after is not None:
-        query = query.where(t.time > after)
+        query = query.where(t.time >= after)
     query = query.order_by(t.time.desc(), t.decision_id.desc()).limit(limit)
     with engine.connect() as conn:
         rows = [dict(row._mapping) for row in conn.execute(query)]
