@@ -176,6 +176,29 @@ def persisted(n: int) -> list[str]:
             took = time.perf_counter() - t0
             lines.append(f"| {label} | {n:,} | {took:.2f} s | {n / took:,.0f} |")
             engine.dispose()
+        # End to end: decisions queued by Authorizer.decide, then built and COPYed.
+        engine = create_engine(server.create_database())
+        migrate.upgrade(engine)
+        log = quiet_log([SqlDecisionSink(engine)], queue_size=10_000_000)
+        authz = Authorizer(core=_core_for(make_test_settings()), facts=InMemoryFacts())
+        authz.decision_log = log
+        deny = RequestFacts(
+            method="GET",
+            path="/api/assistants/a2",
+            headers=(("x-request-id", "req-1"), ("user-agent", "bench")),
+            peer="127.0.0.1",
+        )
+        for _ in range(n):
+            authz.decide(deny)
+        t0 = time.perf_counter()
+        log.drain()
+        took = time.perf_counter() - t0
+        lines.append(
+            f"| **decided, then built and `COPY`ed to PostgreSQL by the writer** | {n:,} "
+            f"| {took:.2f} s | **{n / took:,.0f}** |"
+        )
+        log.close()
+        engine.dispose()
         engine = create_engine(server.create_database())
         migrate.upgrade(engine)
         few = rows[: n // 20]

@@ -22,6 +22,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .audit.log import DecisionLog
@@ -300,14 +301,11 @@ class Authorizer:
         the decision carries the revision it saw (``facts_revision``)."""
         log = self.decision_log
         if log is None:
-            return self._decide_unlogged(
-                request, principal=principal, read_body=read_body, at_least=at_least
-            )
-        started = time.perf_counter_ns()
-        decision = self._decide_unlogged(
-            request, principal=principal, read_body=read_body, at_least=at_least
-        )
-        log.record(decision, request, started)
+            return self._decide_unlogged(request, principal, read_body, at_least)
+        started = perf_counter_ns()
+        decision = self._decide_unlogged(request, principal, read_body, at_least)
+        if decision.status != 200 or log.allows:  # an allow not logged costs no call
+            log.record(decision, request, started)
         return decision
 
     async def adecide(
@@ -321,14 +319,11 @@ class Authorizer:
         """:meth:`decide` for async hosts: awaits what must be awaited."""
         log = self.decision_log
         if log is None:
-            return await self._adecide_unlogged(
-                request, principal=principal, read_body=read_body, at_least=at_least
-            )
-        started = time.perf_counter_ns()
-        decision = await self._adecide_unlogged(
-            request, principal=principal, read_body=read_body, at_least=at_least
-        )
-        log.record(decision, request, started)
+            return await self._adecide_unlogged(request, principal, read_body, at_least)
+        started = perf_counter_ns()
+        decision = await self._adecide_unlogged(request, principal, read_body, at_least)
+        if decision.status != 200 or log.allows:
+            log.record(decision, request, started)
         return decision
 
     def decide_access(
@@ -344,7 +339,7 @@ class Authorizer:
         """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``);
         ``at_least`` as for :meth:`decide`."""
         log = self.decision_log
-        started = time.perf_counter_ns() if log is not None else 0
+        started = perf_counter_ns() if log is not None else 0
         decision = self._decide_access_unlogged(
             principal=principal,
             action=action,
@@ -369,7 +364,7 @@ class Authorizer:
     ) -> Decision:
         """:meth:`decide_access` for async hosts."""
         log = self.decision_log
-        started = time.perf_counter_ns() if log is not None else 0
+        started = perf_counter_ns() if log is not None else 0
         decision = await self._adecide_access_unlogged(
             principal=principal,
             action=action,
@@ -397,7 +392,7 @@ class Authorizer:
         With ``[database]`` the facts of every resource not cached (each one's row, the
         caller's membership in its workspace, the caller's grant) are one round trip."""
         log = self.decision_log
-        started = time.perf_counter_ns() if log is not None else 0
+        started = perf_counter_ns() if log is not None else 0
         decisions = self._decide_access_many_unlogged(
             principal=principal,
             action=action,
@@ -423,7 +418,7 @@ class Authorizer:
     ) -> list[Decision]:
         """:meth:`decide_access_many` for async hosts (the round trip is awaited)."""
         log = self.decision_log
-        started = time.perf_counter_ns() if log is not None else 0
+        started = perf_counter_ns() if log is not None else 0
         decisions = await self._adecide_access_many_unlogged(
             principal=principal,
             action=action,
@@ -440,7 +435,7 @@ class Authorizer:
     def identify(self, request: RequestFacts) -> Decision:
         """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""
         log = self.decision_log
-        started = time.perf_counter_ns() if log is not None else 0
+        started = perf_counter_ns() if log is not None else 0
         decision = self._identify_unlogged(request)
         if log is not None:
             log.record(decision, request, started)
@@ -449,7 +444,7 @@ class Authorizer:
     async def aidentify(self, request: RequestFacts) -> Decision:
         """:meth:`identify` for async hosts."""
         log = self.decision_log
-        started = time.perf_counter_ns() if log is not None else 0
+        started = perf_counter_ns() if log is not None else 0
         decision = await self._aidentify_unlogged(request)
         if log is not None:
             log.record(decision, request, started)
@@ -459,7 +454,6 @@ class Authorizer:
     def _decide_unlogged(
         self,
         request: RequestFacts,
-        *,
         principal: Principal | None = None,
         read_body: BodyReader | None = None,
         at_least: Consistency = None,
@@ -640,7 +634,6 @@ class Authorizer:
     async def _adecide_unlogged(
         self,
         request: RequestFacts,
-        *,
         principal: Principal | None = None,
         read_body: AsyncBodyReader | None = None,
         at_least: Consistency = None,

@@ -95,6 +95,7 @@ def test_a_deny_is_one_event_of_the_allow_listed_fields(
     data = json.loads(event_json(event))
     assert tuple(data) == FIELDS
     assert re.fullmatch(r"[0-9a-f]{32}", data["decision_id"])
+    assert abs(int(data["decision_id"][:12], 16) / 1000 - time.time()) < 60  # time first
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["time"])
     assert data | {"decision_id": "", "time": "", "latency_us": 0} == {
         "decision_id": "",

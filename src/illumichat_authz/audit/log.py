@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from ..decision import Decision
 from ..request import RequestFacts
-from .events import DecisionEvent, build_event
+from .events import DecisionEvent, EventBuilder
 
 __all__ = ["DecisionLog", "DecisionLogStats", "Sink"]
 
@@ -55,7 +55,8 @@ class DecisionLogStats:
     queued: int
 
 
-_Entry = tuple[Decision, RequestFacts | None, int, int, int]
+#: (decision, request, perf_counter_ns when it started, ... when it was decided)
+_Entry = tuple[Decision, RequestFacts | None, int, int]
 
 
 class DecisionLog:
@@ -79,6 +80,7 @@ class DecisionLog:
         self.sinks = list(sinks)
         self.allows = allows
         self.policy_revision = policy_revision
+        self._builder = EventBuilder(policy_revision)
         self._queue: collections.deque[_Entry] = collections.deque()
         self._max = queue_size
         self._random = random.Random()  # noqa: S311 - sampling, not a secret
@@ -101,7 +103,8 @@ class DecisionLog:
         if len(queue) >= self._max:
             self.dropped += 1  # bounded: the decision is not delayed, its event is lost
             return
-        queue.append((decision, request, started_ns, time.perf_counter_ns(), time.time_ns()))
+        # No wall clock here: the writer turns this monotonic time into one (see drain).
+        queue.append((decision, request, started_ns, time.perf_counter_ns()))
 
     # --- the writer -----------------------------------------------------------------
     def drain(self) -> int:
@@ -109,20 +112,25 @@ class DecisionLog:
         with self._drain_lock:
             done = 0
             queue = self._queue
+            build = self._builder.build
             while queue:
-                batch: list[DecisionEvent] = []
-                while queue and len(batch) < BATCH:
-                    decision, request, started, ended, at = queue.popleft()
-                    batch.append(
-                        build_event(
-                            decision,
-                            request,
-                            decision_id=os.urandom(16).hex(),
-                            at_ns=at,
-                            latency_ns=ended - started,
-                            policy_revision=self.policy_revision,
-                        )
+                # The wall clock of a monotonic time, read now: off by the clock's drift
+                # since the decision (at most a drain interval), never by a step backwards.
+                offset = time.time_ns() - time.perf_counter_ns()
+                entries = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
+                noise = os.urandom(10 * len(entries)).hex()
+                batch: list[DecisionEvent] = [
+                    build(
+                        decision,
+                        request,
+                        # 48 bits of milliseconds, then 80 random: unique, and in time order.
+                        decision_id=f"{(ended + offset) // 1_000_000:012x}"
+                        + noise[20 * i : 20 * i + 20],
+                        at_ns=ended + offset,
+                        latency_ns=ended - started,
                     )
+                    for i, (decision, request, started, ended) in enumerate(entries)
+                ]
                 for sink in self.sinks:
                     try:
                         sink.write(batch)

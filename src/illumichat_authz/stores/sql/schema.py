@@ -120,7 +120,10 @@ api_keys = Table(
 )
 
 #: The decision log (``audit``): one row per logged decision, the fields of
-#: ``audit.DecisionEvent``; ``time`` is RFC 3339 UTC text, which sorts as time does.
+#: ``audit.DecisionEvent``; ``time`` is RFC 3339 UTC text, which sorts as time does, and
+#: ``decision_id`` starts with the time too, so rows append at the indexes' right edge.
+#: Indexed by time and by principal only: each index halves the rows a COPY writes per
+#: second, and a query by route or reason reads a time range (``audit tail --since``).
 decision_log = Table(
     "authz_decision_log",
     metadata,
@@ -143,8 +146,6 @@ decision_log = Table(
     Column("latency_us", Float, nullable=False),
     Index("authz_decision_log_time", "time"),
     Index("authz_decision_log_principal", "principal", "time"),
-    Index("authz_decision_log_route", "route", "time"),
-    Index("authz_decision_log_reason", "reason", "time"),
 )
 
 

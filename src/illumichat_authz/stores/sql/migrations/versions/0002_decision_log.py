@@ -41,8 +41,6 @@ def upgrade() -> None:
     )
     op.create_index("authz_decision_log_time", "authz_decision_log", ["time"])
     op.create_index("authz_decision_log_principal", "authz_decision_log", ["principal", "time"])
-    op.create_index("authz_decision_log_route", "authz_decision_log", ["route", "time"])
-    op.create_index("authz_decision_log_reason", "authz_decision_log", ["reason", "time"])
 
 
 def downgrade() -> None:
