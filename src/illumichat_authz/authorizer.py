@@ -339,16 +339,15 @@ class Authorizer:
         """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``);
         ``at_least`` as for :meth:`decide`."""
         log = self.decision_log
-        started = perf_counter_ns() if log is not None else 0
+        if log is None:
+            return self._decide_access_unlogged(
+                principal, action, resource_kind, resource_id, workspace, at_least
+            )
+        started = perf_counter_ns()
         decision = self._decide_access_unlogged(
-            principal=principal,
-            action=action,
-            resource_kind=resource_kind,
-            resource_id=resource_id,
-            workspace=workspace,
-            at_least=at_least,
+            principal, action, resource_kind, resource_id, workspace, at_least
         )
-        if log is not None:
+        if decision.status != 200 or log.allows:
             log.record(decision, None, started)
         return decision
 
@@ -588,16 +587,13 @@ class Authorizer:
 
     def _decide_access_unlogged(
         self,
-        *,
         principal: Principal,
         action: str,
-        resource_kind: str | None = None,
-        resource_id: str | None = None,
-        workspace: str | None = None,
-        at_least: Consistency = None,
+        resource_kind: str | None,
+        resource_id: str | None,
+        workspace: str | None,
+        at_least: Consistency,
     ) -> Decision:
-        """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``);
-        ``at_least`` as for :meth:`decide`."""
         database = self.database
         if database is not None:
             behind = self._catch_up(at_least)
