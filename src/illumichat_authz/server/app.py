@@ -448,5 +448,7 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
         await authorizer.aclose()  # the loop's async database connections, before it ends
+        if authorizer.decision_log is not None:  # a worker process may end right after
+            await asyncio.to_thread(authorizer.decision_log.flush)
 
     return Starlette(routes=routes, lifespan=lifespan)
