@@ -38,6 +38,7 @@ from .decision import Decision
 from .errors import AuthzError, BadRequestError, ConfigurationError, DependencyUnavailableError
 from .facts import AsyncFacts, Facts, FetchingFacts, InMemoryFacts
 from .facts_file import load_facts_file
+from .observers import Observer, Observers
 from .principal import Principal
 from .ratelimit import RateLimitOutcome, RateLimitSpec
 from .reasons import Reason
@@ -115,7 +116,9 @@ class Authorizer:
         decision_log: DecisionLog | None = None,
     ) -> None:
         self.core = core
-        #: Where every deny (and allows, as configured) is logged (``audit``); ``None``: off.
+        #: What watches decisions (``observers``): the decision log, metrics, traces.
+        self._watchers: list[Observer] = []
+        self._observers: Observers | None = None
         self.decision_log = decision_log
         self.api_keys = api_keys
         self.jwks = jwks
@@ -132,6 +135,29 @@ class Authorizer:
         self.database: Any = None
         #: When a catch-up last fell short of a requested revision, and what it reached.
         self._beyond: tuple[float, int] = (float("-inf"), -1)
+
+    @property
+    def decision_log(self) -> DecisionLog | None:
+        """Where every deny (and allows, as configured) is logged (``audit``); ``None``: off."""
+        return self._decision_log
+
+    @decision_log.setter
+    def decision_log(self, log: DecisionLog | None) -> None:
+        old = getattr(self, "_decision_log", None)
+        self._decision_log = log
+        self._watchers = [w for w in self._watchers if w is not old]
+        if log is not None:
+            self._watchers.insert(0, log)
+        self._observers = Observers(self._watchers) if self._watchers else None
+
+    def observe(self, observer: Observer) -> None:
+        """Have ``observer`` watch every decision from now on (``observers``)."""
+        self._watchers.append(observer)
+        self._observers = Observers(self._watchers)
+
+    def unobserve(self, observer: Observer) -> None:
+        self._watchers = [w for w in self._watchers if w is not observer]
+        self._observers = Observers(self._watchers) if self._watchers else None
 
     @classmethod
     def from_settings(
@@ -264,7 +290,11 @@ class Authorizer:
                 self._beyond = (time.monotonic(), applied)
         except Exception as exc:
             _log.warning("facts could not be brought up to date: %s", type(exc).__name__)
-            return Decision.of(Reason.FACTS_UNAVAILABLE, "facts are unavailable; retry later")
+            return Decision.of(
+                Reason.FACTS_UNAVAILABLE,
+                "facts are unavailable; retry later",
+                policy_revision=self.core.policy_revision,
+            )
         return None
 
     def close(self) -> None:
@@ -299,13 +329,13 @@ class Authorizer:
         With ``[database]``: ``at_least`` (or the request's ``X-Authz-Revision``) is the
         facts revision the decision must see at least, ``"full"`` the database's newest;
         the decision carries the revision it saw (``facts_revision``)."""
-        log = self.decision_log
-        if log is None:
+        watch = self._observers
+        if watch is None:
             return self._decide_unlogged(request, principal, read_body, at_least)
         started = perf_counter_ns()
         decision = self._decide_unlogged(request, principal, read_body, at_least)
-        if decision.status != 200 or log.allows:  # an allow not logged costs no call
-            log.record(decision, request, started)
+        if decision.status != 200 or watch.allows:  # an allow nobody wants costs no call
+            watch.record(decision, request, started)
         return decision
 
     async def adecide(
@@ -317,13 +347,13 @@ class Authorizer:
         at_least: Consistency = None,
     ) -> Decision:
         """:meth:`decide` for async hosts: awaits what must be awaited."""
-        log = self.decision_log
-        if log is None:
+        watch = self._observers
+        if watch is None:
             return await self._adecide_unlogged(request, principal, read_body, at_least)
         started = perf_counter_ns()
         decision = await self._adecide_unlogged(request, principal, read_body, at_least)
-        if decision.status != 200 or log.allows:
-            log.record(decision, request, started)
+        if decision.status != 200 or watch.allows:
+            watch.record(decision, request, started)
         return decision
 
     def decide_access(
@@ -338,8 +368,8 @@ class Authorizer:
     ) -> Decision:
         """Decide ``action`` on a resource without an HTTP request (see ``core.decide_access``);
         ``at_least`` as for :meth:`decide`."""
-        log = self.decision_log
-        if log is None:
+        watch = self._observers
+        if watch is None:
             return self._decide_access_unlogged(
                 principal, action, resource_kind, resource_id, workspace, at_least
             )
@@ -347,8 +377,8 @@ class Authorizer:
         decision = self._decide_access_unlogged(
             principal, action, resource_kind, resource_id, workspace, at_least
         )
-        if decision.status != 200 or log.allows:
-            log.record(decision, None, started)
+        if decision.status != 200 or watch.allows:
+            watch.record(decision, None, started)
         return decision
 
     async def adecide_access(
@@ -362,8 +392,8 @@ class Authorizer:
         at_least: Consistency = None,
     ) -> Decision:
         """:meth:`decide_access` for async hosts."""
-        log = self.decision_log
-        started = perf_counter_ns() if log is not None else 0
+        watch = self._observers
+        started = perf_counter_ns() if watch is not None else 0
         decision = await self._adecide_access_unlogged(
             principal=principal,
             action=action,
@@ -372,8 +402,8 @@ class Authorizer:
             workspace=workspace,
             at_least=at_least,
         )
-        if log is not None:
-            log.record(decision, None, started)
+        if watch is not None:
+            watch.record(decision, None, started)
         return decision
 
     def decide_access_many(
@@ -390,8 +420,8 @@ class Authorizer:
 
         With ``[database]`` the facts of every resource not cached (each one's row, the
         caller's membership in its workspace, the caller's grant) are one round trip."""
-        log = self.decision_log
-        started = perf_counter_ns() if log is not None else 0
+        watch = self._observers
+        started = perf_counter_ns() if watch is not None else 0
         decisions = self._decide_access_many_unlogged(
             principal=principal,
             action=action,
@@ -400,9 +430,9 @@ class Authorizer:
             workspace=workspace,
             at_least=at_least,
         )
-        if log is not None:
+        if watch is not None:
             for decision in decisions:
-                log.record(decision, None, started)
+                watch.record(decision, None, started)
         return decisions
 
     async def adecide_access_many(
@@ -416,8 +446,8 @@ class Authorizer:
         at_least: Consistency = None,
     ) -> list[Decision]:
         """:meth:`decide_access_many` for async hosts (the round trip is awaited)."""
-        log = self.decision_log
-        started = perf_counter_ns() if log is not None else 0
+        watch = self._observers
+        started = perf_counter_ns() if watch is not None else 0
         decisions = await self._adecide_access_many_unlogged(
             principal=principal,
             action=action,
@@ -426,27 +456,27 @@ class Authorizer:
             workspace=workspace,
             at_least=at_least,
         )
-        if log is not None:
+        if watch is not None:
             for decision in decisions:
-                log.record(decision, None, started)
+                watch.record(decision, None, started)
         return decisions
 
     def identify(self, request: RequestFacts) -> Decision:
         """Only who is calling (see ``core.identify``): 200 with the principal, or the deny."""
-        log = self.decision_log
-        started = perf_counter_ns() if log is not None else 0
+        watch = self._observers
+        started = perf_counter_ns() if watch is not None else 0
         decision = self._identify_unlogged(request)
-        if log is not None:
-            log.record(decision, request, started)
+        if watch is not None:
+            watch.record(decision, request, started)
         return decision
 
     async def aidentify(self, request: RequestFacts) -> Decision:
         """:meth:`identify` for async hosts."""
-        log = self.decision_log
-        started = perf_counter_ns() if log is not None else 0
+        watch = self._observers
+        started = perf_counter_ns() if watch is not None else 0
         decision = await self._aidentify_unlogged(request)
-        if log is not None:
-            log.record(decision, request, started)
+        if watch is not None:
+            watch.record(decision, request, started)
         return decision
 
     # --- sync -----------------------------------------------------------------------
@@ -466,25 +496,33 @@ class Authorizer:
             try:
                 want = at_least if at_least is not None else requested_revision(request)
             except BadRequestError as exc:
-                return Decision.of(exc.reason, exc.message)
+                return Decision.of(
+                    exc.reason, exc.message, policy_revision=self.core.policy_revision
+                )
             behind = self._catch_up(want)
             if behind is not None:
                 return behind
-            return _stamped(self._decide(request, principal, read_body), self.database)
-        return self._decide(request, principal, read_body)
+            return _stamped(self._decide(self.core, request, principal, read_body), self.database)
+        return self._decide(self.core, request, principal, read_body)
 
     def _decide(
-        self, request: RequestFacts, principal: Principal | None, read_body: BodyReader | None
+        self,
+        core: Core,
+        request: RequestFacts,
+        principal: Principal | None,
+        read_body: BodyReader | None,
     ) -> Decision:
+        """One decision over one ``core``, read once: a policy swapped meanwhile is the
+        next decision's (no decision sees parts of two policies)."""
         try:
             return decide(
-                request, self.core, now=self.clock(), lookups=self._lookups, principal=principal
+                request, core, now=self.clock(), lookups=self._lookups, principal=principal
             )
         except Need as need:
             # A side effect (a rate-limit hit, the body) or a fact the cache lacks: answered
             # once, then the decision runs again over the answers.
             inline = self._sync if read_body is None else {**self._sync, "body": read_body}
-            return self._run(need, Replay(inline), decide, request, self.core, now=self.clock())
+            return self._run(need, Replay(inline), decide, request, core, now=self.clock())
 
     def _run(
         self,
@@ -560,7 +598,7 @@ class Authorizer:
     ) -> Callable[..., Decision]:
         return functools.partial(
             decide_access,
-            self.core,
+            self.core,  # read once: every item of the batch is decided by one policy
             action=action,
             resource_kind=resource_kind,
             workspace=workspace,
@@ -599,9 +637,10 @@ class Authorizer:
             behind = self._catch_up(at_least)
             if behind is not None:
                 return behind
+        core = self.core
         try:
             decision = decide_access(
-                self.core,
+                core,
                 principal=principal,
                 action=action,
                 resource_kind=resource_kind,
@@ -614,7 +653,7 @@ class Authorizer:
                 need,
                 Replay(self._sync),
                 decide_access,
-                self.core,
+                core,
                 action=action,
                 resource_kind=resource_kind,
                 resource_id=resource_id,
@@ -639,26 +678,31 @@ class Authorizer:
             try:
                 want = at_least if at_least is not None else requested_revision(request)
             except BadRequestError as exc:
-                return Decision.of(exc.reason, exc.message)
+                return Decision.of(
+                    exc.reason, exc.message, policy_revision=self.core.policy_revision
+                )
             if self._needs_catch_up(want):
                 behind = await asyncio.to_thread(self._catch_up, want)
                 if behind is not None:
                     return behind
-            return _stamped(await self._adecide(request, principal, read_body), self.database)
-        return await self._adecide(request, principal, read_body)
+            return _stamped(
+                await self._adecide(self.core, request, principal, read_body), self.database
+            )
+        return await self._adecide(self.core, request, principal, read_body)
 
     async def _adecide(
         self,
+        core: Core,
         request: RequestFacts,
         principal: Principal | None,
         read_body: AsyncBodyReader | None,
     ) -> Decision:
         try:
             return decide(
-                request, self.core, now=self.clock(), lookups=self._alookups, principal=principal
+                request, core, now=self.clock(), lookups=self._alookups, principal=principal
             )
         except Need as need:
-            return await self._arun(need, read_body, decide, request, self.core, now=self.clock())
+            return await self._arun(need, read_body, decide, request, core, now=self.clock())
 
     async def _adecide_access_unlogged(
         self,
@@ -720,9 +764,10 @@ class Authorizer:
         resource_id: str | None,
         workspace: str | None,
     ) -> Decision:
+        core = self.core
         try:
             return decide_access(
-                self.core,
+                core,
                 principal=principal,
                 action=action,
                 resource_kind=resource_kind,
@@ -735,7 +780,7 @@ class Authorizer:
                 need,
                 None,
                 decide_access,
-                self.core,
+                core,
                 action=action,
                 resource_kind=resource_kind,
                 resource_id=resource_id,
@@ -744,10 +789,11 @@ class Authorizer:
 
     async def _aidentify_unlogged(self, request: RequestFacts) -> Decision:
         """:meth:`identify` for async hosts."""
+        core = self.core
         try:
-            return identify(request, self.core, now=self.clock(), lookups=self._alookups)
+            return identify(request, core, now=self.clock(), lookups=self._alookups)
         except Need as need:
-            return await self._arun(need, None, identify, request, self.core, now=self.clock())
+            return await self._arun(need, None, identify, request, core, now=self.clock())
 
     async def _arun(
         self,
@@ -982,7 +1028,7 @@ def requested_revision(request: RequestFacts) -> int | None:
 
 def _stamped(decision: Decision, database: Any) -> Decision:
     """``decision`` with the revision the facts were at (a tuple copy: no ``_replace``)."""
-    return new_tuple(Decision, (*decision[:-1], database.facts.applied))
+    return new_tuple(Decision, (*decision[:-2], database.facts.applied, decision[-1]))
 
 
 def _no_body_reader(max_bytes: int) -> bytes | None:

@@ -46,6 +46,9 @@ class Decision(NamedTuple):
     #: With ``[database]``: the facts revision this instance had applied when it decided
     #: (sent as ``X-Authz-Revision``; a client passes it back to read its own writes).
     facts_revision: int | None = None
+    #: The revision of the policy that decided (its files' digest, ``Core.policy_revision``):
+    #: one per decision, since a policy swap is atomic (``policy_rollout``).
+    policy_revision: str | None = None
 
     def __bool__(self) -> bool:
         raise TypeError("a Decision has no truth value; use decision.allowed")
@@ -88,4 +91,6 @@ class Decision(NamedTuple):
         }
         if self.facts_revision is not None:
             out["facts_revision"] = self.facts_revision
+        if self.policy_revision:
+            out["policy_revision"] = self.policy_revision
         return out

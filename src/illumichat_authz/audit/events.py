@@ -180,7 +180,7 @@ class EventBuilder:
             self._scrub(workspace),
             decision.status,
             str(decision.reason),
-            self.policy_revision,
+            decision.policy_revision or self.policy_revision,
             decision.facts_revision,
             round(latency_ns / 1000, 1),
         )

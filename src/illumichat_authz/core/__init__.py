@@ -70,7 +70,7 @@ def decide(
     principal: Principal | None = None,
 ) -> Decision:
     """Decide ``request``. ``principal``: a caller the host has already authenticated."""
-    trace = Trace()
+    trace = Trace(revision=core.policy_revision)
     try:
         check_envelope(request, core.routes.methods)
         method = request.method
@@ -126,7 +126,7 @@ def identify(
     credential or a bad one was presented; 400 for a malformed request. No route, no
     policy: follow it with :func:`decide_access`. (``principal``: already verified.)
     """
-    trace = Trace()
+    trace = Trace(revision=core.policy_revision)
     try:
         check_envelope(request, core.routes.methods)
         if principal is None:
@@ -159,7 +159,7 @@ def decide_access(
     casbin). ``resource_kind`` must be a kind ``routes.toml`` declares (or ``workspace``
     / ``member``); ``workspace`` is needed for list/create actions and member resources.
     """
-    trace = Trace(principal)
+    trace = Trace(principal, core.policy_revision)
     try:
         route = core.access_routes.get((action, resource_kind))
         if route is None:  # not one of the policy's actions, or not a declared kind

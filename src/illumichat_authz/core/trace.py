@@ -36,15 +36,17 @@ class Trace:
     A slotted class with a plain ``__init__``: the cheapest mutable record Python has.
     """
 
-    __slots__ = ("explanation", "params", "principal", "resource", "role", "route")
+    __slots__ = ("explanation", "params", "principal", "resource", "revision", "role", "route")
 
-    def __init__(self, principal: Principal | None = None) -> None:
+    def __init__(self, principal: Principal | None = None, revision: str | None = None) -> None:
         self.route: Route | None = None
         self.params: Mapping[str, str] = _NO_PARAMS
         self.principal: Principal | None = principal
         self.resource: ResourceRef | None = None
         self.role: str | None = None
         self.explanation: tuple[str, ...] = ()
+        #: The deciding policy's revision, on every decision made from this trace.
+        self.revision = revision
 
     def decision(
         self,
@@ -72,6 +74,7 @@ class Trace:
                 self.explanation,
                 tuple(params.items()) if params else (),
                 None,
+                self.revision,
             ),
         )
 
