@@ -78,12 +78,25 @@ def render_denial(decision: Decision, *, request_id: str | None = None) -> Rende
     if status == 503 and not any(k.lower() == "retry-after" for k, _ in decision.headers):
         headers = (*headers, ("retry-after", "5"))
     if decision.facts_revision is not None:
-        headers = (*headers, (REVISION_HEADER, str(decision.facts_revision)))
+        headers = (*headers, *revision_headers(decision))
     return Rendered(status, headers, body)
 
 
 #: The facts revision a decision saw (responses), or the one a client needs (requests).
 REVISION_HEADER = "x-authz-revision"
+#: The revision of the policy that decided (responses, beside ``x-authz-revision``).
+POLICY_REVISION_HEADER = "x-authz-policy-revision"
+
+
+def revision_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
+    """With ``[database]``: the facts revision the decision saw and the policy revision
+    that decided, so a client (or a soak's oracle) knows what each answer was made of."""
+    facts = decision.facts_revision
+    if facts is None:
+        return ()
+    if decision.policy_revision:
+        return ((REVISION_HEADER, str(facts)), (POLICY_REVISION_HEADER, decision.policy_revision))
+    return ((REVISION_HEADER, str(facts)),)
 
 
 def identity_headers(decision: Decision) -> tuple[tuple[str, str], ...]:

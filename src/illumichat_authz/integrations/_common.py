@@ -23,7 +23,7 @@ from ..denials import internal_error
 from ..errors import BadRequestError
 from ..net import valid_host
 from ..reasons import Reason
-from ..render import REVISION_HEADER, Rendered, render_denial
+from ..render import Rendered, render_denial, revision_headers
 from ..request import RequestFacts, is_decimal
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def allowed_headers(decision: Decision, rid: str) -> list[tuple[str, str]]:
     application did not set itself."""
     if decision.facts_revision is None:
         return [("x-request-id", rid)]
-    return [("x-request-id", rid), (REVISION_HEADER, str(decision.facts_revision))]
+    return [("x-request-id", rid), *revision_headers(decision)]
 
 
 def request_id(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:

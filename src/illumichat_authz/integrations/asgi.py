@@ -14,7 +14,7 @@ from typing import Any
 from ..authorizer import Authorizer
 from ..decision import Decision
 from ..errors import BadRequestError
-from ..render import REVISION_HEADER
+from ..render import REVISION_HEADER, revision_headers
 from ..request import RequestFacts
 from ._common import (
     ANONYMOUS,
@@ -181,7 +181,7 @@ class AuthzMiddleware:
         if body is not None and body.body is not None:
             receive = body.replay
         if scope["type"] == "http":
-            send = _with_request_id(send, request_id(facts.headers), decision.facts_revision)
+            send = _with_request_id(send, request_id(facts.headers), decision)
         await self.app(scope, receive, send)
 
     async def _deny(self, scope: Scope, send: Send, decision: Decision, rid: str) -> None:
@@ -206,12 +206,14 @@ _REQUEST_ID = b"x-request-id"
 _REVISION = REVISION_HEADER.encode("ascii")
 
 
-def _with_request_id(send: Send, rid: str, revision: int | None = None) -> Send:
+def _with_request_id(send: Send, rid: str, decision: Decision) -> Send:
     """``send``, adding ``x-request-id`` to the app's response unless it set one: an
     allowed response carries the id too, as every denial does. With ``[database]``, also
-    the facts revision the decision saw (``x-authz-revision``)."""
+    the facts revision the decision saw (``x-authz-revision``) and the policy's."""
     value = rid.encode("latin-1")
-    extra = () if revision is None else ((_REVISION, str(revision).encode("ascii")),)
+    extra = tuple(
+        (name.encode("ascii"), v.encode("ascii")) for name, v in revision_headers(decision)
+    )
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -45,7 +45,7 @@ from ..integrations import check_host, read_bounded, render, request_id, request
 from ..integrations.asgi import Receive, Scope, Send
 from ..net import IPNetwork, is_trusted_peer
 from ..reasons import Reason
-from ..render import REVISION_HEADER, identity_headers
+from ..render import POLICY_REVISION_HEADER, REVISION_HEADER, identity_headers
 from ..request import RequestFacts
 from . import authzen
 
@@ -261,6 +261,7 @@ class _ForwardAuth:
         # copy_headers) then never passes on a client's copy or its own placeholder.
         revision = decision.facts_revision
         response.headers[REVISION_HEADER] = "" if revision is None else str(revision)
+        response.headers[POLICY_REVISION_HEADER] = decision.policy_revision or ""
         response.headers["cache-control"] = "no-store"
         return response
 
