@@ -53,6 +53,7 @@ from .stores.sessions import SqliteSessionStore
 
 if TYPE_CHECKING:
     from .credentials.sessions import SessionRecord
+    from .rollout.live import PolicyRollout
 
 __all__ = ["AsyncBodyReader", "Authorizer", "BodyReader", "build_core"]
 
@@ -133,6 +134,8 @@ class Authorizer:
         self.facts = facts if facts is not None else InMemoryFacts()
         #: ``[database]`` opened by ``from_settings`` (``stores.sql.database.Database``).
         self.database: Any = None
+        #: Swaps in checked policies (``rollout``: watched files, database versions).
+        self.rollout: PolicyRollout | None = None
         #: When a catch-up last fell short of a requested revision, and what it reached.
         self._beyond: tuple[float, int] = (float("-inf"), -1)
 
@@ -240,6 +243,7 @@ class Authorizer:
             database.feed.subscribers.append(CredentialRevocations(authorizer.credential_cache))
             authorizer.database = database
             database.feed.start()
+        authorizer.rollout = _rollout(settings, authorizer, database)
         return authorizer
 
     def authorized_filter(
@@ -300,6 +304,8 @@ class Authorizer:
     def close(self) -> None:
         """Stop what ``from_settings`` started (the database's change feed and pool) and
         write what the decision log still holds."""
+        if self.rollout is not None:
+            self.rollout.close()
         if self.decision_log is not None:
             self.decision_log.close()
         if self.database is not None:
@@ -929,6 +935,30 @@ class Authorizer:
         }
         afirst = {name: self._ainline.get(name) or _asks(name) for name in StoreLookups.__slots__}
         self._alookups: Lookups = cast(Lookups, StoreLookups(afirst))
+        #: Shadow mode's (``rollout.shadow``): the same reads, and nothing counted, consumed
+        #: or remembered: a limited route counts as not limited, the body is not read.
+        self._shadow_inline: dict[str, Callable[..., Any]] = {
+            **sync,
+            "cache_principal": _ignored,
+            "record_api_key_use": _ignored,
+            "rate_limit_hit": _uncounted,
+        }
+        self._shadow_lookups: Lookups = cast(Lookups, StoreLookups(self._shadow_inline))
+
+    def shadow_decide(
+        self, core: Core, request: RequestFacts, principal: Principal | None
+    ) -> Decision:
+        """What ``core`` would decide for ``request`` (shadow mode, off the request path),
+        ``principal``: the caller the live decision verified. Nothing is counted,
+        consumed or cached; the facts are read as for a live decision."""
+        try:
+            decision = decide(
+                request, core, now=self.clock(), lookups=self._shadow_lookups, principal=principal
+            )
+        except Need as need:
+            replay = Replay(self._shadow_inline)
+            decision = self._run(need, replay, decide, request, core, now=self.clock())
+        return decision if self.database is None else _stamped(decision, self.database)
 
     # --- the stores behind the lookups ------------------------------------------------
     def _api_key(self, key_id: str) -> ApiKeyRecord | None:
@@ -1031,6 +1061,16 @@ def _stamped(decision: Decision, database: Any) -> Decision:
     return new_tuple(Decision, (*decision[:-2], database.facts.applied, decision[-1]))
 
 
+def _ignored(*args: Any) -> None:
+    return None
+
+
+def _uncounted(key: str, spec: RateLimitSpec) -> RateLimitOutcome:
+    return RateLimitOutcome(
+        allowed=True, limit=spec.amount, remaining=spec.amount, reset_after_s=0.0
+    )
+
+
 def _no_body_reader(max_bytes: int) -> bytes | None:
     raise RuntimeError("the adapter supplied no way to read the body")
 
@@ -1038,6 +1078,28 @@ def _no_body_reader(max_bytes: int) -> bytes | None:
 def _needs_adecide(*args: Any) -> Any:
     # A programming error, not an outage: a 500, not the 503 a failed lookup gets.
     raise AuthzError("async facts need adecide(), not decide()", reason=Reason.INTERNAL_ERROR)
+
+
+def _rollout(settings: Settings, authorizer: Authorizer, database: Any) -> PolicyRollout | None:
+    """What keeps the policy current: database versions, watched files, or nothing."""
+    pol = settings.policies
+    if pol.source == "database":
+        if database is None:
+            raise ConfigurationError("policies.source = database needs [database] url")
+        from .rollout.database import DatabaseRollout
+
+        rollout: PolicyRollout = DatabaseRollout(authorizer, settings, database)
+        try:
+            rollout.load()  # type: ignore[attr-defined]
+        except BaseException:
+            authorizer.close()
+            raise
+        return rollout.start()
+    if pol.watch or pol.shadow_dir is not None:
+        from .rollout.live import FileRollout
+
+        return FileRollout(authorizer, settings).start()
+    return None
 
 
 def _decision_log(settings: Settings, core: Core, database: Any) -> DecisionLog | None:

@@ -75,6 +75,18 @@ class PoliciesSettings(_Section):
     #: ``routes``: same format, relative to the configuration file; a route declared twice
     #: is a start-up error.
     host_routes: list[Path] = Field(default_factory=list)
+    #: Where the live policy comes from: these files, or the versions ``policy publish``
+    #: stores in ``[database]`` (``policies.dir`` then only seeds an empty database).
+    source: Literal["files", "database"] = "files"
+    #: Files: pick up a change of the policy files without a restart (checked, then
+    #: swapped; a candidate that fails its checks is refused and the last good one stays).
+    watch: bool = False
+    #: How often watched files are looked at, and database versions re-read (a backstop
+    #: for the change feed's notification).
+    watch_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    #: Files: a candidate policy directory evaluated beside the live one on real traffic,
+    #: every would-be difference logged, nothing enforced (``policy shadow`` for versions).
+    shadow_dir: Path | None = None
 
 
 class FactsSettings(_Section):
@@ -440,6 +452,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make file paths in the TOML relative to the file that names them."""
     for section, key in (
         ("policies", "dir"),
+        ("policies", "shadow_dir"),
         ("facts", "file"),
         ("session", "database"),
         ("api_keys", "database"),

@@ -77,9 +77,9 @@ def test_upgrade_check_load_decide_remove(
     assert main(["db", "check", "--config", str(config)]) == 1
     assert "db upgrade" in capsys.readouterr().err
     assert main(["db", "upgrade", "--config", str(config)]) == 0
-    assert "upgraded from migration none to 0002" in capsys.readouterr().out
+    assert "upgraded from migration none to 0003" in capsys.readouterr().out
     assert main(["db", "upgrade", "--config", str(config)]) == 0
-    assert "already at migration 0002" in capsys.readouterr().out
+    assert "already at migration 0003" in capsys.readouterr().out
     assert main(["db", "check", "--config", str(config)]) == 0
     capsys.readouterr()
 

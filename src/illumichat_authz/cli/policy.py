@@ -1,4 +1,5 @@
-"""``illumichat-authz policy check | explain | test``: for policy authors, no Python needed."""
+"""``illumichat-authz policy check | explain | test | diff``: for policy authors, no Python
+needed (``publish | rollback | status | shadow``: ``policy_rollout``)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,10 @@ def register(sub: Any) -> None:
     diff.add_argument("new", metavar="NEW_DIR", help="the candidate")
     diff.add_argument("--json", action="store_true", help="one JSON object per change")
     diff.set_defaults(handler=_diff)
+
+    from .policy_rollout import register_rollout
+
+    register_rollout(psub)
 
 
 def _check(args: argparse.Namespace) -> int:

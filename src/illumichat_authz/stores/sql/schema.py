@@ -42,6 +42,9 @@ __all__ = [
     "grants",
     "memberships",
     "metadata",
+    "policy_instances",
+    "policy_state",
+    "policy_versions",
     "resources",
     "revision",
 ]
@@ -146,6 +149,45 @@ decision_log = Table(
     Column("latency_us", Float, nullable=False),
     Index("authz_decision_log_time", "time"),
     Index("authz_decision_log_principal", "principal", "time"),
+)
+
+#: Policy versions (``policy publish``): each one's files (JSON, name -> text) and the
+#: revision its core compiles to; a version is never changed once stored.
+policy_versions = Table(
+    "authz_policy_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("revision", String(_NAME), nullable=False),
+    Column("files", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("note", Text),
+    #: When it last became the active version (rollback's "the one before").
+    Column("activated_at", Float),
+)
+#: One row: the version instances enforce, the one they only prepare, and the one they
+#: evaluate in shadow.
+policy_state = Table(
+    "authz_policy_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("active", Integer),
+    Column("staged", Integer),
+    Column("shadow", Integer),
+    Column("changed_at", Float, nullable=False),
+    CheckConstraint("id = 1", name="authz_policy_state_one_row"),
+)
+#: Each instance's heartbeat: what it enforces, what it has prepared, what it refused.
+policy_instances = Table(
+    "authz_policy_instances",
+    metadata,
+    Column("instance", String(_ID), primary_key=True),
+    Column("version", Integer),
+    Column("revision", String(_NAME)),
+    Column("prepared", Integer),
+    Column("shadow", Integer),
+    Column("error", Text),
+    Column("applied_at", Float),
+    Column("seen_at", Float, nullable=False),
 )
 
 
