@@ -179,7 +179,8 @@ def test_watched_files_are_swapped_in_and_a_bad_change_is_refused(
             assert wait_for(lambda: authz.rollout.status().refused is not None)  # type: ignore[union-attr]
         assert read_settings(authz) == (403, second)
         status_now = authz.rollout.status()
-        assert status_now.revision == second and "does not compile" in (status_now.refused or "")
+        assert status_now.revision == second
+        assert "does not compile" in (status_now.refused or "")
         assert any("refused" in r.getMessage() for r in caplog.records)
         # Fixed again: picked up.
         shutil.copy(POLICIES / "policy.csv", directory / "policy.csv")
@@ -212,7 +213,8 @@ def test_shadow_logs_every_difference_and_enforces_nothing(
     )
     try:
         rollout = authz.rollout
-        assert rollout is not None and rollout.shadow is not None
+        assert rollout is not None
+        assert rollout.shadow is not None
         live_revision = authz.core.policy_revision
         with caplog.at_level(logging.WARNING, logger="illumichat_authz.shadow"):
             differing = authz.decide(
@@ -223,15 +225,18 @@ def test_shadow_logs_every_difference_and_enforces_nothing(
             )
             anonymous = authz.decide(RequestFacts(method="GET", path=SETTINGS_PATH))
             rollout.shadow.drain()
-        assert differing.status == 200 and differing.policy_revision == live_revision
-        assert same.status == 200 and anonymous.status == 401
+        assert differing.status == 200
+        assert differing.policy_revision == live_revision
+        assert same.status == 200
+        assert anonymous.status == 401
         stats = rollout.shadow.stats()
         assert (stats.compared, stats.differed) == (3, 1), stats
         [diff] = list(rollout.shadow.differences)
         assert (diff.live_status, diff.shadow_status, diff.principal) == (200, 403, "alice")
         assert diff.route == "GET /api/workspaces/{workspaceId}/settings"
         [line] = [r.getMessage() for r in caplog.records if r.name == "illumichat_authz.shadow"]
-        assert "would answer 403" in line and "answered 200" in line
+        assert "would answer 403" in line
+        assert "answered 200" in line
         assert rollout.status().shadow == stats.as_dict()
     finally:
         authz.close()
@@ -248,9 +253,11 @@ def test_shadow_counts_no_rate_limit_hit(tmp_path: Path) -> None:
         request = RequestFacts(method=route.method, path=path, peer="10.0.0.9")
         spec = authz.core.rate_limits[route.id]
         answers = [authz.decide(request).status for _ in range(spec.amount + 1)]
-        assert authz.rollout is not None and authz.rollout.shadow is not None
+        assert authz.rollout is not None
+        assert authz.rollout.shadow is not None
         authz.rollout.shadow.drain()
         # Exactly the limit admitted: the shadow's replays counted nothing.
-        assert answers.count(429) == 1 and answers[-1] == 429
+        assert answers.count(429) == 1
+        assert answers[-1] == 429
     finally:
         authz.close()
