@@ -10,7 +10,8 @@ Commands (``op``): ``decide`` (an HTTP request: method, path, headers), ``access
 action, kind, id), ``until`` (``access`` repeated until the status is ``want``: when it
 was), ``write`` (facts-file JSON to upsert and/or remove, through this instance's own
 writer), ``create_key``, ``revoke_key``, ``applied`` (the apply times since a revision),
-``status``, ``quit``.
+``status``, ``policy`` (the policy swaps, with ``[policies] source = "database"``),
+``quit``.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def serve(config: str) -> None:
         elif op == "status":
             status = database.feed.status()
             out = {"applied": status.applied, "listening": status.listening}
+        elif op == "policy":  # the policy swaps: (version, revision, monotonic ns)
+            rollout = authorizer.rollout
+            out = {"history": rollout.history if rollout is not None else []}
         elif op == "quit":
             break
         print(json.dumps(out), flush=True)
