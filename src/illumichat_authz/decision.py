@@ -91,6 +91,4 @@ class Decision(NamedTuple):
         }
         if self.facts_revision is not None:
             out["facts_revision"] = self.facts_revision
-        if self.policy_revision:
-            out["policy_revision"] = self.policy_revision
         return out

@@ -46,7 +46,10 @@ def register_rollout(psub: Any) -> None:
     )
     add_config_flag(rollback)
     rollback.add_argument("--to", type=int, metavar="VERSION", help="the version to activate")
-    rollback.add_argument("--wait", type=float, default=10.0, metavar="S")
+    rollback.add_argument(
+        "--wait", type=float, default=10.0, metavar="S",
+        help="seconds to wait for instances to prepare it (default 10)",
+    )  # fmt: skip
     rollback.set_defaults(handler=_rollback)
 
     status = psub.add_parser(
