@@ -22,7 +22,7 @@ from .policy_check import require_consistent
 from .ratelimit import RateLimitSpec
 from .routes import RouteTable, load_routes
 
-__all__ = ["build_core", "setting"]
+__all__ = ["build_core", "policy_revision", "revision_paths", "setting"]
 
 
 def build_core(
@@ -75,10 +75,15 @@ def build_core(
         check_app=settings.routes.check_app,
         max_body_bytes=twilio_cfg.max_body_bytes,
         rate_limits=specs,
-        policy_revision=policy_revision(
-            [pol.dir / pol.model, pol.dir / pol.policy, pol.dir / pol.routes, *pol.host_routes]
-        ),
+        policy_revision=policy_revision(revision_paths(settings, pol.dir)),
     )
+
+
+def revision_paths(settings: Settings, directory: Path) -> list[Path]:
+    """The files whose bytes make a policy's revision: the model, the rules and the
+    routes in ``directory``, then the host's own route files."""
+    pol = settings.policies
+    return [directory / pol.model, directory / pol.policy, directory / pol.routes, *pol.host_routes]
 
 
 def policy_revision(paths: list[Any]) -> str:

@@ -40,12 +40,6 @@ class Observers:
         self._all = tuple(observers)
         self.allows = any(o.allows for o in self._all)
 
-    def __len__(self) -> int:
-        return len(self._all)
-
-    def __iter__(self) -> Any:
-        return iter(self._all)
-
     def record(self, decision: Decision, request: RequestFacts | None, started_ns: int) -> None:
         allowed = decision.status == 200
         for observer in self._all:

@@ -32,10 +32,7 @@ def register_rollout(psub: Any) -> None:
     add_config_flag(publish)
     publish.add_argument("dir", metavar="DIR", nargs="?", help="the policy directory")
     publish.add_argument("--note", help="a line saying what changed (shown by status)")
-    publish.add_argument(
-        "--wait", type=float, default=10.0, metavar="S",
-        help="seconds to wait for instances to prepare it (default 10)",
-    )  # fmt: skip
+    _add_wait(publish)
     publish.set_defaults(handler=_publish)
 
     rollback = psub.add_parser(
@@ -46,10 +43,7 @@ def register_rollout(psub: Any) -> None:
     )
     add_config_flag(rollback)
     rollback.add_argument("--to", type=int, metavar="VERSION", help="the version to activate")
-    rollback.add_argument(
-        "--wait", type=float, default=10.0, metavar="S",
-        help="seconds to wait for instances to prepare it (default 10)",
-    )  # fmt: skip
+    _add_wait(rollback)
     rollback.set_defaults(handler=_rollback)
 
     status = psub.add_parser(
@@ -74,6 +68,13 @@ def register_rollout(psub: Any) -> None:
     shadow.add_argument("--off", action="store_true", help="stop evaluating a shadow policy")
     shadow.add_argument("--note", help="a line saying what the candidate changes")
     shadow.set_defaults(handler=_shadow)
+
+
+def _add_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", type=float, default=10.0, metavar="S",
+        help="seconds to wait for instances to prepare it (default 10)",
+    )  # fmt: skip
 
 
 def _versions(database: Any) -> Any:

@@ -18,7 +18,13 @@ from ..errors import ConfigurationError
 from ..policy_check import check_policy
 from ..policy_tables import load_table, run_table
 
-__all__ = ["TABLE_SUFFIXES", "PolicyRejected", "compile_candidate", "policy_files"]
+__all__ = [
+    "TABLE_SUFFIXES",
+    "PolicyRejected",
+    "compile_candidate",
+    "policy_files",
+    "policy_names",
+]
 
 TABLE_SUFFIXES = (".yaml", ".yml")
 #: Bytes of one policy file we accept (a policy is kilobytes; this bounds a bad upload).
@@ -33,9 +39,9 @@ class PolicyRejected(ConfigurationError):
         super().__init__("policy refused: " + "; ".join(problems))
 
 
-def policy_files(settings: Settings, directory: Path) -> dict[str, str]:
-    """The files of the policy in ``directory`` by name (the model, the rules, the routes,
-    and ``tests/*.yaml``): what a database version stores. Raises ``PolicyRejected``."""
+def policy_names(settings: Settings, directory: Path) -> list[str]:
+    """The files a policy directory is made of, relative to it: the model, the rules, the
+    routes and the ``policy test`` tables it ships (``tests/*.yaml``)."""
     pol = settings.policies
     names = [pol.model, pol.policy, pol.routes]
     tests = directory / "tests"
@@ -43,6 +49,13 @@ def policy_files(settings: Settings, directory: Path) -> dict[str, str]:
         names += sorted(
             f"tests/{p.name}" for p in tests.iterdir() if p.suffix in TABLE_SUFFIXES and p.is_file()
         )
+    return names
+
+
+def policy_files(settings: Settings, directory: Path) -> dict[str, str]:
+    """The files of the policy in ``directory`` by name (``policy_names``): what a
+    database version stores. Raises ``PolicyRejected``."""
+    names = policy_names(settings, directory)
     files: dict[str, str] = {}
     problems: list[str] = []
     for name in names:
@@ -90,21 +103,15 @@ def compile_candidate(settings: Settings, directory: Path) -> Core:
     problems = [
         f"policy check --strict: {finding}" for finding in check_policy(core.policy, core.routes)
     ]
-    tests = directory / "tests"
-    tables = (
-        sorted(p for p in tests.iterdir() if p.suffix in TABLE_SUFFIXES and p.is_file())
-        if tests.is_dir()
-        else []
-    )
-    for table in tables:
+    for name in policy_names(settings, directory)[3:]:  # the tables it ships
         try:
-            result = run_table(core, load_table(table), source=f"tests/{table.name}")
+            result = run_table(core, load_table(directory / name), source=name)
         except ConfigurationError as exc:
-            problems.append(f"tests/{table.name}: {exc}")
+            problems.append(f"{name}: {exc}")
             continue
-        problems += [f"tests/{table.name}: {failure}" for failure in result.failures[:20]]
+        problems += [f"{name}: {failure}" for failure in result.failures[:20]]
         if len(result.failures) > 20:
-            problems.append(f"tests/{table.name}: {len(result.failures) - 20} more failures")
+            problems.append(f"{name}: {len(result.failures) - 20} more failures")
     if problems:
         raise PolicyRejected(problems)
     return core

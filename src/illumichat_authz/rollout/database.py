@@ -55,7 +55,14 @@ class _Wakeup:
         removed: Collection[tuple[str, ...]] = (),
     ) -> None:
         self.applied = rev
-        if keys is None or any(tuple(k) == POLICY_KEY for k in keys):
+        if keys is None:
+            self.rollout._wake()
+            return
+        for key in keys:
+            if key[:1] != POLICY_KEY:
+                continue
+            if len(key) == 3 and key[1] == "active" and key[2].isdigit():
+                self.rollout.activate_prepared(int(key[2]))
             self.rollout._wake()
 
     def confirm(self, rev: int) -> None:
@@ -78,6 +85,8 @@ class DatabaseRollout(PolicyRollout):
         self._refused: dict[int, str] = {}
         self._event = threading.Event()
         self._beat_at = 0.0
+        #: (version, prepared) as the last heartbeat wrote them.
+        self._reported: tuple[int | None, int | None] = (None, None)
         self.subscriber = _Wakeup(self)
         database.feed.subscribers.append(self.subscriber)
 
@@ -97,6 +106,13 @@ class DatabaseRollout(PolicyRollout):
             self.activate(self._core_of(state.active), state.active)
         self.poll()
 
+    def activate_prepared(self, version: int) -> None:
+        """On the change feed's thread: swap to ``version`` now if it is prepared (a
+        dictionary read and an assignment); otherwise the rollout's thread compiles it."""
+        core = self._cores.get(version)
+        if core is not None and version != self.version and version not in self._refused:
+            self.activate(core, version)
+
     # --- the thread ---------------------------------------------------------------------
     def _wake(self) -> None:
         self._event.set()
@@ -108,7 +124,7 @@ class DatabaseRollout(PolicyRollout):
             self._event.clear()
             if self._stop.is_set():
                 break
-            self.poll()
+            self.poll_safely()
 
     def poll(self) -> None:
         changed = False
@@ -133,18 +149,21 @@ class DatabaseRollout(PolicyRollout):
             self.error = exc.message
             _log.warning("policy versions unavailable; policy %s stays live", self._revision())
             return
+        # A swap made on the feed's thread (activate_prepared) is reported here too.
+        changed = changed or self._reported != (self.version, self.prepared)
         if changed or time.monotonic() - self._beat_at >= HEARTBEAT_S:
             self.heartbeat()
 
     def heartbeat(self) -> None:
         errors = [f"version {v}: {why}" for v, why in sorted(self._refused.items())[-1:]]
+        row_version, row_prepared = self.version, self.prepared
         try:
             self.versions.heartbeat(
                 InstanceRow(
                     instance=self.instance,
-                    version=self.version,
+                    version=row_version,
                     revision=self._revision(),
-                    prepared=self.prepared,
+                    prepared=row_prepared,
                     shadow=self.shadow_version,
                     error=errors[0][:2000] if errors else None,
                     applied_at=self.applied_at,
@@ -152,6 +171,7 @@ class DatabaseRollout(PolicyRollout):
                 )
             )
             self._beat_at = time.monotonic()
+            self._reported = (row_version, row_prepared)
         except DependencyUnavailableError as exc:
             self.error = exc.message
 
@@ -171,9 +191,12 @@ class DatabaseRollout(PolicyRollout):
             return None
         try:
             return self._core_of(version)
-        except PolicyRejected as exc:
-            self._refused[version] = str(exc)
-            self.refuse(f"version {version}", exc)
+        except DependencyUnavailableError:
+            raise  # the database is away: try again, refuse nothing
+        except Exception as exc:  # a stored version that is not a policy (bad JSON, names)
+            rejected = exc if isinstance(exc, PolicyRejected) else PolicyRejected([repr(exc)])
+            self._refused[version] = str(rejected)
+            self.refuse(f"version {version}", rejected)
             return None
 
     def _core_of(self, version: int) -> Core:

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..compile import policy_revision, revision_paths
 from ..config import Settings
 from ..core import Core
-from .candidate import PolicyRejected, compile_candidate
+from .candidate import PolicyRejected, compile_candidate, policy_names
 from .shadow import ShadowPolicy
 
 if TYPE_CHECKING:
@@ -161,7 +162,17 @@ class PolicyRollout:
     def _run(self) -> None:
         interval = self.settings.policies.watch_interval_s
         while not self._stop.wait(interval):
+            self.poll_safely()
+
+    def poll_safely(self) -> None:
+        """``poll``, and whatever it raises logged and shown: the thread never dies, and
+        the live policy stays."""
+        try:
             self.poll()
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            _log.exception("policy rollout: %s; policy %s stays live", self.error,
+                           self.authorizer.core.policy_revision)  # fmt: skip
 
     def poll(self) -> None:
         """Look at the source once; swap if it changed and the candidate passes."""
@@ -169,20 +180,14 @@ class PolicyRollout:
 
 
 def files_digest(settings: Settings, directory: Path) -> str | None:
-    """The digest of what a watched directory holds (the files a core is compiled from,
-    and the tests it ships), or ``None`` while one of them cannot be read."""
-    pol = settings.policies
+    """The digest of what a watched directory holds (``policy_names``, and the host's
+    route files), or ``None`` while one of them cannot be read."""
     digest = hashlib.sha256()
-    names = [pol.model, pol.policy, pol.routes]
-    tests = directory / "tests"
     try:
-        if tests.is_dir():
-            names += sorted(f"tests/{p.name}" for p in tests.iterdir())
-        for name in names:
-            data = (directory / name).read_bytes()
-            digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
-        for host in pol.host_routes:
-            digest.update(Path(host).read_bytes())
+        names = policy_names(settings, directory)
+        for path in [*(directory / n for n in names), *settings.policies.host_routes]:
+            data = Path(path).read_bytes()
+            digest.update(str(path).encode() + b"\0" + len(data).to_bytes(8, "big") + data)
     except OSError:
         return None
     return digest.hexdigest()
@@ -198,7 +203,7 @@ class FileRollout(PolicyRollout):
     def __init__(self, authorizer: Authorizer, settings: Settings) -> None:
         super().__init__(authorizer, settings)
         pol = settings.policies
-        self._seen = files_digest(settings, pol.dir)
+        self._seen = self._pending = files_digest(settings, pol.dir)
         self._shadow_seen: str | None = None
         if pol.shadow_dir is not None:
             self._shadow_seen = files_digest(settings, pol.shadow_dir)
@@ -208,7 +213,10 @@ class FileRollout(PolicyRollout):
         pol = self.settings.policies
         if pol.watch:
             seen = files_digest(self.settings, pol.dir)
-            if seen is not None and seen != self._seen:
+            # Acted on once it reads the same twice, an interval apart: a file an editor
+            # is still writing is never compiled half-written.
+            settled, self._pending = seen == self._pending, seen
+            if seen is not None and settled and seen != self._seen:
                 self._seen = seen
                 try:
                     core = compile_candidate(self.settings, pol.dir)
@@ -233,9 +241,4 @@ class FileRollout(PolicyRollout):
 
 
 def _revision_of(settings: Settings, directory: Path) -> str:
-    from ..compile import policy_revision
-
-    pol = settings.policies
-    return policy_revision(
-        [directory / pol.model, directory / pol.policy, directory / pol.routes, *pol.host_routes]
-    )
+    return policy_revision(revision_paths(settings, directory))

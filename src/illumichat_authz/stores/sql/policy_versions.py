@@ -170,7 +170,9 @@ class PolicyVersions:
                 .values(activated_at=now)
             )
             self._set(conn, now, active=version, staged=None)
-            log_changes(conn, rev, [POLICY_KEY], now)
+            # The version in the key: an instance that prepared it swaps on the
+            # notification alone, without reading the state back.
+            log_changes(conn, rev, [(*POLICY_KEY, "active", str(version))], now)
 
     def set_shadow(self, version: int | None) -> None:
         self._change(shadow=version)
@@ -192,17 +194,6 @@ class PolicyVersions:
             )
             if not done.rowcount:
                 conn.execute(insert(policy_instances).values(**values))
-
-    def forget_instances(self, older_than_s: float) -> int:
-        from sqlalchemy import delete
-
-        with unreachable(), self.engine.begin() as conn:
-            gone = conn.execute(
-                delete(policy_instances).where(
-                    policy_instances.c.seen_at < time.time() - older_than_s
-                )
-            )
-        return int(gone.rowcount or 0)
 
     @staticmethod
     def _set(conn: Any, now: float, **values: int | None) -> None:
