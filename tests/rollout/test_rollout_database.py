@@ -240,3 +240,31 @@ def test_publish_reaches_every_instance_on_postgresql(
     assert took < 5  # prepared on notification, swapped on notification
     assert len({authz.core.policy_revision for authz in fleet}) == 1
     shutil.rmtree(changed)
+
+
+def test_a_malformed_stored_version_is_refused_and_the_rollout_goes_on(
+    sqlite_config: Path, instances: list[Authorizer]
+) -> None:
+    from sqlalchemy import update
+
+    from illumichat_authz.stores.sql.schema import policy_versions
+
+    a = instance(sqlite_config)
+    instances.append(a)
+    before = a.core.policy_revision
+    versions = versions_of(sqlite_config)
+    files = {"model.conf": (POLICIES / "model.conf").read_text()}
+    bad = versions.stage(files, "x", staged=False)
+    with versions.engine.begin() as conn:  # written around the library: not JSON
+        conn.execute(update(policy_versions).values(files="{not json"))
+    versions.activate(bad)
+    rollout = a.rollout
+    assert rollout is not None
+    deadline = time.monotonic() + 5
+    while rollout.status().refused is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rollout.status().refused is not None
+    assert a.core.policy_revision == before
+    assert rollout._thread is not None
+    assert rollout._thread.is_alive()
+    assert settings_read(a) == 200

@@ -261,3 +261,25 @@ def test_shadow_counts_no_rate_limit_hit(tmp_path: Path) -> None:
         assert answers[-1] == 429
     finally:
         authz.close()
+
+
+def test_policies_compile_side_by_side_in_threads() -> None:
+    """Rollouts of several authorizers compile at once: casbin's ``ast`` parsing is not
+    thread-safe on CPython 3.11, and a failure there would refuse a good policy."""
+    errors: list[BaseException] = []
+    revisions: list[str] = []
+
+    def compile_one() -> None:
+        try:
+            revisions.append(build_core(settings_for(POLICIES)).policy_revision)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=compile_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(revisions)) == 1
+    assert len(revisions) == 6
