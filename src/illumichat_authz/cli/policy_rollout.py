@@ -83,24 +83,29 @@ def _versions(database: Any) -> Any:
     return PolicyVersions(database.engine)
 
 
-def _checked(args: argparse.Namespace) -> tuple[dict[str, str], str]:
+def _checked(args: argparse.Namespace, failed: str) -> tuple[dict[str, str], str] | None:
+    """DIR's files and revision once it passed every check; else each reason printed,
+    then ``failed``, and ``None``."""
     settings = settings_from(args)
     directory = Path(args.dir) if args.dir else settings.policies.dir
     if not directory.is_dir():
         raise ConfigurationError(f"{directory}: not a directory")
-    files = policy_files(settings, directory)
-    core = compile_candidate(settings, directory)
-    return files, core.policy_revision
-
-
-def _publish(args: argparse.Namespace) -> int:
     try:
-        files, revision = _checked(args)
+        files = policy_files(settings, directory)
+        revision = compile_candidate(settings, directory).policy_revision
     except PolicyRejected as exc:
         for problem in exc.problems:
             print(f"refused: {problem}")
-        print("FAILED: nothing was published")
+        print(failed)
+        return None
+    return files, revision
+
+
+def _publish(args: argparse.Namespace) -> int:
+    checked = _checked(args, "FAILED: nothing was published")
+    if checked is None:
         return 1
+    files, revision = checked
     with database_from(args) as database:
         versions = _versions(database)
         version = versions.stage(files, revision, args.note)
@@ -166,13 +171,10 @@ def _shadow(args: argparse.Namespace) -> int:
             _versions(database).set_shadow(None)
         print("ok: no shadow policy")
         return 0
-    try:
-        files, revision = _checked(args)
-    except PolicyRejected as exc:
-        for problem in exc.problems:
-            print(f"refused: {problem}")
-        print("FAILED: nothing was stored")
+    checked = _checked(args, "FAILED: nothing was stored")
+    if checked is None:
         return 1
+    files, revision = checked
     with database_from(args) as database:
         versions = _versions(database)
         version = versions.stage(files, revision, args.note, staged=False)
