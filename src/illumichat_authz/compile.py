@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from .policy_check import require_consistent
 from .ratelimit import RateLimitSpec
 from .routes import RouteTable, load_routes
 
+#: Held while casbin compiles a policy (``build_core``).
+_COMPILING = threading.Lock()
+
 __all__ = ["build_core", "policy_revision", "revision_paths", "setting"]
 
 
@@ -35,7 +39,13 @@ def build_core(
     ):
         routes = routes or load_routes(pol.dir / pol.routes, host_files=pol.host_routes)
     with setting("policies.dir / policies.model / policies.policy"):
-        policy = policy or Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
+        if policy is None:
+            # casbin parses its matchers with ``ast`` on every enforce, and CPython 3.11's
+            # parser fails when two threads run it at once ("AST constructor recursion
+            # depth mismatch"): one policy compiles at a time in a process (two
+            # rollouts, a rollout beside a start-up). Never on a request's path.
+            with _COMPILING:
+                policy = Policy(model_path=pol.dir / pol.model, policy_path=pol.dir / pol.policy)
     require_consistent(policy, routes)
     specs: dict[str, RateLimitSpec] = {}
     for route in routes.routes:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import product
@@ -34,8 +33,6 @@ from .vocab import NO_ROLE, MembershipStatus, Relation, canonical
 __all__ = ["Key", "Policy", "Verdict"]
 
 _WILDCARD = "*"
-#: Held while casbin runs (``Policy.__init__``).
-_CASBIN = threading.RLock()
 _STATUSES = tuple(s.value for s in MembershipStatus)
 _RELATIONS = tuple(r.value for r in Relation)
 
@@ -64,14 +61,8 @@ class Policy:
     """The compiled role and visibility rules of one model + policy file pair."""
 
     def __init__(self, *, model_path: Path, policy_path: Path) -> None:
-        # casbin parses its matchers with ``ast`` on every enforce, and CPython 3.11's
-        # parser is not safe to run from two threads at once (it fails with "AST
-        # constructor recursion depth mismatch"): one policy compiles at a time in a
-        # process, e.g. two rollouts, or a rollout beside a start-up. Never per request.
-        with _CASBIN:
-            self._load(model_path, policy_path)
-
-    def _load(self, model_path: Path, policy_path: Path) -> None:
+        # Not from two threads at once: casbin's ``ast`` parsing is not thread-safe on
+        # CPython 3.11 (``compile.build_core`` holds the lock that serialises it).
         self.model_path = model_path
         self.policy_path = policy_path
         #: casbin's enforcer over the same files: the reference the table equals.
