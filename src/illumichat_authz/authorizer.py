@@ -153,6 +153,11 @@ class Authorizer:
             self._watchers.insert(0, log)
         self._observers = Observers(self._watchers) if self._watchers else None
 
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        """What watches decisions now, the decision log first."""
+        return tuple(self._watchers)
+
     def observe(self, observer: Observer) -> None:
         """Have ``observer`` watch every decision from now on (``observers``)."""
         self._watchers.append(observer)
@@ -244,6 +249,7 @@ class Authorizer:
             authorizer.database = database
             database.feed.start()
         authorizer.rollout = _rollout(settings, authorizer, database)
+        _telemetry(settings, authorizer)
         return authorizer
 
     def authorized_filter(
@@ -1100,6 +1106,31 @@ def _rollout(settings: Settings, authorizer: Authorizer, database: Any) -> Polic
 
         return FileRollout(authorizer, settings).start()
     return None
+
+
+def _telemetry(settings: Settings, authorizer: Authorizer) -> None:
+    """``[telemetry]``: the decision counts for Prometheus, a span per decision. A part
+    whose extra is missing is a configuration error, not a silent gap in the metrics."""
+    cfg = settings.telemetry
+    try:
+        if cfg.metrics:
+            import prometheus_client  # noqa: F401 - the exporter must be there to read them
+
+            from .telemetry.counts import decision_metrics
+
+            decision_metrics(authorizer)
+        if cfg.traces:
+            from .telemetry.otel import DecisionSpans, current_trace_id
+
+            authorizer.observe(DecisionSpans())
+            if authorizer.decision_log is not None:
+                authorizer.decision_log.trace_ids = current_trace_id
+    except ImportError as exc:
+        authorizer.close()
+        extra = "metrics" if cfg.metrics and "prometheus" in str(exc.name) else "otel"
+        raise ConfigurationError(
+            f"telemetry: {exc.name} is not installed: pip install 'illumichat-authz[{extra}]'"
+        ) from None
 
 
 def _decision_log(settings: Settings, core: Core, database: Any) -> DecisionLog | None:

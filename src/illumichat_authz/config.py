@@ -284,6 +284,16 @@ class DecisionLogSettings(_Section):
         return float(self.allows)
 
 
+class TelemetrySettings(_Section):
+    """``[telemetry]`` (docs/observability.md): each part needs its extra installed."""
+
+    #: Count decisions for Prometheus (the ``metrics`` extra); ``serve`` answers ``/metrics``.
+    metrics: bool = False
+    #: A span per decision through the OpenTelemetry API (the ``otel`` extra), and the
+    #: current trace's id in the decision log. The host configures the SDK and exporter.
+    traces: bool = False
+
+
 class ProxySettings(_Section):
     #: CIDRs whose X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host are believed.
     trusted: list[str] = Field(default_factory=list)
@@ -408,6 +418,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     proxies: ProxySettings = Field(default_factory=ProxySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
 

@@ -150,12 +150,16 @@ class EventBuilder:
         decision_id: str,
         at_ns: int,
         latency_ns: int,
+        trace_id: str | None = None,
     ) -> DecisionEvent:
         """The event for ``decision`` (of ``request``, where there was one).
 
         The route (a template), action, reason and credential kind come from our own
-        tables; the rest may be a caller's text and is scrubbed."""
-        rid, trace_id = _ids(request)
+        tables; the rest may be a caller's text and is scrubbed. ``trace_id``: the
+        tracer's own (``[telemetry] traces``), preferred to the request's ``traceparent``."""
+        rid, header_trace = _ids(request)
+        if trace_id is None:
+            trace_id = header_trace
         principal = decision.principal
         resource = decision.resource
         workspace = resource.workspace if resource is not None else None

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,8 +55,8 @@ class DecisionLogStats:
     queued: int
 
 
-#: (decision, request, perf_counter_ns when it started, ... when it was decided)
-_Entry = tuple[Decision, RequestFacts | None, int, int]
+#: (decision, request, perf_counter_ns when it started, ... when it was decided, trace id)
+_Entry = tuple[Decision, RequestFacts | None, int, int, str | None]
 
 
 class DecisionLog:
@@ -88,6 +88,9 @@ class DecisionLog:
         self.dropped = 0
         self.sink_errors = 0
         self._reported_drops = 0
+        #: The current trace's id, read on the deciding thread (``telemetry.otel``), or
+        #: ``None``: the request's ``traceparent`` header is used.
+        self.trace_ids: Callable[[], str | None] | None = None
         self._drain_lock = threading.Lock()
         self._closed = False
         _WRITER.add(self)
@@ -104,7 +107,8 @@ class DecisionLog:
             self.dropped += 1  # bounded: the decision is not delayed, its event is lost
             return
         # No wall clock here: the writer turns this monotonic time into one (see drain).
-        queue.append((decision, request, started_ns, time.perf_counter_ns()))
+        trace = self.trace_ids() if self.trace_ids is not None else None
+        queue.append((decision, request, started_ns, time.perf_counter_ns(), trace))
 
     # --- the writer -----------------------------------------------------------------
     def drain(self) -> int:
@@ -128,8 +132,9 @@ class DecisionLog:
                         + noise[20 * i : 20 * i + 20],
                         at_ns=ended + offset,
                         latency_ns=ended - started,
+                        trace_id=trace,
                     )
-                    for i, (decision, request, started, ended) in enumerate(entries)
+                    for i, (decision, request, started, ended, trace) in enumerate(entries)
                 ]
                 for sink in self.sinks:
                     try:

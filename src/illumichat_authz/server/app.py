@@ -15,9 +15,10 @@ the usual proxies send:
 A proxy's auth sub-request carries no body, so Twilio webhooks cannot be verified here:
 they are denied (403 ``invalid_signature``, saying so) and must be verified in-process by
 the service (``AuthzMiddleware``). ``/healthz`` is liveness, ``/readyz`` readiness (policy
-compiled, stores answering). ``/access/v1/evaluation(s)`` is the AuthZEN API, with its
-metadata at ``/.well-known/authzen-configuration``, served only when a bearer token is
-configured.
+compiled, stores answering; the policy and facts revisions and the facts' lag), ``/metrics``
+Prometheus's scrape with ``[telemetry] metrics``. ``/access/v1/evaluation(s)`` is the
+AuthZEN API, with its metadata at ``/.well-known/authzen-configuration``, served only when
+a bearer token is configured.
 """
 
 from __future__ import annotations
@@ -389,7 +390,11 @@ def _readiness(authorizer: Authorizer) -> Callable[[Request], Awaitable[Response
             checks.append(("database", lambda: database.feed.status().age_s < bound))
         results = dict([await _probe(name, call) for name, call in checks])
         ready = all(results.values())
-        body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": results}
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "unavailable",
+            "checks": results,
+            "policy": _policy_state(authorizer),
+        }
         if database is not None:
             feed = database.feed.status()
             body["facts"] = {
@@ -404,6 +409,33 @@ def _readiness(authorizer: Authorizer) -> Callable[[Request], Awaitable[Response
     return readyz
 
 
+def _policy_state(authorizer: Authorizer) -> dict[str, Any]:
+    """The live policy's revision, and the rollout's word on it (``policy status``)."""
+    rollout = authorizer.rollout
+    if rollout is None:
+        return {"source": "files", "revision": authorizer.core.policy_revision, "version": None}
+    status = rollout.status()
+    return {
+        "source": status.source,
+        "revision": status.revision,
+        "version": status.version,
+        "refused": status.refused,
+        "error": status.error,
+    }
+
+
+def _metrics(authorizer: Authorizer) -> Callable[[Request], Awaitable[Response]]:
+    from ..telemetry.prometheus import CONTENT_TYPE_LATEST, exposition, registry_for
+
+    registry = registry_for(authorizer)
+
+    async def metrics(request: Request) -> Response:
+        body = await asyncio.to_thread(exposition, registry)  # a scrape reads the stores
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"cache-control": "no-store"})
+
+    return metrics
+
+
 async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -413,9 +445,12 @@ def create_app(
     authorizer: Authorizer,
     authzen_token: str | None = None,
     public_url: str | None = None,
+    metrics: bool | None = None,
 ) -> Starlette:
     """The forward-auth app. AuthZEN routes exist only when ``authzen_token`` is set
     (without one they are 404: an unprotected decision API must not be served).
+    ``/metrics`` (Prometheus) exists when ``metrics`` is true; ``None``: when the
+    authorizer counts decisions (``[telemetry] metrics``).
 
     ``public_url`` is this server's base URL as AuthZEN clients reach it
     (``https://pdp.example.com``), the PDP identifier in its metadata; without it the
@@ -429,6 +464,12 @@ def create_app(
         Route(AUTH_PREFIX, forward),
         Route(AUTH_PREFIX + "/{original:path}", forward),
     ]
+    if metrics is None:
+        from ..telemetry.counts import DecisionMetrics
+
+        metrics = any(isinstance(o, DecisionMetrics) for o in authorizer.observers)
+    if metrics:
+        routes.append(Route("/metrics", _metrics(authorizer), methods=["GET"]))
     if authzen_token:
         token = authzen_token.encode("utf-8")
         routes += [

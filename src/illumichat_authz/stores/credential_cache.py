@@ -40,6 +40,9 @@ class CredentialCache:
         # credential_id -> cache keys, for revocable credentials only (see forget()).
         self._by_credential: dict[str, set[str | bytes]] = {}
         self._lock = threading.Lock()
+        #: For the metrics (``telemetry``): lookups that found a live entry, and not.
+        self.hits = 0
+        self.misses = 0
 
     @staticmethod
     def key(kind: str, presented: str) -> str | bytes:
@@ -54,12 +57,13 @@ class CredentialCache:
 
     def get(self, key: str | bytes, *, now: float) -> Principal | None:
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        principal, until = entry
-        if now < until:
-            return principal
-        self._entries.pop(key, None)
+        if entry is not None:
+            principal, until = entry
+            if now < until:
+                self.hits += 1
+                return principal
+            self._entries.pop(key, None)
+        self.misses += 1
         return None
 
     def put(self, key: str | bytes, principal: Principal, *, now: float, revocable: bool) -> None:

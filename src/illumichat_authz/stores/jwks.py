@@ -151,6 +151,13 @@ class JwksCache:
         self._snap = _Snapshot()
         self._lock = threading.Lock()
         self._inflight: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        #: Fetches that failed (the metrics'; ``fetches`` counts all of them).
+        self.fetch_failures = 0
+
+    @property
+    def fetches(self) -> int:
+        """JWKS fetches attempted, successful or not."""
+        return self._snap.attempts
 
     # The two pure steps. Everything the cache decides is here.
 
@@ -216,6 +223,7 @@ class JwksCache:
                 len(snap.keys),
             )
             self._snap = _Snapshot(snap.keys, snap.fetched_at, started, snap.attempts + 1, False)
+            self.fetch_failures += 1
             return
         added = keys.keys() - snap.keys.keys()
         if added and snap.keys:

@@ -23,6 +23,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -42,6 +43,7 @@ from sqlalchemy import (
 
 from ...core.lookups import Need, Query
 from ...facts import Assistant, Chat, Membership, Resource
+from ...telemetry.counts import FETCH_BUCKETS_S, Histogram
 from ...vocab import canonical
 from .engine import AsyncReaders, is_postgres, reader
 from .prepared import Prepared
@@ -90,6 +92,13 @@ class SqlFacts:
         self._resources: dict[tuple[str, str], tuple[Resource | None, int]] = {}
         self._grants: dict[tuple[str, str, str], tuple[bool, int]] = {}
         self._arrays = is_postgres(self.engine)
+        #: For the metrics (``telemetry``): lookups answered from memory (a decision that
+        #: fetches runs again, so its cached lookups count once per run), facts read from
+        #: the database, and each round trip's time.
+        self.hits = 0
+        self.fetched = 0
+        self.fetch_latency = Histogram(FETCH_BUCKETS_S)
+        self._stats_lock = threading.Lock()
         #: The driver's lookups: the cache alone, a miss raises ``core.Need``.
         self.cached: Mapping[str, Callable[..., Any]] = {
             "membership": self.cached_membership,
@@ -101,18 +110,21 @@ class SqlFacts:
     def cached_membership(self, user: str, workspace: str) -> Membership | None:
         hit = self._memberships.get((user, workspace))
         if hit is not None and self.clock() < self.fresh_until:
+            self.hits += 1
             return hit[0]
         raise Need(Query("membership", (user, workspace)))
 
     def cached_resource(self, kind: str, id: str) -> Resource | None:
         hit = self._resources.get((kind, id))
         if hit is not None and self.clock() < self.fresh_until:
+            self.hits += 1
             return hit[0]
         raise Need(Query("resource", (kind, id)))
 
     def cached_has_grant(self, user: str, kind: str, id: str) -> bool:
         hit = self._grants.get((user, kind, id))
         if hit is not None and self.clock() < self.fresh_until:
+            self.hits += 1
             return hit[0]
         raise Need(Query("has_grant", (user, kind, id)))
 
@@ -125,7 +137,9 @@ class SqlFacts:
         round trip, a membership or a grant another."""
         answers: dict[Query, Any] = {}
         for name, build, params, wanted in self._plans(queries, user):
+            started = perf_counter_ns()
             rows = self._prepared_for(name, build, self.engine).rows(self.engine, params)
+            self._timed(started, len(wanted))
             answers.update(self._found(wanted, user, rows))
         return answers
 
@@ -137,7 +151,9 @@ class SqlFacts:
         answers: dict[Query, Any] = {}
         for name, build, params, wanted in self._plans(queries, user):
             prepared = self._prepared_for(name, build, async_engine)
+            started = perf_counter_ns()
             rows = await prepared.arows(async_engine, params)
+            self._timed(started, len(wanted))
             answers.update(self._found(wanted, user, rows))
         return answers
 
@@ -197,6 +213,12 @@ class SqlFacts:
         return len(self._memberships) + len(self._resources) + len(self._grants)
 
     # --- internals ------------------------------------------------------------------------
+    def _timed(self, started_ns: int, facts: int) -> None:
+        elapsed = perf_counter_ns() - started_ns
+        with self._stats_lock:
+            self.fetched += facts
+            self.fetch_latency.observe_ns(elapsed)
+
     def _clear(self) -> None:
         self._memberships.clear()
         self._resources.clear()
