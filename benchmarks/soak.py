@@ -14,8 +14,12 @@ restarts them on their ports, and SIGKILLs one instance and restarts it.
 Every answer is checked afterwards against an oracle at the revisions the answer reports
 (``x-authz-revision``, ``x-authz-policy-revision``): an allow at a facts revision at or past
 a revocation is a WRONG ALLOW, and so is an allow of the flipped request under the policy
-that denies it. 5xx other than 503 fail, 503 fails outside the fault window of a dependency
-the request needs, and a refused connection fails unless that instance was down.
+that denies it. A forged webhook, and any webhook on forward auth (which never sees the
+body), must be 403 with reason ``invalid_signature`` (``x-authz-problem`` from ``serve``, the
+problem+json body from the middleware). An answer under the previous policy revision sent
+to an instance after it had answered under the new one fails. 5xx other than 503 fail, 503
+fails outside the fault window of a dependency the request needs (503s are counted per
+window), and a refused connection fails unless that instance was down.
 
     .venv/bin/python benchmarks/soak.py            # the full run, about 3 minutes
     .venv/bin/python benchmarks/soak.py --short    # CI's, under 45 s with start-up
@@ -27,6 +31,7 @@ import argparse
 import collections
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -193,6 +198,7 @@ class Answer:
     status: int  # 0: the connection failed
     facts: int | None
     policy: str | None
+    reason: str | None = None  # a denial's: the problem document's "reason"
 
 
 def session_cookie(user: str) -> dict[str, str]:
@@ -238,7 +244,24 @@ def send(client: httpx.Client, instance: Instance, probe: Probe) -> Answer:
     facts = response.headers.get("x-authz-revision") or None
     return Answer(t0, time.monotonic(), instance.name, instance.flavour, probe.kind,
                   response.status_code, int(facts) if facts else None,
-                  response.headers.get("x-authz-policy-revision") or None)  # fmt: skip
+                  response.headers.get("x-authz-policy-revision") or None,
+                  denial_reason(response))  # fmt: skip
+
+
+def denial_reason(response: httpx.Response) -> str | None:
+    """A denial's reason: ``serve`` puts its problem document in ``x-authz-problem`` (a
+    proxy drops the body), the middleware answers with it as the problem+json body."""
+    if response.status_code < 400:
+        return None
+    document = response.headers.get("x-authz-problem") or response.text
+    try:
+        problem = json.loads(document)
+    except ValueError:
+        return None
+    if not isinstance(problem, dict):
+        return None
+    reason = problem.get("reason", problem.get("code"))
+    return str(reason) if reason is not None else None
 
 
 class Load:
@@ -295,6 +318,7 @@ class PolicySwitch:
     name: str
     revision: str
     at: float  # when the command returned
+    began: float  # when it was started (its commit may reach an instance before it returns)
 
 
 @dataclass
@@ -322,6 +346,7 @@ class Timeline:
     faults: list[Fault] = field(default_factory=list)
     base_policy: str = ""
     candidate_policy: str = ""
+    t0: float = 0.0  # the load's start: what the +N.NNs in the problems count from
 
 
 # --- The oracle ---------------------------------------------------------------------------
@@ -329,7 +354,7 @@ class Timeline:
 
 def problems(answer: Answer, probe: Probe, line: Timeline) -> list[str]:
     """Everything wrong with one answer; an empty list when it is right."""
-    where = f"{answer.kind} on {answer.instance} at +{answer.t0:.2f}s"
+    where = f"{answer.kind} on {answer.instance} at +{answer.t0 - line.t0:.2f}s"
     status = answer.status
     if status == 0:
         down = any(f.instance == answer.instance and f.covers_down(answer) for f in line.faults)
@@ -350,11 +375,17 @@ def expected(answer: Answer, line: Timeline, where: str) -> list[str]:
     kind, status, allowed = answer.kind, answer.status, 200 <= answer.status < 300
     if kind in ("allowed", "public"):
         return [] if allowed else [f"WRONG DENY {status}: {where}"]
-    if kind in ("denied", "webhook-forged"):
+    if kind == "denied":
         return [f"WRONG ALLOW: {where}"] if allowed else _deny_status(status, where)
+    if kind == "webhook-forged" or (kind == "webhook" and answer.flavour == "serve"):
+        # Forward auth cannot verify a signature (it never sees the body), so it refuses.
+        if allowed:
+            return [f"WRONG ALLOW: {where}"]
+        if status == 403 and answer.reason == "invalid_signature":
+            return []
+        return [f"{kind} {status} {answer.reason}, not 403 invalid_signature: {where}"]
     if kind == "webhook":
-        want = 200 if answer.flavour == "asgi" else 403  # forward auth cannot verify one
-        return [] if status == want else [f"webhook {status}, not {want}: {where}"]
+        return [] if status == 200 else [f"webhook {status} {answer.reason}, not 200: {where}"]
     if kind == "ticket":
         return [] if status in (200, 429) else [f"ticket {status}: {where}"]
     if kind == "policy-flip":
@@ -405,7 +436,7 @@ def rate_limit_problems(answers: list[Answer], line: Timeline) -> tuple[list[str
     redis = [f for f in line.faults if f.needs == "redis"]
     found: list[str] = []
     for f in redis:
-        found += [f"ticket admitted while Redis was down at +{a.t0:.2f}s"
+        found += [f"ticket admitted while Redis was down at +{a.t0 - line.t0:.2f}s"
                   for a in admitted if f.start <= a.t0 and a.t1 <= f.restarting]  # fmt: skip
     bounds = [0.0, *itertools.chain.from_iterable((f.start, f.restarting) for f in redis), 1e18]
     firsts: list[int] = []
@@ -414,12 +445,33 @@ def rate_limit_problems(answers: list[Answer], line: Timeline) -> tuple[list[str
         for a, b in zip(epoch, epoch[LIMIT:], strict=False):
             if b.t1 - a.t0 < WINDOW_S:
                 found.append(f"over the limit: {LIMIT + 1} tickets admitted within "
-                             f"{b.t1 - a.t0:.1f}s from +{a.t0:.2f}s")  # fmt: skip
+                             f"{b.t1 - a.t0:.1f}s from +{a.t0 - line.t0:.2f}s")  # fmt: skip
         if epoch:
             firsts.append(sum(1 for a in epoch if a.t0 < epoch[0].t0 + WINDOW_S))
     found += [f"an epoch admitted {n} tickets in its first window, not {LIMIT}"
               for n in firsts if n != LIMIT]  # fmt: skip
     return found, firsts
+
+
+def stale_policy_problems(answers: list[Answer], line: Timeline, names: list[str]) -> list[str]:
+    """An answer under the previous policy revision, sent on an instance after that
+    instance had already answered under the new one (and before the next switch)."""
+    found: list[str] = []
+    previous = line.base_policy
+    for k, switch in enumerate(line.policies):
+        until = line.policies[k + 1].began if k + 1 < len(line.policies) else float("inf")
+        for name in names:
+            mine = [a for a in answers if a.instance == name]
+            seen = min((a.t1 for a in mine if a.policy == switch.revision
+                        and a.t1 >= switch.at), default=None)  # fmt: skip
+            if seen is None:
+                continue
+            found += [f"STALE POLICY {previous[:12]} after the {switch.name} reached "
+                      f"{name} at +{seen - line.t0:.2f}s: {a.kind} on {name} at "
+                      f"+{a.t0 - line.t0:.2f}s"
+                      for a in mine if seen < a.t0 < until and a.policy == previous]  # fmt: skip
+        previous = switch.revision
+    return found
 
 
 # --- Measurements -------------------------------------------------------------------------
@@ -530,14 +582,16 @@ def revoke(env: Env, line: Timeline) -> None:
 
 
 def publish(env: Env, line: Timeline) -> None:
+    began = time.monotonic()
     out = cli("policy", "publish", "--config", str(env.config), str(env.candidate))
     line.candidate_policy = policy_revision(out)
-    line.policies.append(PolicySwitch("publish", line.candidate_policy, time.monotonic()))
+    line.policies.append(PolicySwitch("publish", line.candidate_policy, time.monotonic(), began))
 
 
 def rollback(env: Env, line: Timeline) -> None:
+    began = time.monotonic()
     out = cli("policy", "rollback", "--config", str(env.config))
-    line.policies.append(PolicySwitch("rollback", policy_revision(out), time.monotonic()))
+    line.policies.append(PolicySwitch("rollback", policy_revision(out), time.monotonic(), began))
 
 
 def kill_postgres(env: Env, line: Timeline, outage: float) -> None:
@@ -630,6 +684,7 @@ def report(answers: list[Answer], kinds: list[Probe], line: Timeline, names: lis
             good.add(i)
     limit_problems, firsts = rate_limit_problems(answers, line)
     found += limit_problems
+    found += stale_policy_problems(answers, line, names)
     down = sum(1 for a in answers if a.status == 0)
     print(f"requests served: {len(answers) - down} (sent {len(answers)}, "
           f"{down} to an instance that was down)")  # fmt: skip
@@ -645,6 +700,8 @@ def report(answers: list[Answer], kinds: list[Probe], line: Timeline, names: lis
     print(f"503s outside a fault window: {sum(1 for f in found if f.startswith('503'))}")
     print(f"wrong allows: {sum(1 for f in found if f.startswith('WRONG ALLOW'))}")
     print(f"wrong denies: {sum(1 for f in found if f.startswith('WRONG DENY'))}")
+    print("answers under the previous policy after its switch reached the instance: "
+          f"{sum(1 for f in found if f.startswith('STALE POLICY'))}")  # fmt: skip
     print(f"rate limit: {LIMIT} per {WINDOW_S:.0f} s across the fleet; admitted in each "
           f"Redis epoch's first window: {firsts}")  # fmt: skip
     for change in line.changes:
@@ -658,10 +715,11 @@ def report(answers: list[Answer], kinds: list[Probe], line: Timeline, names: lis
               "command returned")  # fmt: skip
     for fault in line.faults:
         took = recovery(fault, answers, good, names)
+        unavailable = sum(1 for a in answers if a.status == 503 and fault.covers(a))
         print(f"fault {fault.name}: +{fault.start - t0:.1f}s to +{fault.end - t0:.1f}s "
               f"({fault.end - fault.start:.2f} s); recovery {took:.3f} s after the restart"
               + (f", {took + fault.end - fault.start:.3f} s after the kill"
-                 if fault.instance else ""))  # fmt: skip
+                 if fault.instance else "") + f"; 503s in its window: {unavailable}")  # fmt: skip
         if took > GRACE_S:
             found.append(f"{fault.name}: no recovery within {GRACE_S} s")
     print(f"failures: {len(found)}")
@@ -693,7 +751,7 @@ def main() -> int:
                 cli("policy", "status", "--config", str(env.config))))  # fmt: skip
             kinds = probes(env.api_key)
             load = Load(env.fleet, kinds, args.max_requests)
-            t0 = time.monotonic()
+            t0 = line.t0 = time.monotonic()
             load.start()
             try:
                 run_scenario(env, load, plan, line)
