@@ -98,7 +98,7 @@ def test_every_decision_is_counted_by_status_and_reason(
     # the verified session is cached: the first of each 6 presented misses, the rest hit
     hits = samples[
         ("illumichat_authz_cache_lookups_total", (("cache", "credentials"), ("result", "hit")))
-    ]  # noqa: E501
+    ]
     assert hits >= 7 * 3 - 3
 
 
