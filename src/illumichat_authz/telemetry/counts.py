@@ -45,7 +45,7 @@ FETCH_BUCKETS_S: tuple[float, ...] = (
 )  # fmt: skip
 #: Observations queued before the recording thread folds them (bounds the memory held
 #: between two scrapes, or forever when nothing scrapes).
-FOLD_AT = 4096
+FOLD_AT = 512
 
 
 class Histogram:
