@@ -25,7 +25,6 @@ from illumichat_authz.stores.jwks import JwksCache
 from illumichat_authz.telemetry import DecisionMetrics, decision_metrics
 from illumichat_authz.telemetry.counts import FOLD_AT
 from illumichat_authz.telemetry.prometheus import exposition, registry_for
-from illumichat_authz.testing import FactsBuilder
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -52,15 +51,6 @@ def decisions_in(samples: Samples) -> dict[tuple[int, str], float]:
 
 def expected(decisions: Iterable[Decision]) -> dict[tuple[int, str], int]:
     return dict(collections.Counter((d.status, str(d.reason)) for d in decisions))
-
-
-@pytest.fixture
-def authz_facts() -> FactsBuilder:
-    builder = FactsBuilder()
-    builder.workspace("w1").member("alice", role="member").assistant(
-        "a1", visibility="workspace", creator="alice"
-    ).assistant("hidden", visibility="private", creator="bob")
-    return builder
 
 
 def requests(cookie: str) -> list[RequestFacts]:

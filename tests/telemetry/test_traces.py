@@ -16,18 +16,8 @@ from opentelemetry.trace import StatusCode
 from illumichat_authz import Authorizer, RequestFacts
 from illumichat_authz.audit import DecisionEvent, DecisionLog
 from illumichat_authz.telemetry.otel import SPAN_NAME, DecisionSpans, current_trace_id
-from illumichat_authz.testing import FactsBuilder
 
 HEADER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-@pytest.fixture
-def authz_facts() -> FactsBuilder:
-    builder = FactsBuilder()
-    builder.workspace("w1").member("alice", role="member").assistant(
-        "a1", visibility="workspace", creator="alice"
-    ).assistant("hidden", visibility="private", creator="bob")
-    return builder
 
 
 @pytest.fixture
