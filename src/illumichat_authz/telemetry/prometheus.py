@@ -98,15 +98,17 @@ class AuthzCollector(Collector):
             "database) and verified credentials.",
             labels=["cache", "result"],
         )
+        # Facts over a database (``SqlFacts``) count their cache; in-memory facts have none.
         facts: Any = self.authorizer.facts
-        if hasattr(facts, "fetch_latency"):
+        sql = hasattr(facts, "fetch_latency")
+        if sql:
             lookups.add_metric(["facts", "hit"], facts.hits)
             lookups.add_metric(["facts", "miss"], facts.fetched)
         cache = self.authorizer.credential_cache
         lookups.add_metric(["credentials", "hit"], cache.hits)
         lookups.add_metric(["credentials", "miss"], cache.misses)
         yield lookups
-        if hasattr(facts, "fetch_latency"):
+        if sql:
             yield _histogram(
                 f"{PREFIX}_facts_fetch_seconds",
                 "Time of one facts round trip to the database (a cache miss).",
