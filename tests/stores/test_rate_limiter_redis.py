@@ -316,6 +316,45 @@ def test_hung_redis_times_out_as_dependency_unavailable() -> None:
         rl.close()
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_trip_cut_off_midway_leaves_no_reply_behind(server: RedisServer, strategy: str) -> None:
+    """A hit whose replies are late (a timeout, sync) or that is cancelled (async) has its
+    two commands on the wire: its connection must not go back to the pool with those
+    replies unread, or the next hit would read them as its own."""
+    server.flush()
+    admin = redis.Redis.from_url(server.url)
+    spec = RateLimitSpec.parse("1000/minute")
+    limiter = RateLimiter(storage_uri=server.url, strategy=strategy, timeout_s=0.2)  # type: ignore[arg-type]
+    limiter.hit("warm", spec)  # scripts loaded, one pooled connection
+    admin.execute_command("CLIENT", "PAUSE", "600", "ALL")
+    with pytest.raises(DependencyUnavailableError):
+        limiter.hit("k", spec)  # sent, then the read times out
+    time.sleep(0.7)
+    after = [limiter.hit("k", spec).remaining for _ in range(5)]
+    # The cut-off hit may or may not have counted; each later hit counts exactly one.
+    assert after[0] in (998, 999)
+    assert after == list(range(after[0], after[0] - 5, -1))
+
+    async def run() -> list[int]:
+        alimiter = RateLimiter(storage_uri=server.url, strategy=strategy)  # type: ignore[arg-type]
+        try:
+            await alimiter.ahit("warm", spec)
+            admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(alimiter.ahit("j", spec), 0.1)
+            await asyncio.sleep(0.5)
+            # Every pooled connection in turn (the pool hands them out first in, first out).
+            return [(await alimiter.ahit("j", spec)).remaining for _ in range(70)]
+        finally:
+            await alimiter.aclose()
+
+    got = asyncio.run(run())
+    assert got[0] in (998, 999)
+    assert got == list(range(got[0], got[0] - 70, -1))
+    admin.close()
+    limiter.close()
+
+
 # -- through the Authorizer: refuse (503) or pass, per route ------------------------------
 
 TICKETS = RequestFacts(method="POST", path="/api/widget/tickets/create", peer="198.51.100.9")
