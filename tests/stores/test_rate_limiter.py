@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import pytest
 
 from illumichat_authz.errors import ConfigurationError
 from illumichat_authz.ratelimit import RateLimitSpec, rate_limit_headers
+from illumichat_authz.stores._memory_limits import EXPIRE_PER_HIT, InlineExpiryMemoryStorage
 from illumichat_authz.stores.ratelimit import RateLimiter
 
 # -- memory storage with a controlled clock ------------------------------------------
@@ -147,3 +150,66 @@ def test_headers_from_a_real_deny(clock: FakeTime) -> None:
     assert headers["Retry-After"] == "1"
     assert headers["RateLimit"] == '"default";r=0;t=1'
     assert headers["RateLimit-Policy"] == '"default";q=1;w=1'
+
+
+# -- memory storage: expiry a few keys per hit, no thread -----------------------------
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window"])
+def test_memory_hits_start_no_thread(clock: FakeTime, strategy: str) -> None:
+    """limits' own memory storage restarts a timer thread every 10 ms that walks every key;
+    ours must never start one, whatever the number of keys."""
+    rl = limiter(clock, strategy)
+    before = {t.ident for t in threading.enumerate()}
+    for i in range(2000):
+        rl.hit(f"198.51.{i // 256}.{i % 256}", FIVE)
+        clock.now += 0.02  # past limits' 10 ms timer, many times over
+    time.sleep(0.05)
+    assert {t.ident for t in threading.enumerate()} - before == set()
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window"])
+def test_memory_expires_as_hits_come_without_a_sweep(clock: FakeTime, strategy: str) -> None:
+    """Each hit expires a few due keys, oldest first: later hits drain the old window."""
+    rl = limiter(clock, strategy)
+    store = rl.storage
+    for i in range(3000):
+        rl.hit(f"198.51.{i // 256}.{i % 256}", FIVE)
+    clock.now += 61
+    rl.hit("fresh", FIVE)
+    assert 3000 - EXPIRE_PER_HIT <= len(store.events) + len(store.storage) <= 3000
+    for _ in range(3000 // EXPIRE_PER_HIT):
+        rl.hit("fresh", FIVE)
+    assert len(store.events) + len(store.storage) == 1  # "fresh" alone
+    assert len(store._due) <= FIVE.amount
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window"])
+def test_memory_threads_admit_exactly_the_limit(strategy: str) -> None:
+    """Striped locks: threads hitting one key at once admit the limit, never more."""
+    rl = RateLimiter(strategy=strategy)  # type: ignore[arg-type]
+    spec = RateLimitSpec.parse("100/minute")
+    admitted: list[bool] = []
+
+    def worker() -> None:
+        for _ in range(50):
+            admitted.append(rl.hit("one", spec).allowed)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    sys_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(sys_interval)
+    assert sum(admitted) == 100
+
+
+def test_other_users_of_limits_keep_its_own_memory_storage() -> None:
+    import limits.storage
+
+    assert type(limits.storage.storage_from_string("memory://")) is limits.storage.MemoryStorage
+    assert isinstance(RateLimiter().storage, InlineExpiryMemoryStorage)

@@ -14,13 +14,11 @@ the window read for the headers are written together on one connection
 so instances that disagree on it count apart instead of failing on each other's keys
 (Redis' ``WRONGTYPE``).
 
-Keys are attacker-influenced (client IPs), so memory must stay bounded. ``limits``'
-memory storage drops fixed-window counters once their window has passed, and trims
-moving-window entries, on a timer that runs only after a hit, and leaves each
-moving-window key behind as an empty list; :class:`RateLimiter` sweeps expired keys away
-every 1024 hits (see :meth:`RateLimiter.sweep`). Within one window, memory grows with the
-number of distinct keys (at most ``amount`` entries each). Keys longer than
-:data:`MAX_KEY_CHARS` are hashed.
+Keys are attacker-influenced (client IPs), so memory must stay bounded, and so must the
+cost of expiring it: ``memory://`` is :class:`InlineExpiryMemoryStorage`, ``limits``' memory
+storage with its expiry done a few keys per hit rather than by a thread that walks them all.
+Within one window, memory grows with the number of distinct keys (at most ``amount``
+entries each). Keys longer than :data:`MAX_KEY_CHARS` are hashed.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from illumichat_authz.ratelimit import (
     check_storage_uri,
 )
 from illumichat_authz.reasons import Reason
+from illumichat_authz.stores._memory_limits import InlineExpiryMemoryStorage
 
 __all__ = ["MAX_KEY_CHARS", "RateLimiter", "Strategy"]
 
@@ -54,8 +53,6 @@ logger = logging.getLogger("illumichat_authz.stores.ratelimit")
 Strategy = Literal["moving-window", "fixed-window"]
 
 MAX_KEY_CHARS: Final = 200
-#: How many hits between two sweeps of emptied moving-window keys in memory storage.
-_SWEEP_EVERY: Final = 1024
 
 _ITEMS: Final[dict[str, type[limits.RateLimitItem]]] = {
     "second": limits.RateLimitItemPerSecond,
@@ -297,7 +294,6 @@ class RateLimiter:
         # one as a counter, so two strategies on one key would fail each other's hits.
         self._namespace = (namespace, "moving" if self._moving else "fixed")
         self._clock = clock
-        self._hits = 0
         try:
             check_storage_uri(storage_uri)
         except ValueError as exc:
@@ -359,7 +355,11 @@ class RateLimiter:
         if limiter is None:
             with self._lock:
                 if self._limiter is None:
-                    self._storage = self._build(self._uri, self._options)
+                    self._storage = (
+                        self._build(self._uri, self._options)
+                        if self._redis
+                        else InlineExpiryMemoryStorage()
+                    )
                     self._limiter = self._classes[0](self._storage)
                 limiter = self._limiter
         return limiter
@@ -408,7 +408,6 @@ class RateLimiter:
                 stats = limiter.get_window_stats(item, *ident)
         except self._errors as exc:
             raise _unavailable(exc) from exc
-        self._sweep()
         return self._outcome(allowed, stats[0], stats[1], spec)
 
     async def ahit(self, key: str, spec: RateLimitSpec) -> RateLimitOutcome:
@@ -445,45 +444,7 @@ class RateLimiter:
         for pool in self._pools:
             await pool.disconnect()
 
-    def _sweep(self) -> None:
-        """Every :data:`_SWEEP_EVERY` hits, drop memory-storage keys whose window is over.
-
-        ``limits``' ``MemoryStorage`` expires keys on a timer that only runs after a hit,
-        and leaves each moving-window key mapped to an empty list forever, so a stream of
-        distinct client IPs would grow it without bound. This sweep removes keys whose
-        newest moving-window entry, or whose fixed-window counter, has expired.
-        """
-        self._hits += 1
-        if self._hits % _SWEEP_EVERY:
-            return
-        storage = self._storage
-        events = getattr(storage, "events", None)
-        expirations = getattr(storage, "expirations", None)
-        counters = getattr(storage, "storage", None)
-        locks = getattr(storage, "locks", None)
-        if not isinstance(events, dict) or not isinstance(expirations, dict) or locks is None:
-            return
-        now = self._clock()
-        # ``dict.copy`` is one C call that runs no Python code, so limits' own expiry
-        # timer thread cannot change the dict under it (``list(d.items())`` can allocate,
-        # collect garbage and let that thread run: "dictionary changed size").
-        for key in events.copy():
-            with locks[key]:  # the storage's own per-key lock: no hit is lost mid-update
-                entries = events.get(key)
-                # Entries are kept newest first; if the newest has expired, all have.
-                expired = not entries or float(getattr(entries[0], "expiry", now)) <= now
-                if expired:
-                    events.pop(key, None)
-            if expired:
-                locks.pop(key, None)
-        for key, expiry in expirations.copy().items():
-            if expiry <= now:
-                expirations.pop(key, None)
-                if counters is not None:
-                    counters.pop(key, None)
-                locks.pop(key, None)
-
     def sweep(self) -> None:
-        """Run the memory sweep now (it otherwise runs every 1024 hits)."""
-        self._hits = _SWEEP_EVERY - 1
-        self._sweep()
+        """Expire now every memory-storage key that is due (hits otherwise do a few each)."""
+        if isinstance(self._storage, InlineExpiryMemoryStorage):
+            self._storage.expire_due()
