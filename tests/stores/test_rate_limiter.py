@@ -213,3 +213,33 @@ def test_other_users_of_limits_keep_its_own_memory_storage() -> None:
 
     assert type(limits.storage.storage_from_string("memory://")) is limits.storage.MemoryStorage
     assert isinstance(RateLimiter().storage, InlineExpiryMemoryStorage)
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window"])
+def test_memory_threads_expiring_each_others_keys_never_deadlock(strategy: str) -> None:
+    """Expiry takes the due keys' locks: a hit must not hold its own key's lock meanwhile,
+    or two threads expiring each other's keys would wait on each other for ever."""
+    rl = RateLimiter(strategy=strategy)  # type: ignore[arg-type]
+    spec = RateLimitSpec.parse("3/second")  # windows end while the threads run
+    end = time.monotonic() + 2.5
+    counts = [0] * 8
+
+    def worker(n: int) -> None:
+        i = 0
+        while time.monotonic() < end:
+            rl.hit(f"t{n}-{i % 200}", spec)
+            i += 1
+        counts[n] = i
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(0.0, end + 10 - time.monotonic()))
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(t.is_alive() for t in threads), "the hitting threads deadlocked"
+    assert all(counts)

@@ -70,10 +70,14 @@ class InlineExpiryMemoryStorage(limits.storage.MemoryStorage):
         self._due: deque[tuple[float, str]] = deque()
 
     # limits calls this (name-mangled) before every count; it would restart the thread.
+    # The hits below expire instead, before they take a key's lock: expiring takes other
+    # keys' locks, and two threads each holding one while waiting for the other's would
+    # never finish.
     def _MemoryStorage__schedule_expiry(self) -> None:
-        self.expire_due(EXPIRE_PER_HIT)
+        return None
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        self.expire_due(EXPIRE_PER_HIT)
         # limits reads (and may reset) the counter before it takes the key's lock, so two
         # threads at a window's start could both reset it: the whole count under the lock.
         with self.locks[key]:
@@ -83,6 +87,7 @@ class InlineExpiryMemoryStorage(limits.storage.MemoryStorage):
         return count
 
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        self.expire_due(EXPIRE_PER_HIT)
         acquired: bool = super().acquire_entry(key, limit, expiry, amount)
         if acquired:
             self._due.append((_now() + expiry, key))
@@ -106,9 +111,12 @@ class InlineExpiryMemoryStorage(limits.storage.MemoryStorage):
                 entries = self.events.get(key)
                 if entries is not None:
                     # Entries are newest first: those before ``live`` are still in the window.
+                    # A new list, not one cut in place: limits reads a window's list
+                    # without the lock, and must not see it shrink under it.
                     live = bisect.bisect_left(entries, -now, key=lambda e: -e.expiry)
-                    del entries[live:]
-                    if not entries:
+                    if 0 < live < len(entries):
+                        self.events[key] = entries[:live]
+                    elif not live:
                         del self.events[key]
         return seen
 
