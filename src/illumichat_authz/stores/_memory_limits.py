@@ -98,8 +98,11 @@ class InlineExpiryMemoryStorage(limits.storage.MemoryStorage):
         None): a fixed window's counter once its window is over, a moving window's entries
         once they have left it, and the key once it has none. Returns the keys looked at."""
         due, now, seen = self._due, _now(), 0
-        while due and (at_most is None or seen < at_most):
-            when, key = entry = due.popleft()
+        while at_most is None or seen < at_most:
+            try:
+                when, key = entry = due.popleft()
+            except IndexError:  # empty (another thread may have taken the last one)
+                break
             if when > now:  # not due yet (or another thread took the one that was)
                 due.appendleft(entry)
                 break
